@@ -1,0 +1,60 @@
+"""Default nst_jax settings: every config field, documented.
+
+Run:
+  python -m nst_jax.main --config=configs/default.py \
+      --config.content=photo.jpg --config.style=painting.jpg \
+      --config.output=out/result.png
+
+Hardware configs (cpu.py, gpu.py, tpu.py) import this and override a few
+fields; any field can be overridden with --config.FIELD=value.
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  # Inputs and output.
+  config.content = ''            # content image path
+  config.style = ''              # style image path, or several: 'a.jpg,b.jpg'
+  config.style_blend_weights = ''  # e.g. '0.7,0.3' (default: equal)
+  config.output = 'out/result.png'  # the manifest goes beside it (.json)
+  config.weights = 'auto'        # converted file, 'auto' or 'random'
+
+  # Sizes.
+  config.image_size = 512        # longest side of the content, pixels
+  config.style_scale = 1.0       # style's longest side = image_size * this
+
+  # The loss (see nst_jax/losses.py for the formulas).
+  config.content_layers = 'conv4_2'
+  config.style_layers = 'conv1_1,conv2_1,conv3_1,conv4_1,conv5_1'
+  config.style_layer_weights = ''  # '' = 1/|L| each (the paper's w_l)
+  config.content_weight = 1.0    # alpha
+  # beta. With 'invariant' losses alpha/beta = 1e3 matches the paper's
+  # alpha/beta = 1e-3 * 2.1e6 / 1e3, i.e. about 1e-3 at 512 px with conv4_2.
+  config.style_weight = 1e-3
+  config.tv_weight = 0.0
+  config.loss_normalization = 'invariant'  # 'paper' | 'invariant'
+  config.pooling = 'avg'         # 'avg' (the paper) | 'max'
+
+  # Optimisation.
+  config.optimizer = 'lbfgs'     # 'lbfgs' | 'lbfgs_nols' | 'adam' | 'sgd'
+  config.learning_rate = 1.0     # step size for lbfgs_nols, adam, sgd
+  config.iterations = 500
+  config.stop_loss = float('-inf')  # stop once the total loss <= this
+  config.tolerance = 0.0         # stop when the loss improves < this
+                                 # fraction over 20 steps (0: off)
+  config.init = 'noise'          # 'noise' | 'content' | 'style' | 'image'
+  config.init_image = ''         # for init='image'
+  config.seed = 0
+
+  # Reporting.
+  config.save_every = 0          # write numbered images every N steps (0: off)
+  config.log_every = 10          # steps per compiled chunk and log line
+
+  # Compute.
+  config.dtype = 'float32'       # convolution dtype: 'float32' | 'bfloat16'
+  config.compilation_cache = 'auto'  # folder, 'auto' (~/.cache/nst_jax) or ''
+  config.max_memory_gb = 0.0     # refuse sizes estimated to need more (0: the
+                                 # device's memory)
+  return config

@@ -1,0 +1,17 @@
+"""One GPU: paper-sized images, bf16 convolutions (Gram sums stay float32).
+
+Run:
+  python -m nst_jax.main --config=configs/gpu.py \
+      --config.content=photo.jpg --config.style=painting.jpg
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.image_size = 512
+  config.iterations = 500
+  config.dtype = 'bfloat16'
+  config.log_every = 50
+  return config

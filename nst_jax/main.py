@@ -1,0 +1,64 @@
+"""Command line: `python -m nst_jax.main --config=configs/default.py ...`.
+
+Parses flags and calls `nst_jax.run.run(config)`. Exit status: 0 done,
+1 the loss became non-finite (the last finite image is kept), 2 bad input,
+128+signal when interrupted (the partial image and manifest are saved).
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from nst_jax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file (see configs/).', lock_config=False)
+_DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.INFO)
+  try:
+    manifest = run_lib.run(_CONFIG.value)
+  except UserError as error:
+    if _DEBUG.value:
+      raise
+    print(f'error: {error}', file=sys.stderr)
+    return error.exit_code
+  except run_lib.Interrupted as interrupted:
+    print(f'interrupted: partial result saved to '
+          f'{interrupted.manifest["output"]}', file=sys.stderr)
+    return 128 + interrupted.signum
+  if manifest['stop_reason'] == 'non_finite':
+    print(f'error: the loss became non-finite at iteration '
+          f'{manifest["non_finite_at_iteration"]}; kept the last finite image '
+          f'in {manifest["output"]}', file=sys.stderr)
+    return 1
+  print(f'wrote {manifest["output"]} (final loss '
+        f'{manifest["final"]["total"]:.6g}, {manifest["evaluations"]} '
+        'evaluations)')
+  return 0
+
+
+def _flags_parser(argv):
+  """absl's parser, but a bad flag or config file is one line and exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    print(f'error: {error}'.splitlines()[0], file=sys.stderr)
+    sys.exit(2)
+
+
+def entry_point():
+  """The `nst-jax` console script."""
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=_flags_parser)
+
+
+if __name__ == '__main__':
+  entry_point()

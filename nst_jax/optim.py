@@ -1,0 +1,265 @@
+"""Compiled optimisation of the pixel array with optax.
+
+Optimisers (`OPTIMIZERS`):
+  * ``lbfgs``: optax L-BFGS with its zoom line search (strong Wolfe); each
+    step spends as many function+gradient evaluations as the line search
+    needs (usually 1-2 once it has settled).
+  * ``lbfgs_nols``: L-BFGS with a fixed step `learning_rate` and no line
+    search, as jcjohnson/neural-style and torch.optim.LBFGS run it: exactly
+    one evaluation per step (the first step is scaled by 1/|g|, like torch).
+  * ``adam``: optax.adam(learning_rate).
+  * ``sgd``: SGD with momentum 0.9 (the seed post's starting point).
+
+The loop runs compiled: `run_chunk` does `chunk_size` steps in one
+`lax.scan` and hands back the loss of every step, so Python only sees the
+state every few steps (for logging, saving and Ctrl-C). The state carries the
+value and gradient at the current pixels, so no step evaluates twice, and a
+stop flag: once a member stops (iteration budget, non-finite loss, stop_loss
+reached, no progress over a window) its steps become no-ops. A single run
+skips them with `lax.cond`; under `vmap` (sweeps) they are computed and
+discarded, so every member keeps exactly its stand-alone trajectory.
+
+Weights, targets, loss weights, learning rate and stop criteria are all
+arguments, never constants: changing them does not recompile.
+
+Example::
+
+  state = optim.init_state(pixels, problem, 'lbfgs', lr)
+  state, values, terms = optim.run_chunk(state, problem, 'lbfgs', lr,
+                                         criteria, chunk_size=20)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax import lax
+import optax
+
+from nst_jax import losses
+from nst_jax.errors import UserError
+
+OPTIMIZERS = ('lbfgs', 'lbfgs_nols', 'adam', 'sgd')
+LBFGS_MEMORY = 10  # torch.optim.LBFGS keeps 100; 10 is optax's default.
+TOLERANCE_WINDOW = 20  # steps over which `tolerance` measures progress
+
+# Why a run stopped; index into STOP_REASONS.
+STOP_REASONS = ('running', 'iterations', 'non_finite', 'stop_loss',
+                'tolerance')
+RUNNING, ITERATIONS, NON_FINITE, STOP_LOSS, TOLERANCE = range(5)
+
+
+def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
+  """The optax transformation for an optimiser name (see module docstring).
+
+  Args:
+    name: one of `OPTIMIZERS`.
+    learning_rate: step size (unused by `lbfgs`, whose line search picks it);
+      may be a traced array so it can be swept without recompiling.
+  """
+  if name == 'lbfgs':
+    return optax.lbfgs(
+        memory_size=LBFGS_MEMORY,
+        linesearch=optax.scale_by_zoom_linesearch(
+            max_linesearch_steps=20, initial_guess_strategy='one'))
+  if name == 'lbfgs_nols':
+    return optax.lbfgs(learning_rate=learning_rate, memory_size=LBFGS_MEMORY,
+                       linesearch=None)
+  if name == 'adam':
+    return optax.adam(learning_rate)
+  if name == 'sgd':
+    return optax.sgd(learning_rate, momentum=0.9)
+  raise UserError(f'optimizer: unknown {name!r}; valid are '
+                  + ', '.join(OPTIMIZERS))
+
+
+@flax.struct.dataclass
+class Problem:
+  """Everything the loss needs besides the pixels (all arrays)."""
+  variables: Any
+  targets: losses.Targets
+  weights: losses.LossWeights
+
+
+@flax.struct.dataclass
+class StopCriteria:
+  """When to stop, as arrays so sweeps can differ.
+
+  Attributes:
+    iterations: number of optimiser steps.
+    stop_loss: stop once the total loss is at or below this (-inf: never).
+    tolerance: stop when the loss improved by less than this fraction over
+      the last `TOLERANCE_WINDOW` steps (0: never).
+  """
+  iterations: jax.Array
+  stop_loss: jax.Array
+  tolerance: jax.Array
+
+
+def stop_criteria(iterations, stop_loss=None, tolerance=0.0) -> StopCriteria:
+  return StopCriteria(
+      iterations=jnp.asarray(iterations, jnp.int32),
+      stop_loss=jnp.asarray(-jnp.inf if stop_loss is None else stop_loss,
+                            jnp.float32),
+      tolerance=jnp.asarray(tolerance, jnp.float32))
+
+
+@flax.struct.dataclass
+class LoopState:
+  """The optimisation state of one run (a leading axis in sweeps).
+
+  `value` and `grad` are the loss and gradient at `pixels`.
+  """
+  pixels: jax.Array
+  opt_state: Any
+  value: jax.Array
+  grad: jax.Array
+  step: jax.Array
+  evaluations: jax.Array
+  stop_reason: jax.Array
+  recent_values: jax.Array  # ring buffer of the last TOLERANCE_WINDOW values
+
+
+def _objective(problem: Problem, spec: losses.LossSpec):
+  return lambda pixels: losses.total_loss(
+      pixels, problem.variables, problem.targets, problem.weights, spec)
+
+
+def init_state(pixels, problem: Problem, spec: losses.LossSpec,
+               optimizer: str, learning_rate) -> LoopState:
+  """Optimiser state plus the loss and gradient at the initial pixels."""
+  value, grad = jax.value_and_grad(_objective(problem, spec))(pixels)
+  opt_state = make_optimizer(optimizer, learning_rate).init(pixels)
+  return LoopState(
+      pixels=pixels, opt_state=opt_state, value=value, grad=grad,
+      step=jnp.zeros((), jnp.int32), evaluations=jnp.ones((), jnp.int32),
+      stop_reason=jnp.asarray(RUNNING, jnp.int32),
+      recent_values=jnp.full((TOLERANCE_WINDOW,), jnp.inf, jnp.float32))
+
+
+def _step(state: LoopState, problem, spec, optimizer, learning_rate,
+          criteria: StopCriteria) -> LoopState:
+  """One optimiser step from `state` (which must be running)."""
+  objective = _objective(problem, spec)
+  opt = make_optimizer(optimizer, learning_rate)
+  if optimizer == 'lbfgs':
+    updates, opt_state = opt.update(
+        state.grad, state.opt_state, state.pixels, value=state.value,
+        grad=state.grad, value_fn=objective)
+    pixels = optax.apply_updates(state.pixels, updates)
+    # The line search evaluated the accepted point: reuse its value and grad.
+    value = optax.tree.get(opt_state, 'value')
+    grad = optax.tree.get(opt_state, 'grad')
+    spent = optax.tree.get(opt_state, 'num_linesearch_steps')
+  else:
+    updates, opt_state = opt.update(state.grad, state.opt_state, state.pixels)
+    pixels = optax.apply_updates(state.pixels, updates)
+    value, grad = jax.value_and_grad(objective)(pixels)
+    spent = 1
+
+  step = state.step + 1
+  finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(pixels))
+  value_window_ago = state.recent_values[step % TOLERANCE_WINDOW]
+  improvement = (value_window_ago - value) / jnp.abs(value_window_ago)
+  reason = jnp.select(
+      [~finite, value <= criteria.stop_loss,
+       (criteria.tolerance > 0) & (improvement < criteria.tolerance),
+       step >= criteria.iterations],
+      [NON_FINITE, STOP_LOSS, TOLERANCE, ITERATIONS], RUNNING)
+  advanced = LoopState(
+      pixels=pixels, opt_state=opt_state, value=value, grad=grad, step=step,
+      evaluations=state.evaluations + spent, stop_reason=reason,
+      recent_values=state.recent_values.at[step % TOLERANCE_WINDOW].set(value))
+  # A non-finite step is not taken: the last finite image is kept.
+  kept = state.replace(step=step, evaluations=advanced.evaluations,
+                       stop_reason=reason)
+  return jax.tree_util.tree_map(
+      lambda new, old: jnp.where(finite, new, old), advanced, kept)
+
+
+def _stopped_at_start(state, criteria):
+  """Stop before any step when the budget is 0 or the start already qualifies."""
+  reason = jnp.select(
+      [~jnp.isfinite(state.value), state.value <= criteria.stop_loss,
+       state.step >= criteria.iterations],
+      [NON_FINITE, STOP_LOSS, ITERATIONS], state.stop_reason)
+  return state.replace(stop_reason=reason)
+
+
+def run_chunk_unjitted(state: LoopState, problem: Problem,
+                       spec: losses.LossSpec, optimizer: str, learning_rate,
+                       criteria: StopCriteria, chunk_size: int):
+  """Up to `chunk_size` steps; see `run_chunk`."""
+  state = _stopped_at_start(state, criteria)
+
+  def body(state, _):
+    state = lax.cond(
+        state.stop_reason == RUNNING,
+        lambda s: _step(s, problem, spec, optimizer, learning_rate, criteria),
+        lambda s: s, state)
+    return state, state.value
+
+  state, values = lax.scan(body, state, None, length=chunk_size)
+  terms = losses.loss_terms(state.pixels, problem.variables, problem.targets,
+                            problem.weights, spec)
+  return state, values, terms
+
+
+_STATIC = ('spec', 'optimizer', 'chunk_size')
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def run_chunk(state, problem, spec, optimizer, learning_rate, criteria,
+              chunk_size):
+  """Runs up to `chunk_size` compiled steps.
+
+  Args:
+    state: `LoopState` from `init_state` or a previous chunk.
+    problem: `Problem` (VGG variables, targets, loss weights).
+    spec: `losses.LossSpec` (static).
+    optimizer: name from `OPTIMIZERS` (static).
+    learning_rate: scalar array.
+    criteria: `StopCriteria`.
+    chunk_size: steps per call (static); steps past a stop are no-ops.
+  Returns:
+    (state, values, terms): the new state, the loss after each of the
+    chunk's steps (repeating once stopped), and `losses.loss_terms` at the
+    final pixels (a forward pass only, for logging).
+  """
+  return run_chunk_unjitted(state, problem, spec, optimizer, learning_rate,
+                            criteria, chunk_size)
+
+
+init_state_jit = jax.jit(init_state, static_argnames=('spec', 'optimizer'))
+
+
+def loss_and_grad(pixels, problem: Problem, spec: losses.LossSpec):
+  """The total loss and its gradient with respect to the pixels."""
+  return jax.value_and_grad(_objective(problem, spec))(pixels)
+
+
+loss_and_grad_jit = jax.jit(loss_and_grad, static_argnames=('spec',))
+
+
+def minimize(pixels, problem, spec, optimizer='lbfgs', learning_rate=1.0,
+             iterations=100, chunk_size=20, stop_loss=None, tolerance=0.0):
+  """Convenience: optimise `pixels` and return the final `LoopState`.
+
+  Example::
+
+    state = optim.minimize(noise, problem, spec, 'lbfgs', iterations=50)
+    result = state.pixels
+  """
+  learning_rate = jnp.asarray(learning_rate, jnp.float32)
+  criteria = stop_criteria(iterations, stop_loss, tolerance)
+  state = init_state_jit(jnp.asarray(pixels, jnp.float32), problem, spec,
+                         optimizer, learning_rate)
+  while True:
+    state, _, _ = run_chunk(state, problem, spec, optimizer, learning_rate,
+                            criteria, chunk_size)
+    if int(state.stop_reason) != RUNNING:
+      return state

@@ -1,0 +1,213 @@
+"""Checks a run's config once, in one place, and turns it into `Settings`.
+
+Every problem raises `UserError` naming the field (`config.style_weight:
+must be >= 0, got -1.0`), before any image is read or anything is written.
+The image loader (`nst_jax.images`) checks the files themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Optional, Sequence
+
+from nst_jax import losses, optim, vgg
+from nst_jax.errors import UserError
+
+INITS = ('noise', 'content', 'style', 'image')
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """A checked config: paths, the loss spec and the numeric settings."""
+  content: str
+  styles: tuple
+  style_blend_weights: tuple
+  output: str
+  manifest: str
+  weights: str
+  image_size: int
+  style_scale: float
+  spec: losses.LossSpec
+  content_layer_weights: Optional[tuple]
+  style_layer_weights: Optional[tuple]
+  content_weight: float
+  style_weight: float
+  tv_weight: float
+  optimizer: str
+  learning_rate: float
+  iterations: int
+  stop_loss: float
+  tolerance: float
+  init: str
+  init_image: str
+  seed: int
+  save_every: int
+  log_every: int
+  compilation_cache: str
+  max_memory_gb: float
+
+
+def _split(value) -> tuple:
+  """'a,b' or ('a', 'b') -> ('a', 'b'); '' -> ()."""
+  if value is None:
+    return ()
+  if isinstance(value, str):
+    return tuple(part.strip() for part in value.split(',') if part.strip())
+  return tuple(value)
+
+
+def _floats(field, value) -> tuple:
+  try:
+    return tuple(float(v) for v in _split(value))
+  except (TypeError, ValueError):
+    raise UserError(f'config.{field}: expected numbers separated by commas, '
+                    f'got {value!r}') from None
+
+
+def _number(config, field, minimum=None, positive=False, integer=False):
+  value = config[field]
+  try:
+    number = int(value) if integer else float(value)
+    if integer and number != float(value):
+      raise ValueError
+  except (TypeError, ValueError):
+    kind = 'an integer' if integer else 'a number'
+    raise UserError(f'config.{field}: must be {kind}, got {value!r}') from None
+  if not integer and math.isnan(number):
+    raise UserError(f'config.{field}: must be a number, got nan')
+  if positive and not number > 0:
+    raise UserError(f'config.{field}: must be > 0, got {value!r}')
+  if minimum is not None and number < minimum:
+    raise UserError(f'config.{field}: must be >= {minimum}, got {value!r}')
+  return number
+
+
+def _choice(config, field, valid: Sequence[str]) -> str:
+  value = config[field]
+  if value not in valid:
+    raise UserError(f'config.{field}: unknown {value!r}; valid are '
+                    + ', '.join(valid))
+  return value
+
+
+def _layers(config, field) -> tuple:
+  names = _split(config[field])
+  try:
+    return tuple(vgg.canonical_layer(name) for name in names)
+  except UserError as error:
+    raise UserError(f'config.{field}: {error}') from None
+
+
+def _layer_weights(config, field, layers_field, layers):
+  weights = _floats(field, config[field])
+  if not weights:
+    return None
+  if len(weights) != len(layers):
+    raise UserError(f'config.{field}: {len(weights)} weights for '
+                    f'{len(layers)} layers in config.{layers_field}')
+  if any(w < 0 or math.isinf(w) for w in weights):
+    raise UserError(f'config.{field}: weights must be finite and >= 0, got '
+                    f'{config[field]!r}')
+  return weights
+
+
+def manifest_path(output: str) -> str:
+  """out/result.png -> out/result.json."""
+  return os.path.splitext(output)[0] + '.json'
+
+
+def check_output(output: str, inputs: Sequence[str]) -> None:
+  """Output folder exists or can be made, is writable, and no input is hit."""
+  if not output:
+    raise UserError('config.output: empty; give a path like out/result.png')
+  if os.path.splitext(output)[1].lower() not in ('.png', '.jpg', '.jpeg',
+                                                 '.bmp', '.tif', '.tiff',
+                                                 '.webp'):
+    raise UserError(f'config.output: {output!r} needs an image extension '
+                    '(.png, .jpg, ...)')
+  if os.path.isdir(output):
+    raise UserError(f'config.output: {output!r} is a directory')
+  targets = {os.path.realpath(output), os.path.realpath(manifest_path(output))}
+  for path in inputs:
+    if path and os.path.realpath(path) in targets:
+      raise UserError(f'config.output: {output!r} would overwrite the input '
+                      f'{path!r}')
+  folder = os.path.dirname(os.path.abspath(output))
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as error:
+    raise UserError(f'config.output: cannot create folder {folder!r}: '
+                    f'{error.strerror}') from None
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise UserError(f'config.output: folder {folder!r} is not writable')
+
+
+def check(config) -> Settings:
+  """Validates a config (ml_collections.ConfigDict or dict) into `Settings`.
+
+  Raises:
+    UserError: naming the first bad field.
+  """
+  missing = [f for f in ('content', 'style', 'output') if not config.get(f)]
+  if missing:
+    raise UserError(f'config.{missing[0]}: required (e.g. '
+                    f'--config.{missing[0]}=path)')
+  styles = _split(config['style'])
+  blend = _floats('style_blend_weights', config.get('style_blend_weights', ''))
+  if blend and len(blend) != len(styles):
+    raise UserError(f'config.style_blend_weights: {len(blend)} weights for '
+                    f'{len(styles)} style images')
+  if blend and (any(w < 0 for w in blend) or sum(blend) <= 0):
+    raise UserError('config.style_blend_weights: must be >= 0 with a '
+                    f'positive sum, got {config["style_blend_weights"]!r}')
+
+  content_layers = _layers(config, 'content_layers')
+  style_layers = _layers(config, 'style_layers')
+  if not content_layers and not style_layers:
+    raise UserError('config.style_layers: no content or style layers given')
+  normalization = _choice(config, 'loss_normalization', losses.NORMALIZATIONS)
+  pooling = _choice(config, 'pooling', vgg.POOLINGS)
+  dtype = _choice(config, 'dtype', DTYPES)
+  optimizer = _choice(config, 'optimizer', optim.OPTIMIZERS)
+  init = _choice(config, 'init', INITS)
+  if init == 'image' and not config.get('init_image'):
+    raise UserError("config.init_image: required when config.init='image'")
+
+  output = str(config['output'])
+  inputs = list(styles) + [config['content'], config.get('init_image', '')]
+  check_output(output, inputs)
+
+  stop_loss = float(config.get('stop_loss', float('-inf')))
+  if math.isnan(stop_loss):
+    raise UserError('config.stop_loss: must be a number, got nan')
+  return Settings(
+      content=str(config['content']), styles=styles,
+      style_blend_weights=blend or (1.0,) * len(styles),
+      output=output, manifest=manifest_path(output),
+      weights=str(config['weights']),
+      image_size=_number(config, 'image_size', integer=True, positive=True),
+      style_scale=_number(config, 'style_scale', positive=True),
+      spec=losses.LossSpec(content_layers=content_layers,
+                           style_layers=style_layers,
+                           normalization=normalization, pooling=pooling,
+                           dtype=dtype),
+      content_layer_weights=None,
+      style_layer_weights=_layer_weights(config, 'style_layer_weights',
+                                         'style_layers', style_layers),
+      content_weight=_number(config, 'content_weight', minimum=0),
+      style_weight=_number(config, 'style_weight', minimum=0),
+      tv_weight=_number(config, 'tv_weight', minimum=0),
+      optimizer=optimizer,
+      learning_rate=_number(config, 'learning_rate', positive=True),
+      iterations=_number(config, 'iterations', integer=True, minimum=0),
+      stop_loss=stop_loss,
+      tolerance=_number(config, 'tolerance', minimum=0),
+      init=init, init_image=str(config.get('init_image', '')),
+      seed=_number(config, 'seed', integer=True),
+      save_every=_number(config, 'save_every', integer=True, minimum=0),
+      log_every=_number(config, 'log_every', integer=True, positive=True),
+      compilation_cache=str(config.get('compilation_cache', '')),
+      max_memory_gb=_number(config, 'max_memory_gb', minimum=0))

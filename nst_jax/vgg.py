@@ -1,0 +1,261 @@
+"""VGG19 feature extractor in Flax (Linen), as Gatys et al. use it.
+
+The 16 convolution layers of VGG19 (no fully connected layers), 3x3 SAME
+convolutions, ReLU, and 2x2 stride-2 pooling between blocks: average pooling
+(the paper) or max pooling. Images are NHWC, already preprocessed for the
+weights (see `preprocess`).
+
+Layer names: `conv{b}_{i}` is the *rectified* output of that convolution
+(`relu{b}_{i}` is accepted as an alias), `pool{b}` the output of block b's
+pooling. The forward pass stops at the deepest requested layer.
+
+Weights are a plain pytree ``{'conv1_1': {'kernel': (3, 3, Cin, Cout) HWIO,
+'bias': (Cout,)}, ...}`` passed to jitted functions as arguments, never closed
+over as constants, so changing the weights file never recompiles.
+
+Speed: the gradient of a convolution with respect to its input is a
+convolution with the kernel flipped in space and its in/out axes swapped.
+When the kernel is a function argument XLA re-flips all 80 MB of kernels every
+evaluation. `prepare_variables` flips them once; `conv_relu` is a
+`jax.custom_vjp` whose backward pass uses the pre-flipped kernel.
+
+Example::
+
+  variables = vgg.prepare_variables(params)
+  features = vgg.extract_features(variables, image[None], ('conv1_1', 'conv4_2'))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+
+from nst_jax.errors import UserError
+
+# Output channels of each block's convolutions.
+BLOCK_CHANNELS = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
+
+CONV_LAYERS = tuple(
+    f'conv{block + 1}_{i + 1}'
+    for block, channels in enumerate(BLOCK_CHANNELS)
+    for i in range(len(channels)))
+
+# Every layer in forward order: the block's convolutions, then its pooling.
+LAYER_ORDER = tuple(
+    name for block, channels in enumerate(BLOCK_CHANNELS)
+    for name in ([f'conv{block + 1}_{i + 1}' for i in range(len(channels))]
+                 + [f'pool{block + 1}']))
+
+POOLINGS = ('avg', 'max')
+
+# (input channels, output channels) of each convolution.
+CONV_SHAPES = {}
+_in_channels = 3
+for _name, _out in zip(CONV_LAYERS, (c for cs in BLOCK_CHANNELS for c in cs)):
+  CONV_SHAPES[_name] = (_in_channels, _out)
+  _in_channels = _out
+
+# Multiply-adds per input pixel of the forward pass up to each layer (a
+# convolution at block b runs on 1/4^(b-1) of the pixels).
+MACS_PER_PIXEL = {}
+_total = 0
+for _name in LAYER_ORDER:
+  if _name.startswith('conv'):
+    _block = int(_name[4])
+    cin, cout = CONV_SHAPES[_name]
+    _total += 9 * cin * cout / 4 ** (_block - 1)
+  MACS_PER_PIXEL[_name] = int(_total)
+
+# Preprocessing each kind of weights expects, from RGB pixels in [0, 255].
+# caffe (the VGG authors' weights, Keras): BGR, minus the ImageNet mean, 0-255.
+# torchvision: RGB in [0, 1], minus mean, divided by std.
+PREPROCESSING = ('caffe', 'torchvision')
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+
+
+def canonical_layer(name: str) -> str:
+  """Returns the canonical layer name (`relu4_2` -> `conv4_2`).
+
+  Raises:
+    UserError: for a name that is not a VGG19 layer.
+  """
+  canonical = 'conv' + name[4:] if name.startswith('relu') else name
+  if canonical not in LAYER_ORDER:
+    raise UserError(f'unknown layer {name!r}: valid layers are '
+                    + ', '.join(LAYER_ORDER) + ' (relu* aliases conv*)')
+  return canonical
+
+
+def deepest_layer(layers: Iterable[str]) -> str:
+  """The layer of `layers` that comes last in the forward pass."""
+  return max((canonical_layer(l) for l in layers), key=LAYER_ORDER.index)
+
+
+def preprocess(pixels: jax.Array, kind: str) -> jax.Array:
+  """Maps RGB pixels in [0, 255] (..., 3) to the network's input space.
+
+  Args:
+    pixels: RGB values in [0, 255], channels last.
+    kind: 'caffe' (BGR minus mean) or 'torchvision' (/255, minus mean, /std).
+  Returns:
+    The network input, same shape.
+  """
+  if kind == 'caffe':
+    return pixels[..., ::-1] - jnp.asarray(CAFFE_MEAN_BGR, pixels.dtype)
+  if kind == 'torchvision':
+    mean = jnp.asarray(TORCHVISION_MEAN, pixels.dtype)
+    std = jnp.asarray(TORCHVISION_STD, pixels.dtype)
+    return (pixels / 255.0 - mean) / std
+  raise UserError(f'unknown preprocessing {kind!r}: valid are '
+                  + ', '.join(PREPROCESSING))
+
+
+def flip_kernel(kernel: jax.Array) -> jax.Array:
+  """HWIO kernel -> the kernel whose convolution is the input gradient."""
+  return jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+
+
+def _conv(x, kernel):
+  return lax.conv_general_dilated(
+      x, kernel, window_strides=(1, 1), padding='SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@jax.custom_vjp
+def conv_relu(x, kernel, bias, flipped_kernel):
+  """relu(conv3x3_same(x, kernel) + bias), NHWC/HWIO.
+
+  `flipped_kernel` must equal `flip_kernel(kernel)`; the backward pass uses it
+  for the input gradient so that no kernel is flipped per evaluation.
+  """
+  del flipped_kernel
+  return jax.nn.relu(_conv(x, kernel) + bias)
+
+
+def _conv_relu_fwd(x, kernel, bias, flipped_kernel):
+  y = jax.nn.relu(_conv(x, kernel) + bias)
+  return y, (x, kernel, y, flipped_kernel)
+
+
+def _conv_relu_bwd(residuals, grad_y):
+  x, kernel, y, flipped_kernel = residuals
+  grad_pre = jnp.where(y > 0, grad_y, jnp.zeros_like(grad_y))
+  grad_x = _conv(grad_pre, flipped_kernel)
+  # Kernel and bias gradients are dead code (removed by XLA) when only the
+  # pixel gradient is asked for, as in style transfer.
+  _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)
+  (grad_kernel,) = kernel_vjp(grad_pre)
+  grad_bias = jnp.sum(grad_pre, axis=(0, 1, 2))
+  return grad_x, grad_kernel, grad_bias, jnp.zeros_like(flipped_kernel)
+
+
+conv_relu.defvjp(_conv_relu_fwd, _conv_relu_bwd)
+
+
+class ConvReLU(nn.Module):
+  """A 3x3 SAME convolution with bias and ReLU, using `conv_relu`."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', nn.initializers.he_normal(),
+                        (3, 3, x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,),
+                      jnp.float32)
+    if self.has_variable('flipped', 'kernel'):
+      flipped = self.get_variable('flipped', 'kernel')
+    else:  # Correct but slower: flips the kernel on every evaluation.
+      flipped = flip_kernel(kernel)
+    return conv_relu(x.astype(self.dtype), kernel.astype(self.dtype),
+                     bias.astype(self.dtype), flipped.astype(self.dtype))
+
+
+def _pool(x, pooling):
+  if pooling == 'avg':
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+class VGG19(nn.Module):
+  """VGG19's convolutional part; returns the requested layers' outputs.
+
+  Attributes:
+    pooling: 'avg' (Gatys et al.) or 'max' (the original VGG).
+    dtype: compute dtype of the convolutions (e.g. bfloat16 on accelerators);
+      features are returned in this dtype, callers sum Grams in float32.
+  """
+  pooling: str = 'avg'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, layers: Sequence[str]) -> dict:
+    if self.pooling not in POOLINGS:
+      raise UserError(f'unknown pooling {self.pooling!r}: valid are '
+                      + ', '.join(POOLINGS))
+    wanted = {canonical_layer(l) for l in layers}
+    last = LAYER_ORDER.index(deepest_layer(wanted))
+    features = {}
+    for name in LAYER_ORDER[:last + 1]:
+      if name.startswith('conv'):
+        x = ConvReLU(CONV_SHAPES[name][1], self.dtype, name=name)(x)
+      else:
+        x = _pool(x, self.pooling)
+      if name in wanted:
+        features[name] = x
+    return features
+
+
+def init_params(rng: jax.Array) -> dict:
+  """He-normal random weights (zero biases) for all 16 convolutions."""
+  variables = VGG19().init(rng, jnp.zeros((1, 32, 32, 3)), ('conv5_4',))
+  return variables['params']
+
+
+def prepare_variables(params: dict) -> dict:
+  """Flax variables for `VGG19.apply`: the params plus pre-flipped kernels.
+
+  Call once per weights (outside the optimisation loop); the result is an
+  ordinary pytree argument of the jitted loss.
+  """
+  flipped = jax.jit(lambda p: {name: {'kernel': flip_kernel(layer['kernel'])}
+                               for name, layer in p.items()})(params)
+  return {'params': params, 'flipped': flipped}
+
+
+def extract_features(variables: dict, images: jax.Array,
+                     layers: Sequence[str], pooling: str = 'avg',
+                     dtype: Any = jnp.float32) -> dict:
+  """Rectified features of preprocessed NHWC `images` at `layers`.
+
+  Args:
+    variables: `{'params': params}` or the result of `prepare_variables`.
+    images: (batch, height, width, 3), already `preprocess`ed.
+    layers: layer names (`conv4_2`, `relu4_2`, `pool1`, ...).
+    pooling: 'avg' or 'max'.
+    dtype: compute dtype of the convolutions.
+  Returns:
+    {canonical layer name: (batch, h, w, channels)}; the keys are canonical
+    names (relu aliases map to conv names).
+  """
+  return VGG19(pooling=pooling, dtype=dtype).apply(variables, images,
+                                                   tuple(layers))
+
+
+def min_image_size(layers: Iterable[str]) -> int:
+  """Smallest side that leaves at least 1x1 positions at every layer."""
+  last = deepest_layer(layers)
+  pools_before = sum(1 for name in LAYER_ORDER[:LAYER_ORDER.index(last) + 1]
+                     if name.startswith('pool'))
+  return 2 ** pools_before
+
+
+def num_params(params: dict) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,130 @@
+"""The paper's losses on hand-computable cases, size invariance, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import losses, optim
+
+
+def test_gram_matrix():
+  features = jnp.arange(12.0).reshape(2, 2, 3)
+  flat = np.arange(12.0).reshape(4, 3)
+  np.testing.assert_allclose(losses.gram_matrix(features, False),
+                             flat.T @ flat)
+  np.testing.assert_allclose(losses.gram_matrix(features, True),
+                             flat.T @ flat / 4)
+
+
+def test_style_layer_loss_hand_case():
+  # One filter, two positions: F = [1, 2] -> G = 5; target A = 3.
+  features = jnp.asarray([[[1.0], [2.0]]])
+  target = jnp.asarray([[3.0]])
+  # Paper: (5 - 3)^2 / (4 * 1^2 * 2^2) = 0.25.
+  assert float(losses.style_layer_loss(features, target, 'paper')) == 0.25
+  # Invariant: (5/2 - 3)^2 / 4 = 0.0625 when the target is already G/M.
+  assert float(losses.style_layer_loss(features, target, 'invariant')) == (
+      0.0625)
+
+
+def test_content_layer_loss_hand_case():
+  features = jnp.asarray([[[1.0, 2.0], [3.0, 4.0]]])  # N = 2, M = 2
+  target = jnp.zeros_like(features)
+  assert float(losses.content_layer_loss(features, target, 'paper')) == 15.0
+  assert float(losses.content_layer_loss(features, target,
+                                         'invariant')) == 15.0 / 4
+
+
+def test_total_variation_hand_case():
+  pixels = jnp.asarray([[[0.0], [1.0]], [[3.0], [5.0]]])
+  # down: (3-0)^2 + (5-1)^2 = 25; right: (1-0)^2 + (5-3)^2 = 5.
+  assert float(losses.total_variation(pixels, 'paper')) == 30.0
+  assert float(losses.total_variation(pixels, 'invariant')) == 12.5 + 2.5
+
+
+def test_invariant_equals_paper_at_equal_size():
+  rng = np.random.default_rng(0)
+  features = jnp.asarray(rng.uniform(0, 3, (4, 5, 6)), jnp.float32)
+  style = jnp.asarray(rng.uniform(0, 3, (4, 5, 6)), jnp.float32)
+  paper = losses.style_layer_loss(
+      features, losses.gram_matrix(style, False), 'paper')
+  invariant = losses.style_layer_loss(
+      features, losses.gram_matrix(style, True), 'invariant')
+  np.testing.assert_allclose(paper, invariant, rtol=1e-5)
+
+
+def test_invariant_style_loss_does_not_depend_on_size():
+  """The same texture at 2x the size (and a style of another size) gives the
+  same invariant E_l; the paper's E_l changes."""
+  rng = np.random.default_rng(0)
+  tile = jnp.asarray(rng.uniform(0, 3, (4, 4, 8)), jnp.float32)
+  big = jnp.tile(tile, (2, 2, 1))  # M four times larger, same statistics
+  style = jnp.tile(jnp.asarray(rng.uniform(0, 3, (3, 3, 8)), jnp.float32),
+                   (3, 1, 1))
+  target = losses.gram_matrix(style, True)
+  small_loss = losses.style_layer_loss(tile, target, 'invariant')
+  big_loss = losses.style_layer_loss(big, target, 'invariant')
+  np.testing.assert_allclose(small_loss, big_loss, rtol=1e-5)
+  content_small = losses.content_layer_loss(tile, tile * 0, 'invariant')
+  content_big = losses.content_layer_loss(big, big * 0, 'invariant')
+  np.testing.assert_allclose(content_small, content_big, rtol=1e-6)
+  paper_target = losses.gram_matrix(style, False)
+  assert not np.isclose(losses.style_layer_loss(tile, paper_target, 'paper'),
+                        losses.style_layer_loss(big, paper_target, 'paper'))
+
+
+def test_blend_style_targets():
+  a = {'conv1_1': jnp.ones((2, 2))}
+  b = {'conv1_1': jnp.full((2, 2), 4.0)}
+  blended = losses.blend_style_targets([a, b], [3.0, 1.0])
+  np.testing.assert_allclose(blended['conv1_1'], np.full((2, 2), 1.75))
+
+
+@pytest.fixture(scope='module')
+def paper_problem(variables, small_images):
+  content, style, _ = small_images
+  spec = losses.LossSpec(normalization='paper')
+  targets = losses.make_targets(variables, content, [style], spec)
+  weights = losses.loss_weights(spec, 1.0, 1e3, tv_weight=1e-2)
+  return spec, optim.Problem(variables, targets, weights)
+
+
+def test_loss_terms_compose(paper_problem, small_images):
+  spec, problem = paper_problem
+  _, _, noise = small_images
+  terms = losses.loss_terms(jnp.asarray(noise), problem.variables,
+                            problem.targets, problem.weights, spec)
+  style = sum(0.2 * terms['style_layers'][l] for l in spec.style_layers)
+  np.testing.assert_allclose(terms['style'], style, rtol=1e-5)
+  np.testing.assert_allclose(
+      terms['total'], terms['content'] + 1e3 * terms['style']
+      + 1e-2 * terms['tv'], rtol=1e-5)
+  # Each term is the paper's formula of the features.
+  features = losses.image_features(problem.variables, jnp.asarray(noise),
+                                   spec)
+  f = np.asarray(features['conv4_2'], np.float64)
+  p = np.asarray(problem.targets.content_features['conv4_2'], np.float64)
+  np.testing.assert_allclose(terms['content'], 0.5 * np.sum((f - p) ** 2),
+                             rtol=1e-4)
+  f = np.asarray(features['conv2_1'], np.float64).reshape(-1, 128)
+  a = np.asarray(problem.targets.style_grams['conv2_1'], np.float64)
+  expected = np.sum((f.T @ f - a) ** 2) / (4 * 128 ** 2 * f.shape[0] ** 2)
+  np.testing.assert_allclose(terms['style_layers']['conv2_1'], expected,
+                             rtol=1e-3)
+
+
+def test_gradient_matches_finite_differences(paper_problem, small_images):
+  spec, problem = paper_problem
+  _, _, noise = small_images
+  pixels = jnp.asarray(noise)
+  value, grad = optim.loss_and_grad_jit(pixels, problem, spec)
+  direction = jax.random.normal(jax.random.key(3), pixels.shape)
+  loss = jax.jit(lambda x: losses.total_loss(
+      x, problem.variables, problem.targets, problem.weights, spec))
+  eps = 0.05
+  numeric = (float(loss(pixels + eps * direction))
+             - float(loss(pixels - eps * direction))) / (2 * eps)
+  analytic = float(jnp.vdot(grad, direction))
+  assert np.isfinite(float(value))
+  np.testing.assert_allclose(analytic, numeric, rtol=2e-2)

@@ -1,0 +1,108 @@
+"""VGG19 features against an independent NumPy implementation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import vgg
+from nst_jax.errors import UserError
+
+
+def numpy_conv_relu(x, kernel, bias):
+  """3x3 SAME convolution + ReLU by explicit shifts (HWC, HWIO)."""
+  height, width, _ = x.shape
+  padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+  out = np.zeros((height, width, kernel.shape[-1]), np.float64)
+  for dy in range(3):
+    for dx in range(3):
+      out += padded[dy:dy + height, dx:dx + width] @ kernel[dy, dx]
+  return np.maximum(out + bias, 0)
+
+
+def numpy_pool(x, pooling):
+  h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+  blocks = x[:h, :w].reshape(h // 2, 2, w // 2, 2, -1)
+  return blocks.mean((1, 3)) if pooling == 'avg' else blocks.max((1, 3))
+
+
+def numpy_features(params, image, pooling):
+  x = image.astype(np.float64)
+  out = {}
+  for name in vgg.LAYER_ORDER:
+    if name.startswith('conv'):
+      x = numpy_conv_relu(x, np.asarray(params[name]['kernel'], np.float64),
+                          np.asarray(params[name]['bias'], np.float64))
+    else:
+      x = numpy_pool(x, pooling)
+    out[name] = x
+  return out
+
+
+@pytest.mark.parametrize('pooling', ['avg', 'max'])
+def test_features_match_numpy(variables, random_params, pooling):
+  image = np.random.default_rng(1).normal(0, 50, (32, 32, 3))
+  layers = ('conv1_1', 'conv2_1', 'pool2', 'conv3_1', 'conv4_2', 'conv5_1')
+  ours = vgg.extract_features(variables, jnp.asarray(image[None], jnp.float32),
+                              layers, pooling)
+  reference = numpy_features(random_params, image, pooling)
+  assert set(ours) == set(layers)
+  for name in layers:
+    np.testing.assert_allclose(ours[name][0], reference[name], rtol=2e-3,
+                               atol=2e-3 * np.abs(reference[name]).max())
+
+
+def test_relu_alias_and_stops_at_deepest(variables):
+  image = jnp.zeros((1, 16, 16, 3))
+  features = vgg.extract_features(variables, image, ('relu2_1',))
+  assert list(features) == ['conv2_1']
+  # Only the layers up to conv2_1 exist in the traced program.
+  jaxpr = str(jax.make_jaxpr(lambda x: vgg.extract_features(
+      variables, x, ('conv1_2',)))(image))
+  assert jaxpr.count('conv_general_dilated') == 2
+
+
+def test_custom_vjp_gradient_equals_plain_autodiff(random_params, variables):
+  """The pre-flipped backward pass gives the gradient of a plain lax VGG."""
+  def plain(x):
+    for name in vgg.LAYER_ORDER[:vgg.LAYER_ORDER.index('conv3_1') + 1]:
+      if name.startswith('conv'):
+        layer = random_params[name]
+        x = jax.nn.relu(jax.lax.conv_general_dilated(
+            x, layer['kernel'], (1, 1), 'SAME',
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + layer['bias'])
+      else:
+        x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1),
+                                  (1, 2, 2, 1), 'VALID') / 4
+    return jnp.sum(x ** 2)
+
+  ours = lambda x: jnp.sum(vgg.extract_features(
+      variables, x, ('conv3_1',))['conv3_1'] ** 2)
+  x = jax.random.normal(jax.random.key(2), (1, 24, 24, 3)) * 30
+  np.testing.assert_allclose(jax.grad(ours)(x), jax.grad(plain)(x),
+                             rtol=1e-4, atol=1e-4 * float(
+                                 jnp.abs(jax.grad(plain)(x)).max()))
+
+
+def test_unknown_layer_names_valid_ones():
+  with pytest.raises(UserError, match='conv4_2'):
+    vgg.canonical_layer('conv9_9')
+
+
+def test_min_image_size_and_macs():
+  assert vgg.min_image_size(['conv5_1']) == 16
+  assert vgg.min_image_size(['conv1_1']) == 1
+  assert vgg.min_image_size(['pool1']) == 2
+  # The paper's network up to conv5_1 (REFERENCE.md: 361,152 per pixel).
+  assert vgg.MACS_PER_PIXEL['conv5_1'] == 361152
+
+
+def test_preprocess_caffe_and_torchvision():
+  pixel = jnp.asarray([[10.0, 20.0, 30.0]])
+  np.testing.assert_allclose(vgg.preprocess(pixel, 'caffe'),
+                             [[30 - 103.939, 20 - 116.779, 10 - 123.68]],
+                             rtol=1e-6)
+  np.testing.assert_allclose(
+      vgg.preprocess(pixel, 'torchvision'),
+      [[(10 / 255 - 0.485) / 0.229, (20 / 255 - 0.456) / 0.224,
+        (30 / 255 - 0.406) / 0.225]], rtol=1e-5)
