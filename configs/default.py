@@ -20,6 +20,8 @@ def get_config():
   config.style_blend_weights = ''  # e.g. '0.7,0.3' (default: equal)
   config.output = 'out/result.png'  # the manifest goes beside it (.json)
   config.weights = 'auto'        # converted file, 'auto' or 'random'
+  config.allow_random_weights = False  # weights=auto: fall back to random
+                                       # weights (loudly) when none exist
 
   # Sizes.
   config.image_size = 512        # longest side of the content, pixels
