@@ -59,4 +59,16 @@ def get_config():
   config.compilation_cache = 'auto'  # folder, 'auto' (~/.cache/nst_jax) or ''
   config.max_memory_gb = 0.0     # refuse sizes estimated to need more (0: the
                                  # device's memory)
+
+  # Sweeps: several settings as one compiled program, e.g.
+  #   --config.sweep.style_weight='(1e-4,1e-3,1e-2)'
+  # Fields given together vary together (equal lengths). Outputs
+  # out/result_<k>.png, out/result_grid.png and one out/result.json.
+  config.sweep = ml_collections.ConfigDict()
+  config.sweep.content_weight = ()
+  config.sweep.style_weight = ()
+  config.sweep.tv_weight = ()
+  config.sweep.seed = ()
+  config.sweep.style = ''        # 'a.jpg,b.jpg': one style per member
+  config.sweep.mode = 'auto'     # 'auto' | 'map' | 'vmap' (see optim.py)
   return config

@@ -10,6 +10,7 @@ between chunks saves the current image marked partial.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -65,11 +66,11 @@ def check_image_size(pixels, path, what, layers):
         '(raise config.image_size or use shallower layers)')
 
 
-def initial_pixels(settings, content, styles, variables_shape_hw):
+def initial_pixels(settings, seed, content, styles):
   """The starting image: noise, content, the first style or init_image."""
-  height, width = variables_shape_hw
+  height, width = content.shape[:2]
   if settings.init == 'noise':
-    return images.noise_image(settings.seed, (height, width))
+    return images.noise_image(seed, (height, width))
   if settings.init == 'content':
     return content
   if settings.init == 'style':
@@ -270,37 +271,106 @@ class _Progress:
 
 
 # ---------------------------------------------------------------------------
+# Several members on several devices.
+
+def _stack(trees):
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def member_devices(count: int) -> list:
+  """The local devices a sweep of `count` members spreads over."""
+  devices = jax.local_devices()
+  return devices[:max(1, min(count, len(devices)))]
+
+
+class MemberPrograms:
+  """The batched init and chunk functions, sharded over `devices`.
+
+  The member axis is split over a 1-D mesh of the devices; each device runs
+  its members with `mode` ('map': one after another, or 'vmap'). The VGG
+  variables are replicated. Call `place` on inputs before the functions.
+  """
+
+  def __init__(self, spec, optimizer, chunk_size, mode, devices):
+    self.mesh = jax.make_mesh((len(devices),), ('members',), devices=devices)
+    members, replicated = jax.P('members'), jax.P()
+
+    def init_fn(variables, pixels, targets, weights, lr):
+      return optim.init_state_batched(
+          pixels, optim.Problem(variables, targets, weights), spec, optimizer,
+          lr, mode)
+
+    def chunk_fn(variables, state, targets, weights, lr, criteria):
+      return optim.run_chunk_batched(
+          state, optim.Problem(variables, targets, weights), spec, optimizer,
+          lr, criteria, chunk_size, mode)
+
+    def terms_fn(variables, pixels, targets, weights):
+      return jax.vmap(functools.partial(losses.loss_terms, spec=spec),
+                      in_axes=(0, None, 0, 0))(pixels, variables, targets,
+                                               weights)
+
+    def sharded(fn, num_batched):
+      return jax.jit(jax.shard_map(
+          fn, mesh=self.mesh, in_specs=(replicated,) + (members,) * num_batched,
+          out_specs=members, check_vma=False))
+
+    self.init = sharded(init_fn, 4)
+    self.chunk = sharded(chunk_fn, 5)
+    self.terms = sharded(terms_fn, 3)
+
+  def place(self, tree, batched=True):
+    """Puts arrays on the mesh: split on the member axis, or replicated."""
+    sharding = jax.NamedSharding(self.mesh,
+                                 jax.P('members') if batched else jax.P())
+    return jax.device_put(tree, sharding)
+
+
+def pad_members(trees, count: int):
+  """Repeats the last member so every device gets as many (they're dropped)."""
+  return [t for t in trees] + [trees[-1]] * (count - len(trees))
+
+
+# ---------------------------------------------------------------------------
 # The run.
 
 def run(config) -> dict:
-  """Runs style transfer as `config` says and writes the image and manifest.
+  """Runs style transfer as `config` says and writes the images and manifest.
+
+  Without a sweep: `output` (e.g. out/result.png) and its manifest
+  (out/result.json). With `config.sweep.*` lists: out/result_<k>.png per
+  member, out/result_grid.png, and one out/result.json whose `runs` list
+  holds each member.
 
   Args:
     config: an `ml_collections.ConfigDict` (see configs/default.py) or a dict
       with the same fields.
   Returns:
     The manifest written beside the output image. `manifest['stop_reason']`
-    is 'iterations', 'stop_loss', 'tolerance' or 'non_finite'.
+    (per run in a sweep) is 'iterations', 'stop_loss', 'tolerance' or
+    'non_finite'.
   Raises:
     UserError: bad input (nothing has been written).
-    Interrupted: SIGINT/SIGTERM; the partial image and manifest were saved.
+    Interrupted: SIGINT/SIGTERM; the partial images and manifest were saved.
   """
   started = time.perf_counter()
   settings = settings_lib.check(config)
+  members = settings_lib.sweep_members(config, settings)
   cache_folder = enable_compilation_cache(settings.compilation_cache)
 
   content = read_image(settings.content, settings.image_size, 'content image')
-  style_size = max(1, round(settings.image_size * settings.style_scale))
-  styles = [read_image(path, style_size, 'style image')
-            for path in settings.styles]
   check_image_size(content, settings.content, 'content image',
                    settings.spec.layers)
-  for path, style in zip(settings.styles, styles):
-    check_image_size(style, path, 'style image', settings.spec.style_layers
-                     or settings.spec.layers)
+  style_size = max(1, round(settings.image_size * settings.style_scale))
+  style_images = {}
+  for member in members:
+    for path in member['styles']:
+      if path not in style_images:
+        style_images[path] = read_image(path, style_size, 'style image')
+        check_image_size(style_images[path], path, 'style image',
+                         settings.spec.style_layers or settings.spec.layers)
   height, width = content.shape[:2]
   check_memory(settings, height, width)
-  start = initial_pixels(settings, content, styles, (height, width))
 
   warnings = []
   params, meta, weights_path = weights_lib.resolve_weights(
@@ -311,86 +381,128 @@ def run(config) -> dict:
   if meta.get('random'):
     warning = ('RESULTS USE RANDOM, UNTRAINED VGG19 WEIGHTS (seed '
                f'{meta.get("seed")}), not pretrained ones: see weights/README.md')
-    if warning not in warnings:
-      warnings.append(warning)
+    warnings.append(warning)
     logging.warning('%s', warning)
   spec = dataclasses.replace(settings.spec,
                              preprocessing=meta['preprocessing'])
-
   variables = vgg.prepare_variables(
       jax.tree_util.tree_map(jnp.asarray, params))
-  targets = jax.jit(losses.make_targets, static_argnames=('spec',))(
-      variables, content, styles, spec,
-      blend_weights=settings.style_blend_weights)
-  problem = optim.Problem(
-      variables=variables, targets=targets,
-      weights=losses.loss_weights(
-          spec, settings.content_weight, settings.style_weight,
-          settings.tv_weight, settings.content_layer_weights,
-          settings.style_layer_weights))
-  learning_rate = jnp.asarray(settings.learning_rate, jnp.float32)
-  criteria = optim.stop_criteria(settings.iterations, settings.stop_loss,
-                                 settings.tolerance)
+
+  # Per-member arrays, stacked on a leading axis.
+  make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
+  targets_by_styles = {}
+  for member in members:
+    if member['styles'] not in targets_by_styles:
+      targets_by_styles[member['styles']] = make_targets(
+          variables, content, [style_images[p] for p in member['styles']],
+          spec, blend_weights=(settings.style_blend_weights
+                               if member['styles'] == settings.styles
+                               else None))
+  starts = [initial_pixels(settings, member['seed'], content,
+                           [style_images[p] for p in member['styles']])
+            for member in members]
+  devices = member_devices(len(members))
+  padded = -(-len(members) // len(devices)) * len(devices)
+  mode = config.get('sweep', {}).get('mode', 'auto')
+  if mode == 'auto':
+    mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
+  if mode not in optim.SWEEP_MODES:
+    raise UserError(f'config.sweep.mode: unknown {mode!r}; valid are auto, '
+                    + ', '.join(optim.SWEEP_MODES))
+  weights = _stack(pad_members([
+      losses.loss_weights(spec, m['content_weight'], m['style_weight'],
+                          m['tv_weight'], settings.content_layer_weights,
+                          m['style_layer_weights']) for m in members],
+                               padded))
+  targets = _stack(pad_members(
+      [targets_by_styles[m['styles']] for m in members], padded))
+  pixels = jnp.asarray(np.stack(pad_members(starts, padded)), jnp.float32)
+  learning_rate = jnp.full((padded,), settings.learning_rate, jnp.float32)
+  criteria = _stack([optim.stop_criteria(
+      settings.iterations, settings.stop_loss, settings.tolerance)] * padded)
   chunk_size = (math.gcd(settings.log_every, settings.save_every)
                 if settings.save_every else settings.log_every)
   chunk_size = min(chunk_size, max(settings.iterations, 1))
 
   # Compile ahead of time, so compilation is timed apart from optimisation.
+  programs = MemberPrograms(spec, settings.optimizer, chunk_size, mode,
+                            devices)
+  variables = programs.place(variables, batched=False)
+  pixels, targets, weights, learning_rate, criteria = programs.place(
+      (pixels, targets, weights, learning_rate, criteria))
   compile_start = time.perf_counter()
-  pixels = jnp.asarray(start, jnp.float32)
-  init_fn = optim.init_state_jit.lower(
-      pixels, problem, spec, settings.optimizer, learning_rate).compile()
-  state = init_fn(pixels, problem, learning_rate)
-  chunk_fn = optim.run_chunk.lower(
-      state, problem, spec, settings.optimizer, learning_rate, criteria,
-      chunk_size).compile()
-  terms_fn = jax.jit(losses.loss_terms, static_argnames=('spec',)).lower(
-      pixels, variables, targets, problem.weights, spec).compile()
+  init_fn = programs.init.lower(variables, pixels, targets, weights,
+                                learning_rate).compile()
+  terms_fn = programs.terms.lower(variables, pixels, targets,
+                                  weights).compile()
   compile_s = time.perf_counter() - compile_start
+  state = init_fn(variables, pixels, targets, weights, learning_rate)
+  initial_terms = terms_fn(variables, pixels, targets, weights)
+  compile_start = time.perf_counter()
+  chunk_fn = programs.chunk.lower(variables, state, targets, weights,
+                                  learning_rate, criteria).compile()
+  compile_s += time.perf_counter() - compile_start
 
-  initial = terms_to_json(terms_fn(pixels, variables, targets,
-                                   problem.weights))
-  history = [{'iteration': 0, 'evaluations': 1, 'total': initial['total'],
-              'content': initial['content'], 'style': initial['style']}]
-  final_terms = initial
+  count = len(members)
+  initial = [terms_to_json(_member(initial_terms, k)) for k in range(count)]
+  histories = [[_history_row(0, 1, initial[k])] for k in range(count)]
+  finals = list(initial)
   progress = _Progress(settings.iterations)
   optimize_start = time.perf_counter()
-  first_evaluations = int(state.evaluations)
   interrupted = None
   with _SignalCatcher() as catcher:
     while True:
       if catcher.signum is not None:
         interrupted = catcher.signum
         break
-      previous_step = int(state.step)
-      state, _, terms = chunk_fn(state, problem, learning_rate, criteria)
-      step = int(state.step)
-      if step > previous_step:
-        final_terms = terms_to_json(terms)
-        history.append({'iteration': step,
-                        'evaluations': int(state.evaluations),
-                        'total': final_terms['total'],
-                        'content': final_terms['content'],
-                        'style': final_terms['style']})
-        progress.update(step, int(state.evaluations),
-                        float(terms['total']))
-        if settings.save_every and step // settings.save_every > (
-            previous_step // settings.save_every):
-          images.save_image(numbered_path(settings.output, step),
-                            np.asarray(state.pixels))
-      if int(state.stop_reason) != optim.RUNNING:
+      previous_steps = np.asarray(state.step)[:count]
+      state, _, terms = chunk_fn(variables, state, targets, weights,
+                                 learning_rate, criteria)
+      steps = np.asarray(state.step)[:count]
+      evaluations = np.asarray(state.evaluations)[:count]
+      for k in np.nonzero(steps > previous_steps)[0]:
+        finals[k] = terms_to_json(_member(terms, k))
+        histories[k].append(_history_row(int(steps[k]), int(evaluations[k]),
+                                         finals[k]))
+      if (steps > previous_steps).any():
+        progress.update(int(steps.max()), int(evaluations.sum()),
+                        finals[int(np.argmax(steps))]['total'] or math.nan)
+        if settings.save_every and int(steps.max()) // settings.save_every > (
+            int(previous_steps.max()) // settings.save_every):
+          for k in range(count):
+            images.save_image(
+                numbered_path(member_output(settings.output, k, count),
+                              int(steps[k])), np.asarray(state.pixels[k]))
+      if (np.asarray(state.stop_reason)[:count] != optim.RUNNING).all():
         break
   progress.close()
   optimize_s = time.perf_counter() - optimize_start
 
-  stop_reason = ('interrupted' if interrupted is not None
-                 else optim.STOP_REASONS[int(state.stop_reason)])
-  loop_evaluations = int(state.evaluations) - first_evaluations
+  steps = np.asarray(state.step)[:count]
+  evaluations = np.asarray(state.evaluations)[:count]
+  reasons = ['interrupted' if interrupted is not None
+             else optim.STOP_REASONS[r]
+             for r in np.asarray(state.stop_reason)[:count]]
+  loop_evaluations = int(evaluations.sum()) - count
+  runs = []
+  for k, member in enumerate(members):
+    output = member_output(settings.output, k, count)
+    images.save_image(output, np.asarray(state.pixels[k]))
+    entry = {'values': member['varied'], 'output': output,
+             'stop_reason': reasons[k], 'iterations_done': int(steps[k]),
+             'initial': initial[k], 'final': finals[k],
+             'history': histories[k], 'evaluations': int(evaluations[k]),
+             'styles': list(member['styles']),
+             'content_weight': member['content_weight'],
+             'style_weight': member['style_weight'],
+             'tv_weight': member['tv_weight'], 'seed': member['seed']}
+    if reasons[k] == 'non_finite':
+      entry['non_finite_at_iteration'] = int(steps[k])
+    runs.append(entry)
+
   manifest = {
       'config': config_dict(config),
       'partial': interrupted is not None,
-      'stop_reason': stop_reason,
-      'iterations_done': int(state.step),
       'weights': {'path': weights_path,
                   'sha256': file_sha256(weights_path) if weights_path else None,
                   'source': meta.get('source'),
@@ -399,28 +511,60 @@ def run(config) -> dict:
                   'normalized': bool(meta.get('normalized')),
                   'random': bool(meta.get('random'))},
       'warnings': warnings,
-      'device': device_info(),
+      'device': dict(device_info(), used=len(devices), sweep_mode=mode),
       'versions': versions(),
       'image_size': {'content': [width, height],
-                     'styles': [list(s.shape[1::-1]) for s in styles]},
-      'initial': initial,
-      'final': final_terms,
-      'history': history,
-      'evaluations': int(state.evaluations),
-      'timing': {
-          'compile_s': compile_s,
-          'per_evaluation_ms': (1000 * optimize_s / loop_evaluations
-                                if loop_evaluations else None),
-          'optimize_s': optimize_s,
-          'total_s': time.perf_counter() - started},
+                     'styles': {p: list(s.shape[1::-1])
+                                for p, s in style_images.items()}},
       'compilation_cache': cache_folder or None,
-      'output': settings.output,
   }
-  if stop_reason == 'non_finite':
-    manifest['non_finite_at_iteration'] = int(state.step)
-  images.save_image(settings.output, np.asarray(state.pixels))
-  manifest['timing']['total_s'] = time.perf_counter() - started
+  if count == 1:
+    manifest.update({key: runs[0][key] for key in (
+        'output', 'stop_reason', 'iterations_done', 'initial', 'final',
+        'history', 'evaluations')})
+    if 'non_finite_at_iteration' in runs[0]:
+      manifest['non_finite_at_iteration'] = runs[0]['non_finite_at_iteration']
+  else:
+    grid = os.path.splitext(settings.output)[0] + '_grid.png'
+    images.save_image(grid, images.make_grid(
+        [np.asarray(state.pixels[k]) for k in range(count)],
+        labels=[', '.join(f'{f}={v}' for f, v in run_['values'].items())
+                for run_ in runs]))
+    manifest.update({'output': settings.output, 'grid': grid, 'runs': runs,
+                     'stop_reason': _overall_reason(reasons),
+                     'evaluations': int(evaluations.sum())})
+  manifest['timing'] = {
+      'compile_s': compile_s,
+      'per_evaluation_ms': (1000 * optimize_s / loop_evaluations
+                            if loop_evaluations else None),
+      'optimize_s': optimize_s,
+      'total_s': time.perf_counter() - started}
   write_json(settings.manifest, manifest)
   if interrupted is not None:
     raise Interrupted(interrupted, manifest)
   return manifest
+
+
+def _member(tree, k):
+  return jax.tree_util.tree_map(lambda x: x[k], tree)
+
+
+def _history_row(iteration, evaluations, terms):
+  return {'iteration': iteration, 'evaluations': evaluations,
+          'total': terms['total'], 'content': terms['content'],
+          'style': terms['style']}
+
+
+def _overall_reason(reasons):
+  for reason in ('interrupted', 'non_finite'):
+    if reason in reasons:
+      return reason
+  return reasons[0] if len(set(reasons)) == 1 else 'mixed'
+
+
+def member_output(output: str, k: int, count: int) -> str:
+  """out/result.png for a single run, out/result_<k>.png in a sweep."""
+  if count == 1:
+    return output
+  stem, ext = os.path.splitext(output)
+  return f'{stem}_{k}{ext}'

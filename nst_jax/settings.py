@@ -211,3 +211,58 @@ def check(config) -> Settings:
       log_every=_number(config, 'log_every', integer=True, positive=True),
       compilation_cache=str(config.get('compilation_cache', '')),
       max_memory_gb=_number(config, 'max_memory_gb', minimum=0))
+
+
+SWEEP_FIELDS = ('content_weight', 'style_weight', 'tv_weight', 'seed',
+                'style')
+
+
+def sweep_members(config, settings: Settings) -> list:
+  """The runs of a sweep: one dict per member (one member without a sweep).
+
+  `config.sweep.FIELD` (FIELD in `SWEEP_FIELDS`) lists values; fields given
+  together vary together and must have equal lengths. `sweep.style` lists
+  style images separated by commas (one per member, all of one size).
+
+  Returns:
+    [{'content_weight', 'style_weight', 'tv_weight', 'seed', 'styles',
+      'style_layer_weights', 'varied': {field: value}}, ...]
+  """
+  sweep = config.get('sweep') or {}
+  lists = {}
+  for field in SWEEP_FIELDS:
+    values = sweep.get(field) if hasattr(sweep, 'get') else None
+    values = _split(values) if isinstance(values, str) else tuple(
+        values or ())
+    if values:
+      lists[field] = values
+  lengths = {len(v) for v in lists.values()}
+  if len(lengths) > 1:
+    raise UserError('config.sweep: fields that vary together need equal '
+                    'lengths, got ' + ', '.join(
+                        f'{f}={len(v)}' for f, v in lists.items()))
+  count = lengths.pop() if lengths else 1
+  members = []
+  for k in range(count):
+    member = {'content_weight': settings.content_weight,
+              'style_weight': settings.style_weight,
+              'tv_weight': settings.tv_weight, 'seed': settings.seed,
+              'styles': settings.styles,
+              'style_layer_weights': settings.style_layer_weights,
+              'varied': {}}
+    for field, values in lists.items():
+      value = values[k]
+      if field == 'style':
+        member['styles'] = (str(value),)
+      elif field == 'seed':
+        member['seed'] = _number({f'sweep.{field}': value}, f'sweep.{field}',
+                                 integer=True)
+      else:
+        member[field] = _number({f'sweep.{field}': value}, f'sweep.{field}',
+                                minimum=0)
+      member['varied'][field] = member['styles'][0] if field == 'style' else (
+          member[field])
+    members.append(member)
+  if count > 1 and 'style' in lists:
+    check_output(settings.output, list(lists['style']))
+  return members
