@@ -315,15 +315,46 @@ class MemberPrograms:
           fn, mesh=self.mesh, in_specs=(replicated,) + (members,) * num_batched,
           out_specs=members, check_vma=False))
 
-    self.init = sharded(init_fn, 4)
-    self.chunk = sharded(chunk_fn, 5)
-    self.terms = sharded(terms_fn, 3)
+    self._jitted = {'init': sharded(init_fn, 4), 'chunk': sharded(chunk_fn, 5),
+                    'terms': sharded(terms_fn, 3)}
+    self._compiled = {}
+    self.compilations = 0
+
+  def compiled(self, name, *args):
+    """The AOT-compiled program `name` for arguments shaped like `args`.
+
+    Compiled once per argument shapes and dtypes: new weights, images of the
+    same size or new loss weights reuse it.
+    """
+    signature = (name, jax.tree_util.tree_structure(args), tuple(
+        (x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args)))
+    if signature not in self._compiled:
+      self._compiled[signature] = self._jitted[name].lower(*args).compile()
+      self.compilations += 1
+    return self._compiled[signature]
 
   def place(self, tree, batched=True):
     """Puts arrays on the mesh: split on the member axis, or replicated."""
     sharding = jax.NamedSharding(self.mesh,
                                  jax.P('members') if batched else jax.P())
     return jax.device_put(tree, sharding)
+
+
+_PROGRAMS = {}
+
+
+def member_programs(spec, optimizer, chunk_size, mode, devices):
+  """One `MemberPrograms` per static setting, kept for the process."""
+  key = (spec, optimizer, chunk_size, mode, devices)
+  if key not in _PROGRAMS:
+    _PROGRAMS[key] = MemberPrograms(spec, optimizer, chunk_size, mode,
+                                    list(devices))
+  return _PROGRAMS[key]
+
+
+def compilation_count() -> int:
+  """How many programs `run` has compiled in this process."""
+  return sum(programs.compilations for programs in _PROGRAMS.values())
 
 
 def pad_members(trees, count: int):
@@ -353,6 +384,13 @@ def run(config) -> dict:
     UserError: bad input (nothing has been written).
     Interrupted: SIGINT/SIGTERM; the partial images and manifest were saved.
   """
+  # Signals are recorded from here on and acted on between compiled chunks.
+  with _SignalCatcher() as catcher:
+    return _run(config, catcher)
+
+
+def _run(config, catcher) -> dict:
+  """`run`, with signals recorded by `catcher`."""
   started = time.perf_counter()
   settings = settings_lib.check(config)
   members = settings_lib.sweep_members(config, settings)
@@ -389,11 +427,10 @@ def run(config) -> dict:
       jax.tree_util.tree_map(jnp.asarray, params))
 
   # Per-member arrays, stacked on a leading axis.
-  make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
   targets_by_styles = {}
   for member in members:
     if member['styles'] not in targets_by_styles:
-      targets_by_styles[member['styles']] = make_targets(
+      targets_by_styles[member['styles']] = _make_targets(
           variables, content, [style_images[p] for p in member['styles']],
           spec, blend_weights=(settings.style_blend_weights
                                if member['styles'] == settings.styles
@@ -425,22 +462,21 @@ def run(config) -> dict:
   chunk_size = min(chunk_size, max(settings.iterations, 1))
 
   # Compile ahead of time, so compilation is timed apart from optimisation.
-  programs = MemberPrograms(spec, settings.optimizer, chunk_size, mode,
-                            devices)
+  programs = member_programs(spec, settings.optimizer, chunk_size, mode,
+                             tuple(devices))
   variables = programs.place(variables, batched=False)
   pixels, targets, weights, learning_rate, criteria = programs.place(
       (pixels, targets, weights, learning_rate, criteria))
   compile_start = time.perf_counter()
-  init_fn = programs.init.lower(variables, pixels, targets, weights,
-                                learning_rate).compile()
-  terms_fn = programs.terms.lower(variables, pixels, targets,
-                                  weights).compile()
+  init_fn = programs.compiled('init', variables, pixels, targets, weights,
+                              learning_rate)
+  terms_fn = programs.compiled('terms', variables, pixels, targets, weights)
   compile_s = time.perf_counter() - compile_start
   state = init_fn(variables, pixels, targets, weights, learning_rate)
   initial_terms = terms_fn(variables, pixels, targets, weights)
   compile_start = time.perf_counter()
-  chunk_fn = programs.chunk.lower(variables, state, targets, weights,
-                                  learning_rate, criteria).compile()
+  chunk_fn = programs.compiled('chunk', variables, state, targets, weights,
+                               learning_rate, criteria)
   compile_s += time.perf_counter() - compile_start
 
   count = len(members)
@@ -450,31 +486,30 @@ def run(config) -> dict:
   progress = _Progress(settings.iterations)
   optimize_start = time.perf_counter()
   interrupted = None
-  with _SignalCatcher() as catcher:
-    while True:
-      if catcher.signum is not None:
-        interrupted = catcher.signum
-        break
-      previous_steps = np.asarray(state.step)[:count]
-      state, _, terms = chunk_fn(variables, state, targets, weights,
-                                 learning_rate, criteria)
-      steps = np.asarray(state.step)[:count]
-      evaluations = np.asarray(state.evaluations)[:count]
-      for k in np.nonzero(steps > previous_steps)[0]:
-        finals[k] = terms_to_json(_member(terms, k))
-        histories[k].append(_history_row(int(steps[k]), int(evaluations[k]),
-                                         finals[k]))
-      if (steps > previous_steps).any():
-        progress.update(int(steps.max()), int(evaluations.sum()),
-                        finals[int(np.argmax(steps))]['total'] or math.nan)
-        if settings.save_every and int(steps.max()) // settings.save_every > (
-            int(previous_steps.max()) // settings.save_every):
-          for k in range(count):
-            images.save_image(
-                numbered_path(member_output(settings.output, k, count),
-                              int(steps[k])), np.asarray(state.pixels[k]))
-      if (np.asarray(state.stop_reason)[:count] != optim.RUNNING).all():
-        break
+  while True:
+    if catcher.signum is not None:
+      interrupted = catcher.signum
+      break
+    previous_steps = np.asarray(state.step)[:count]
+    state, _, terms = chunk_fn(variables, state, targets, weights,
+                               learning_rate, criteria)
+    steps = np.asarray(state.step)[:count]
+    evaluations = np.asarray(state.evaluations)[:count]
+    for k in np.nonzero(steps > previous_steps)[0]:
+      finals[k] = terms_to_json(_member(terms, k))
+      histories[k].append(_history_row(int(steps[k]), int(evaluations[k]),
+                                       finals[k]))
+    if (steps > previous_steps).any():
+      progress.update(int(steps.max()), int(evaluations.sum()),
+                      finals[int(np.argmax(steps))]['total'] or math.nan)
+      if settings.save_every and int(steps.max()) // settings.save_every > (
+          int(previous_steps.max()) // settings.save_every):
+        for k in range(count):
+          images.save_image(
+              numbered_path(member_output(settings.output, k, count),
+                            int(steps[k])), np.asarray(state.pixels[k]))
+    if (np.asarray(state.stop_reason)[:count] != optim.RUNNING).all():
+      break
   progress.close()
   optimize_s = time.perf_counter() - optimize_start
 
@@ -543,6 +578,9 @@ def run(config) -> dict:
   if interrupted is not None:
     raise Interrupted(interrupted, manifest)
   return manifest
+
+
+_make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 
 
 def _member(tree, k):

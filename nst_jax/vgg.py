@@ -225,9 +225,13 @@ def prepare_variables(params: dict) -> dict:
   Call once per weights (outside the optimisation loop); the result is an
   ordinary pytree argument of the jitted loss.
   """
-  flipped = jax.jit(lambda p: {name: {'kernel': flip_kernel(layer['kernel'])}
-                               for name, layer in p.items()})(params)
-  return {'params': params, 'flipped': flipped}
+  return {'params': params, 'flipped': _flip_all(params)}
+
+
+@jax.jit
+def _flip_all(params):
+  return {name: {'kernel': flip_kernel(layer['kernel'])}
+          for name, layer in params.items()}
 
 
 def extract_features(variables: dict, images: jax.Array,

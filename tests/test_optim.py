@@ -52,10 +52,10 @@ def test_lbfgs_counts_every_evaluation(problem_spec, small_images):
 
   optim.losses.total_loss = counted
   try:
-    state = optim.run_chunk_unjitted(
-        optim.init_state(jnp.asarray(small_images[2]), problem, spec,
-                         'lbfgs', 1.0),
-        problem, spec, 'lbfgs', 1.0, optim.stop_criteria(5), 5)[0]
+    state = jax.jit(lambda pixels, problem: optim.run_chunk_unjitted(
+        optim.init_state(pixels, problem, spec, 'lbfgs', 1.0),
+        problem, spec, 'lbfgs', 1.0, optim.stop_criteria(5), 5)[0])(
+            jnp.asarray(small_images[2]), problem)
     jax.block_until_ready(state)
   finally:
     optim.losses.total_loss = original

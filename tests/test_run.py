@@ -1,0 +1,119 @@
+"""run(config) end to end: outputs, manifest, sweeps, stopping, recompiles."""
+
+import json
+import os
+
+import numpy as np
+from configs import default
+from nst_jax import images, run as run_lib
+
+
+def small_config(tmp_path, **overrides):
+  """A 32 px run on built-in images with seeded random weights.
+
+  Shallow layers keep compilation short; the first test uses the paper's.
+  """
+  config = default.get_config()
+  config.content_layers = 'conv2_1'
+  config.style_layers = 'conv1_1,conv2_1'
+  config.style_weight = 1e-2
+  config.content = 'builtin:scene'
+  config.style = 'builtin:painting'
+  config.output = str(tmp_path / 'out' / 'result.png')
+  config.weights = 'random'
+  config.image_size = 32
+  config.iterations = 6
+  config.log_every = 3
+  config.optimizer = 'lbfgs_nols'
+  config.init = 'content'
+  config.compilation_cache = ''
+  for key, value in overrides.items():
+    if key.startswith('sweep_'):
+      config.sweep[key[len('sweep_'):]] = value
+    else:
+      config[key] = value
+  return config
+
+
+def test_single_run_writes_image_and_manifest(tmp_path):
+  manifest = run_lib.run(small_config(
+      tmp_path, content_layers='conv4_2',
+      style_layers='conv1_1,conv2_1,conv3_1,conv4_1,conv5_1'))
+  out = tmp_path / 'out'
+  assert (out / 'result.png').exists()
+  written = json.loads((out / 'result.json').read_text())
+  assert written['evaluations'] == manifest['evaluations'] == 7
+  for key in ('config', 'weights', 'device', 'versions', 'initial', 'final',
+              'history', 'evaluations', 'timing'):
+    assert key in written, key
+  assert set(written['timing']) >= {'compile_s', 'per_evaluation_ms',
+                                    'optimize_s', 'total_s'}
+  assert written['weights']['source'] == 'random'
+  assert written['weights']['random'] is True
+  assert any('RANDOM' in w for w in written['warnings'])
+  final = written['final']
+  # content and style before alpha/beta, total after.
+  config = written['config']
+  np.testing.assert_allclose(
+      final['total'], config['content_weight'] * final['content']
+      + config['style_weight'] * final['style'], rtol=1e-5)
+  np.testing.assert_allclose(
+      final['style'], sum(final['style_layers'].values()) / 5, rtol=1e-5)
+  assert final['total'] < written['initial']['total']
+  assert [row['iteration'] for row in written['history']] == [0, 3, 6]
+  assert written['history'][-1]['evaluations'] == 7
+  assert written['stop_reason'] == 'iterations'
+  assert not written['partial']
+  saved = images.load_image(str(out / 'result.png'))
+  assert saved.shape[:2] == (32, 32)
+
+
+def test_zero_iterations_evaluates_initial(tmp_path):
+  manifest = run_lib.run(small_config(tmp_path, iterations=0))
+  assert manifest['evaluations'] == 1
+  assert manifest['final'] == manifest['initial']
+  assert os.path.exists(tmp_path / 'out' / 'result.json')
+
+
+def test_save_every_writes_numbered_images(tmp_path):
+  run_lib.run(small_config(tmp_path, save_every=3))
+  names = sorted(os.listdir(tmp_path / 'out'))
+  assert 'result_iter0003.png' in names and 'result_iter0006.png' in names
+
+
+def test_sweep_members_equal_standalone_runs(tmp_path):
+  weights = (1e-3, 1e-1)
+  sweep = run_lib.run(small_config(tmp_path, sweep_style_weight=weights))
+  out = tmp_path / 'out'
+  assert (out / 'result_grid.png').exists()
+  assert len(sweep['runs']) == 2
+  for k, style_weight in enumerate(weights):
+    member = sweep['runs'][k]
+    assert member['values'] == {'style_weight': style_weight}
+    assert os.path.exists(member['output'])
+    alone = run_lib.run(small_config(tmp_path / str(k),
+                                     style_weight=style_weight))
+    assert member['evaluations'] == alone['evaluations']
+    np.testing.assert_allclose(member['final']['total'],
+                               alone['final']['total'], rtol=1e-3)
+
+
+def test_non_finite_loss_keeps_last_finite_image(tmp_path):
+  manifest = run_lib.run(small_config(tmp_path, optimizer='adam',
+                                      learning_rate=1e30, iterations=20))
+  assert manifest['stop_reason'] == 'non_finite'
+  assert manifest['non_finite_at_iteration'] < 20
+  assert manifest['final']['total'] is not None
+  pixels = images.load_image(manifest['output'])
+  assert np.isfinite(pixels).all()
+
+
+def test_same_size_inputs_do_not_recompile(tmp_path):
+  run_lib.run(small_config(tmp_path / 'a'))
+  before = run_lib.compilation_count()
+  assert before > 0
+  run_lib.run(small_config(tmp_path / 'b', style_weight=7.0,
+                           content_weight=0.5, tv_weight=1e-3,
+                           style='builtin:scene', content='builtin:painting',
+                           learning_rate=0.5, seed=3))
+  assert run_lib.compilation_count() == before
