@@ -310,12 +310,16 @@ class MemberPrograms:
                       in_axes=(0, None, 0, 0))(pixels, variables, targets,
                                                weights)
 
-    def sharded(fn, num_batched):
+    def sharded(fn, num_batched, donate=()):
       return jax.jit(jax.shard_map(
           fn, mesh=self.mesh, in_specs=(replicated,) + (members,) * num_batched,
-          out_specs=members, check_vma=False))
+          out_specs=members, check_vma=False), donate_argnums=donate)
 
-    self._jitted = {'init': sharded(init_fn, 4), 'chunk': sharded(chunk_fn, 5),
+    # The loop state is donated: each chunk reuses its buffers in place, so
+    # memory does not grow with iterations (the CPU backend ignores this).
+    donate_state = () if devices[0].platform == 'cpu' else (1,)
+    self._jitted = {'init': sharded(init_fn, 4),
+                    'chunk': sharded(chunk_fn, 5, donate_state),
                     'terms': sharded(terms_fn, 3)}
     self._compiled = {}
     self.compilations = 0
@@ -365,7 +369,7 @@ def pad_members(trees, count: int):
 # ---------------------------------------------------------------------------
 # The run.
 
-def run(config) -> dict:
+def run(config, members=None) -> dict:
   """Runs style transfer as `config` says and writes the images and manifest.
 
   Without a sweep: `output` (e.g. out/result.png) and its manifest
@@ -376,6 +380,12 @@ def run(config) -> dict:
   Args:
     config: an `ml_collections.ConfigDict` (see configs/default.py) or a dict
       with the same fields.
+    members: optional list of per-member overrides for a sweep from Python,
+      each a dict with any of 'content_weight', 'style_weight', 'tv_weight',
+      'seed', 'styles' (tuple of paths), 'style_layer_weights' and
+      'content_layer_weights' (one per configured layer; zeros switch layers
+      off, as the paper's Figure 3 rows do) and 'label' (grid text). It
+      replaces `config.sweep`.
   Returns:
     The manifest written beside the output image. `manifest['stop_reason']`
     (per run in a sweep) is 'iterations', 'stop_loss', 'tolerance' or
@@ -386,14 +396,14 @@ def run(config) -> dict:
   """
   # Signals are recorded from here on and acted on between compiled chunks.
   with _SignalCatcher() as catcher:
-    return _run(config, catcher)
+    return _run(config, members, catcher)
 
 
-def _run(config, catcher) -> dict:
+def _run(config, overrides, catcher) -> dict:
   """`run`, with signals recorded by `catcher`."""
   started = time.perf_counter()
   settings = settings_lib.check(config)
-  members = settings_lib.sweep_members(config, settings)
+  members = settings_lib.sweep_members(config, settings, overrides)
   cache_folder = enable_compilation_cache(settings.compilation_cache)
 
   content = read_image(settings.content, settings.image_size, 'content image')
@@ -448,7 +458,7 @@ def _run(config, catcher) -> dict:
                     + ', '.join(optim.SWEEP_MODES))
   weights = _stack(pad_members([
       losses.loss_weights(spec, m['content_weight'], m['style_weight'],
-                          m['tv_weight'], settings.content_layer_weights,
+                          m['tv_weight'], m['content_layer_weights'],
                           m['style_layer_weights']) for m in members],
                                padded))
   targets = _stack(pad_members(
@@ -530,7 +540,9 @@ def _run(config, catcher) -> dict:
              'styles': list(member['styles']),
              'content_weight': member['content_weight'],
              'style_weight': member['style_weight'],
-             'tv_weight': member['tv_weight'], 'seed': member['seed']}
+             'tv_weight': member['tv_weight'], 'seed': member['seed'],
+             'content_layer_weights': member['content_layer_weights'],
+             'style_layer_weights': member['style_layer_weights']}
     if reasons[k] == 'non_finite':
       entry['non_finite_at_iteration'] = int(steps[k])
     runs.append(entry)
@@ -563,8 +575,9 @@ def _run(config, catcher) -> dict:
     grid = os.path.splitext(settings.output)[0] + '_grid.png'
     images.save_image(grid, images.make_grid(
         [np.asarray(state.pixels[k]) for k in range(count)],
-        labels=[', '.join(f'{f}={v}' for f, v in run_['values'].items())
-                for run_ in runs]))
+        labels=[m.get('label') or ', '.join(
+            f'{f}={v}' for f, v in run_['values'].items())
+                for m, run_ in zip(members, runs)]))
     manifest.update({'output': settings.output, 'grid': grid, 'runs': runs,
                      'stop_reason': _overall_reason(reasons),
                      'evaluations': int(evaluations.sum())})

@@ -217,17 +217,23 @@ SWEEP_FIELDS = ('content_weight', 'style_weight', 'tv_weight', 'seed',
                 'style')
 
 
-def sweep_members(config, settings: Settings) -> list:
+def sweep_members(config, settings: Settings, overrides=None) -> list:
   """The runs of a sweep: one dict per member (one member without a sweep).
 
   `config.sweep.FIELD` (FIELD in `SWEEP_FIELDS`) lists values; fields given
   together vary together and must have equal lengths. `sweep.style` lists
   style images separated by commas (one per member, all of one size).
 
+  `overrides` (from Python, see `run.run`) replaces the sweep fields: one
+  dict of member settings each.
+
   Returns:
     [{'content_weight', 'style_weight', 'tv_weight', 'seed', 'styles',
-      'style_layer_weights', 'varied': {field: value}}, ...]
+      'content_layer_weights', 'style_layer_weights', 'label',
+      'varied': {field: value}}, ...]
   """
+  if overrides is not None:
+    return [_member_from_overrides(settings, o) for o in overrides]
   sweep = config.get('sweep') or {}
   lists = {}
   for field in SWEEP_FIELDS:
@@ -249,7 +255,8 @@ def sweep_members(config, settings: Settings) -> list:
               'tv_weight': settings.tv_weight, 'seed': settings.seed,
               'styles': settings.styles,
               'style_layer_weights': settings.style_layer_weights,
-              'varied': {}}
+              'content_layer_weights': settings.content_layer_weights,
+              'label': None, 'varied': {}}
     for field, values in lists.items():
       value = values[k]
       if field == 'style':
@@ -266,3 +273,35 @@ def sweep_members(config, settings: Settings) -> list:
   if count > 1 and 'style' in lists:
     check_output(settings.output, list(lists['style']))
   return members
+
+
+_MEMBER_KEYS = ('content_weight', 'style_weight', 'tv_weight', 'seed',
+                'styles', 'content_layer_weights', 'style_layer_weights',
+                'label')
+
+
+def _member_from_overrides(settings: Settings, override: dict) -> dict:
+  unknown = set(override) - set(_MEMBER_KEYS)
+  if unknown:
+    raise UserError(f'members: unknown keys {sorted(unknown)}; valid are '
+                    + ', '.join(_MEMBER_KEYS))
+  member = {'content_weight': settings.content_weight,
+            'style_weight': settings.style_weight,
+            'tv_weight': settings.tv_weight, 'seed': settings.seed,
+            'styles': settings.styles,
+            'style_layer_weights': settings.style_layer_weights,
+            'content_layer_weights': settings.content_layer_weights,
+            'label': None}
+  for key, value in override.items():
+    if key in ('content_layer_weights', 'style_layer_weights'):
+      layers = (settings.spec.content_layers if key.startswith('content')
+                else settings.spec.style_layers)
+      if value is not None and len(value) != len(layers):
+        raise UserError(f'members: {key} has {len(value)} weights for '
+                        f'{len(layers)} layers')
+      value = None if value is None else tuple(float(v) for v in value)
+    elif key == 'styles':
+      value = tuple(value)
+    member[key] = value
+  member['varied'] = {k: v for k, v in override.items() if k != 'label'}
+  return member
