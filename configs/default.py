@@ -56,6 +56,8 @@ def get_config():
 
   # Compute.
   config.dtype = 'float32'       # convolution dtype: 'float32' | 'bfloat16'
+  config.remat = False           # recompute inside VGG blocks in the
+                                 # backward pass (less memory, more compute)
   config.compilation_cache = 'auto'  # folder, 'auto' (~/.cache/nst_jax) or ''
   config.max_memory_gb = 0.0     # refuse sizes estimated to need more (0: the
                                  # device's memory)

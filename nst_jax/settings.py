@@ -193,7 +193,7 @@ def check(config) -> Settings:
       spec=losses.LossSpec(content_layers=content_layers,
                            style_layers=style_layers,
                            normalization=normalization, pooling=pooling,
-                           dtype=dtype),
+                           dtype=dtype, remat=bool(config.get('remat', False))),
       content_layer_weights=None,
       style_layer_weights=_layer_weights(config, 'style_layer_weights',
                                          'style_layers', style_layers),

@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 import numpy as np
 
 from nst_jax.errors import UserError
@@ -52,6 +53,7 @@ LAYER_ORDER = tuple(
                  + [f'pool{block + 1}']))
 
 POOLINGS = ('avg', 'max')
+BLOCK_OUTPUT = 'vgg_block_output'
 
 # (input channels, output channels) of each convolution.
 CONV_SHAPES = {}
@@ -207,7 +209,9 @@ class VGG19(nn.Module):
       if name.startswith('conv'):
         x = ConvReLU(CONV_SHAPES[name][1], self.dtype, name=name)(x)
       else:
-        x = _pool(x, self.pooling)
+        # Named so a remat policy can keep block outputs and recompute the
+        # rest (`losses.LossSpec.remat`).
+        x = checkpoint_name(_pool(x, self.pooling), BLOCK_OUTPUT)
       if name in wanted:
         features[name] = x
     return features

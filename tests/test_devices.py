@@ -1,0 +1,56 @@
+"""A sweep sharded over 4 simulated CPU devices equals the 1-device sweep."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from nst_jax import run as run_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SWEEP_SCRIPT = '''
+import json, sys
+import jax
+jax.config.update('jax_num_cpu_devices', int(sys.argv[2]))
+jax.config.update('jax_disable_most_optimizations', True)
+from configs import default
+from nst_jax import run
+config = default.get_config()
+config.update(dict(content='builtin:scene', style='builtin:painting',
+                   weights='random', image_size=32, iterations=4, log_every=2,
+                   optimizer='lbfgs_nols', init='content',
+                   content_layers='conv2_1', style_layers='conv1_1,conv2_1',
+                   compilation_cache='', output=sys.argv[1]))
+config.sweep.style_weight = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+manifest = run.run(config)
+print(json.dumps({'used': manifest['device']['used'],
+                  'finals': [r['final']['total'] for r in manifest['runs']],
+                  'evaluations': [r['evaluations'] for r in manifest['runs']]}))
+'''
+
+
+def _sweep(tmp_path, devices):
+  env = dict(os.environ, NST_JAX_OFFLINE='1')
+  result = subprocess.run(
+      [sys.executable, '-c', SWEEP_SCRIPT,
+       str(tmp_path / f'd{devices}' / 'r.png'), str(devices)],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_sweep_sharded_over_four_devices_matches_one(tmp_path):
+  one = _sweep(tmp_path, 1)
+  four = _sweep(tmp_path, 4)
+  assert one['used'] == 1 and four['used'] == 4  # 5 members: 2 rounds
+  assert four['evaluations'] == one['evaluations']
+  np.testing.assert_allclose(four['finals'], one['finals'], rtol=1e-5)
+
+
+def test_member_devices_and_padding():
+  assert len(run_lib.member_devices(1)) == 1
+  padded = run_lib.pad_members([1, 2, 3], 4)
+  assert padded == [1, 2, 3, 3]
