@@ -24,8 +24,17 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
+  config = _CONFIG.value
   try:
-    manifest = run_lib.run(_CONFIG.value)
+    config.keys()  # a config file that failed to load fails here
+  except Exception as error:  # pylint: disable=broad-except
+    if _DEBUG.value:
+      raise
+    print(f'error: --config: {error}'.splitlines()[0].rstrip(),
+          file=sys.stderr)
+    return 2
+  try:
+    manifest = run_lib.run(config)
   except UserError as error:
     if _DEBUG.value:
       raise
@@ -52,7 +61,12 @@ def _flags_parser(argv):
     return flags.FLAGS(argv)
   except flags.Error as error:
     print(f'error: {error}'.splitlines()[0], file=sys.stderr)
-    sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError) as error:
+    # ml_collections reports an unknown --config.FIELD or a value of the
+    # wrong type this way.
+    print(f'error: bad --config override: {error}'.splitlines()[0],
+          file=sys.stderr)
+  sys.exit(2)
 
 
 def entry_point():
