@@ -180,9 +180,13 @@ class ConvReLU(nn.Module):
                      bias.astype(self.dtype), flipped.astype(self.dtype))
 
 
+def avg_pool(x):
+  return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
 def _pool(x, pooling):
   if pooling == 'avg':
-    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+    return avg_pool(x)
   return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
@@ -219,8 +223,12 @@ class VGG19(nn.Module):
 
 def init_params(rng: jax.Array) -> dict:
   """He-normal random weights (zero biases) for all 16 convolutions."""
-  variables = VGG19().init(rng, jnp.zeros((1, 32, 32, 3)), ('conv5_4',))
-  return variables['params']
+  return _init(rng)['params']
+
+
+@jax.jit
+def _init(rng):
+  return VGG19().init(rng, jnp.zeros((1, 32, 32, 3)), ('conv5_4',))
 
 
 def prepare_variables(params: dict) -> dict:

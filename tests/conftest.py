@@ -16,8 +16,8 @@ jax.config.update('jax_disable_most_optimizations', True)
 @pytest.fixture(scope='session')
 def random_params():
   """Seeded He-normal VGG19 weights (untrained), shared by all tests."""
-  from nst_jax import vgg  # pylint: disable=g-import-not-at-top
-  return vgg.init_params(jax.random.key(0))
+  from nst_jax import weights  # pylint: disable=g-import-not-at-top
+  return weights.random_weights(0)[0]
 
 
 @pytest.fixture(scope='session')

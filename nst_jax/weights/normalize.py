@@ -3,10 +3,10 @@
 "We normalized the network by scaling the weights such that the mean
 activation of each convolutional filter over images and positions is equal
 to one." Layer by layer in forward order, each filter's kernel and bias are
-divided by its mean rectified activation, computed with the earlier layers
-already rescaled. Since VGG has only ReLUs and (average) pooling between
-convolutions, the next layer sees scaled inputs, which its own rescaling
-then absorbs.
+divided by its mean rectified activation over the images, computed with the
+earlier layers already rescaled. Because relu(a / m) = relu(a) / m for m > 0,
+rescaling a layer just divides its (already computed) output, so one forward
+pass does it all.
 """
 
 from __future__ import annotations
@@ -18,38 +18,45 @@ import numpy as np
 from nst_jax import vgg
 
 
+@jax.jit
+def _normalize(params, network_inputs):
+  activations = list(network_inputs)
+  scaled = {}
+  dead = jnp.zeros((), jnp.int32)
+  for name in vgg.LAYER_ORDER[:vgg.LAYER_ORDER.index('conv5_4') + 1]:
+    if name.startswith('pool'):
+      activations = [vgg.avg_pool(x) for x in activations]
+      continue
+    layer = params[name]
+    kernel, bias = layer['kernel'], layer['bias']
+    activations = [vgg.conv_relu(x, kernel, bias, vgg.flip_kernel(kernel))
+                   for x in activations]
+    total = sum(jnp.sum(x, axis=(0, 1, 2)) for x in activations)
+    positions = sum(x.shape[1] * x.shape[2] for x in activations)
+    mean = total / positions
+    active = mean > 0
+    dead = dead + jnp.sum(~active)
+    scale = jnp.where(active, 1.0 / jnp.where(active, mean, 1.0), 1.0)
+    scaled[name] = {'kernel': kernel * scale, 'bias': bias * scale}
+    activations = [x * scale for x in activations]
+  return scaled, dead
+
+
 def normalize(params: dict, meta: dict, images) -> tuple:
   """Rescales each filter so its mean activation over `images` is 1.
 
   Args:
     params: {layer: {'kernel', 'bias'}}.
     meta: the weights' metadata (its 'preprocessing' is applied).
-    images: list of RGB float arrays (H, W, 3) in [0, 255].
+    images: list of RGB float arrays (H, W, 3) in [0, 255], any sizes.
   Returns:
     (params, meta) with meta['normalized'] = True and meta['dead_filters']
     counting filters never active on the images (left unscaled).
   """
-  params = {name: {part: np.asarray(array, np.float32)
-                   for part, array in layer.items()}
-            for name, layer in params.items()}
   inputs = [vgg.preprocess(jnp.asarray(image, jnp.float32),
                            meta['preprocessing'])[None] for image in images]
-  features = jax.jit(vgg.extract_features, static_argnames=('layers',
-                                                            'pooling'))
-  dead = 0
-  for name in vgg.CONV_LAYERS:
-    variables = {'params': params}
-    total = 0.0
-    positions = 0
-    for network_input in inputs:
-      output = features(variables, network_input, layers=(name,),
-                        pooling='avg')[name]
-      total = total + np.asarray(jnp.sum(output, axis=(0, 1, 2)), np.float64)
-      positions += output.shape[1] * output.shape[2]
-    mean = total / positions
-    active = mean > 0
-    dead += int(np.sum(~active))
-    scale = np.where(active, 1.0 / np.where(active, mean, 1.0), 1.0)
-    params[name] = {'kernel': params[name]['kernel'] * scale.astype(np.float32),
-                    'bias': params[name]['bias'] * scale.astype(np.float32)}
-  return params, dict(meta, normalized=True, dead_filters=dead)
+  scaled, dead = _normalize(
+      jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params),
+      inputs)
+  scaled = jax.tree_util.tree_map(np.asarray, scaled)
+  return scaled, dict(meta, normalized=True, dead_filters=int(dead))
