@@ -517,7 +517,7 @@ def _run(config, overrides, catcher) -> dict:
         for k in range(count):
           images.save_image(
               numbered_path(member_output(settings.output, k, count),
-                            int(steps[k])), np.asarray(state.pixels[k]))
+                            int(steps[k])), np.asarray(state.pixels)[k])
     if (np.asarray(state.stop_reason)[:count] != optim.RUNNING).all():
       break
   progress.close()
@@ -532,7 +532,7 @@ def _run(config, overrides, catcher) -> dict:
   runs = []
   for k, member in enumerate(members):
     output = member_output(settings.output, k, count)
-    images.save_image(output, np.asarray(state.pixels[k]))
+    images.save_image(output, np.asarray(state.pixels)[k])
     entry = {'values': member['varied'], 'output': output,
              'stop_reason': reasons[k], 'iterations_done': int(steps[k]),
              'initial': initial[k], 'final': finals[k],
@@ -574,7 +574,7 @@ def _run(config, overrides, catcher) -> dict:
   else:
     grid = os.path.splitext(settings.output)[0] + '_grid.png'
     images.save_image(grid, images.make_grid(
-        [np.asarray(state.pixels[k]) for k in range(count)],
+        [np.asarray(state.pixels)[k] for k in range(count)],
         labels=[m.get('label') or ', '.join(
             f'{f}={v}' for f, v in run_['values'].items())
                 for m, run_ in zip(members, runs)]))
@@ -597,7 +597,8 @@ _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 
 
 def _member(tree, k):
-  return jax.tree_util.tree_map(lambda x: x[k], tree)
+  """Member k of a (possibly sharded) batched pytree, on the host."""
+  return jax.tree_util.tree_map(lambda x: np.asarray(x)[k], tree)
 
 
 def _history_row(iteration, evaluations, terms):
