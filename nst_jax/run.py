@@ -217,7 +217,7 @@ def enable_compilation_cache(folder: str) -> str:
     folder = os.path.join(base, 'nst_jax', 'jax')
   os.makedirs(folder, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', folder)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   return folder
 
 
