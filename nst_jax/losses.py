@@ -113,7 +113,7 @@ def loss_weights(spec: LossSpec, content_weight=1.0, style_weight=1e3,
   """Builds `LossWeights`; layer weights default to 1/|L| (the paper's w_l)."""
   def layer_weights(given, layers):
     if given is None:
-      return jnp.full((len(layers),), 1.0 / len(layers), jnp.float32)
+      return jnp.full((len(layers),), 1.0 / max(len(layers), 1), jnp.float32)
     return jnp.asarray(given, jnp.float32)
   f32 = lambda v: jnp.asarray(v, jnp.float32)
   return LossWeights(

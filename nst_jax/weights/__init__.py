@@ -57,7 +57,17 @@ def random_weights(seed: int = 0):
 AUTO_FILES = ('vgg19_keras.npz', 'vgg19_torchvision.npz')
 
 
-def resolve_weights(spec: str, weights_dir: str = 'weights',
+def default_weights_dir() -> str:
+  """$NST_JAX_WEIGHTS_DIR, else ./weights, else the checkout's weights/."""
+  if os.environ.get('NST_JAX_WEIGHTS_DIR'):
+    return os.environ['NST_JAX_WEIGHTS_DIR']
+  checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), 'weights')
+  return 'weights' if os.path.isdir('weights') or not os.path.isdir(
+      checkout) else checkout
+
+
+def resolve_weights(spec: str, weights_dir: str = None,
                     allow_random_fallback: bool = False, log=print):
   """The weights a run asked for: a file, 'random' or 'auto'.
 
@@ -69,6 +79,7 @@ def resolve_weights(spec: str, weights_dir: str = 'weights',
   Returns:
     (params, meta, path) where path is None for random weights.
   """
+  weights_dir = weights_dir or default_weights_dir()
   if spec == 'random':
     log(RANDOM_WARNING.format(seed=0))
     return (*random_weights(0), None)
