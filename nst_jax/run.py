@@ -9,6 +9,7 @@ between chunks saves the current image marked partial.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -399,17 +400,26 @@ def run(config, members=None) -> dict:
     return _run(config, members, catcher)
 
 
-def _run(config, overrides, catcher) -> dict:
-  """`run`, with signals recorded by `catcher`."""
-  started = time.perf_counter()
-  settings = settings_lib.check(config)
-  members = settings_lib.sweep_members(config, settings, overrides)
-  cache_folder = enable_compilation_cache(settings.compilation_cache)
+@contextlib.contextmanager
+def _out_of_memory_is_user_error(width, height):
+  """XLA's RESOURCE_EXHAUSTED becomes the one-line advice the estimate gives."""
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-except
+    text = str(error)
+    if 'RESOURCE_EXHAUSTED' not in text and 'Out of memory' not in text:
+      raise
+    raise UserError(f'config.image_size: {width}x{height} ran out of device '
+                    'memory; use a smaller image_size, --config.remat=True '
+                    'or more devices') from None
 
-  content = read_image(settings.content, settings.image_size, 'content image')
+
+def _read_inputs(settings, members, image_size):
+  """Content and style images at `image_size`, checked against the layers."""
+  content = read_image(settings.content, image_size, 'content image')
   check_image_size(content, settings.content, 'content image',
                    settings.spec.layers)
-  style_size = max(1, round(settings.image_size * settings.style_scale))
+  style_size = max(1, round(image_size * settings.style_scale))
   style_images = {}
   for member in members:
     for path in member['styles']:
@@ -417,26 +427,33 @@ def _run(config, overrides, catcher) -> dict:
         style_images[path] = read_image(path, style_size, 'style image')
         check_image_size(style_images[path], path, 'style image',
                          settings.spec.style_layers or settings.spec.layers)
-  height, width = content.shape[:2]
-  check_memory(settings, height, width)
+  return content, style_images
 
-  warnings = []
-  params, meta, weights_path = weights_lib.resolve_weights(
-      settings.weights,
-      allow_random_fallback=bool(config.get('allow_random_weights', False)),
-      log=lambda message: (warnings.append(message),
-                           logging.warning('%s', message)))
-  if meta.get('random'):
-    warning = ('RESULTS USE RANDOM, UNTRAINED VGG19 WEIGHTS (seed '
-               f'{meta.get("seed")}), not pretrained ones: see weights/README.md')
-    warnings.append(warning)
-    logging.warning('%s', warning)
-  spec = dataclasses.replace(settings.spec,
-                             preprocessing=meta['preprocessing'])
-  variables = vgg.prepare_variables(
-      jax.tree_util.tree_map(jnp.asarray, params))
 
-  # Per-member arrays, stacked on a leading axis.
+def level_sizes(settings) -> list:
+  """Image sizes, coarsest first: image_size / 2^k for k = coarse_to_fine..0."""
+  return [max(1, settings.image_size // 2 ** k)
+          for k in range(settings.coarse_to_fine, -1, -1)]
+
+
+@dataclasses.dataclass
+class _Level:
+  """What one resolution level of the optimisation produced."""
+  state: optim.LoopState
+  initial: list
+  finals: list
+  histories: list
+  compile_s: float
+  optimize_s: float
+  loop_evaluations: int
+  interrupted: object
+
+
+def _optimize(settings, spec, variables, members, content, style_images,
+              starts, iterations, mode, devices, catcher, offsets) -> _Level:
+  """Optimises every member from `starts` at one image size."""
+  count = len(members)
+  padded = -(-count // len(devices)) * len(devices)
   targets_by_styles = {}
   for member in members:
     if member['styles'] not in targets_by_styles:
@@ -445,17 +462,6 @@ def _run(config, overrides, catcher) -> dict:
           spec, blend_weights=(settings.style_blend_weights
                                if member['styles'] == settings.styles
                                else None))
-  starts = [initial_pixels(settings, member['seed'], content,
-                           [style_images[p] for p in member['styles']])
-            for member in members]
-  devices = member_devices(len(members))
-  padded = -(-len(members) // len(devices)) * len(devices)
-  mode = config.get('sweep', {}).get('mode', 'auto')
-  if mode == 'auto':
-    mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
-  if mode not in optim.SWEEP_MODES:
-    raise UserError(f'config.sweep.mode: unknown {mode!r}; valid are auto, '
-                    + ', '.join(optim.SWEEP_MODES))
   weights = _stack(pad_members([
       losses.loss_weights(spec, m['content_weight'], m['style_weight'],
                           m['tv_weight'], m['content_layer_weights'],
@@ -466,73 +472,154 @@ def _run(config, overrides, catcher) -> dict:
   pixels = jnp.asarray(np.stack(pad_members(starts, padded)), jnp.float32)
   learning_rate = jnp.full((padded,), settings.learning_rate, jnp.float32)
   criteria = _stack([optim.stop_criteria(
-      settings.iterations, settings.stop_loss, settings.tolerance)] * padded)
+      iterations, settings.stop_loss, settings.tolerance)] * padded)
   chunk_size = (math.gcd(settings.log_every, settings.save_every)
                 if settings.save_every else settings.log_every)
-  chunk_size = min(chunk_size, max(settings.iterations, 1))
+  chunk_size = min(chunk_size, max(iterations, 1))
+  step_offset, evaluation_offset = offsets
+  height, width = content.shape[:2]
 
-  # Compile ahead of time, so compilation is timed apart from optimisation.
-  programs = member_programs(spec, settings.optimizer, chunk_size, mode,
-                             tuple(devices))
-  variables = programs.place(variables, batched=False)
-  pixels, targets, weights, learning_rate, criteria = programs.place(
-      (pixels, targets, weights, learning_rate, criteria))
-  compile_start = time.perf_counter()
-  init_fn = programs.compiled('init', variables, pixels, targets, weights,
-                              learning_rate)
-  terms_fn = programs.compiled('terms', variables, pixels, targets, weights)
-  compile_s = time.perf_counter() - compile_start
-  state = init_fn(variables, pixels, targets, weights, learning_rate)
-  initial_terms = terms_fn(variables, pixels, targets, weights)
-  compile_start = time.perf_counter()
-  chunk_fn = programs.compiled('chunk', variables, state, targets, weights,
-                               learning_rate, criteria)
-  compile_s += time.perf_counter() - compile_start
+  with _out_of_memory_is_user_error(width, height):
+    # Compile ahead of time, so compilation is timed apart from optimisation.
+    programs = member_programs(spec, settings.optimizer, chunk_size, mode,
+                               tuple(devices))
+    variables = programs.place(variables, batched=False)
+    pixels, targets, weights, learning_rate, criteria = programs.place(
+        (pixels, targets, weights, learning_rate, criteria))
+    compile_start = time.perf_counter()
+    init_fn = programs.compiled('init', variables, pixels, targets, weights,
+                                learning_rate)
+    terms_fn = programs.compiled('terms', variables, pixels, targets, weights)
+    compile_s = time.perf_counter() - compile_start
+    state = init_fn(variables, pixels, targets, weights, learning_rate)
+    initial_terms = terms_fn(variables, pixels, targets, weights)
+    compile_start = time.perf_counter()
+    chunk_fn = programs.compiled('chunk', variables, state, targets, weights,
+                                 learning_rate, criteria)
+    compile_s += time.perf_counter() - compile_start
 
-  count = len(members)
-  initial = [terms_to_json(_member(initial_terms, k)) for k in range(count)]
-  histories = [[_history_row(0, 1, initial[k])] for k in range(count)]
-  finals = list(initial)
-  progress = _Progress(settings.iterations)
-  optimize_start = time.perf_counter()
-  interrupted = None
-  while True:
-    if catcher.signum is not None:
-      interrupted = catcher.signum
-      break
-    previous_steps = np.asarray(state.step)[:count]
-    state, _, terms = chunk_fn(variables, state, targets, weights,
-                               learning_rate, criteria)
-    steps = np.asarray(state.step)[:count]
-    evaluations = np.asarray(state.evaluations)[:count]
-    for k in np.nonzero(steps > previous_steps)[0]:
-      finals[k] = terms_to_json(_member(terms, k))
-      histories[k].append(_history_row(int(steps[k]), int(evaluations[k]),
-                                       finals[k]))
-    if (steps > previous_steps).any():
-      progress.update(int(steps.max()), int(evaluations.sum()),
-                      finals[int(np.argmax(steps))]['total'] or math.nan)
-      if settings.save_every and int(steps.max()) // settings.save_every > (
-          int(previous_steps.max()) // settings.save_every):
-        for k in range(count):
-          images.save_image(
-              numbered_path(member_output(settings.output, k, count),
-                            int(steps[k])), np.asarray(state.pixels)[k])
-    if (np.asarray(state.stop_reason)[:count] != optim.RUNNING).all():
-      break
+    initial = [terms_to_json(_member(initial_terms, k)) for k in range(count)]
+    histories = [[_history_row(step_offset, evaluation_offset[k] + 1,
+                               initial[k], width)] for k in range(count)]
+    finals = list(initial)
+    progress = _Progress(iterations)
+    optimize_start = time.perf_counter()
+    interrupted = None
+    while True:
+      if catcher.signum is not None:
+        interrupted = catcher.signum
+        break
+      previous_steps = np.asarray(state.step)[:count]
+      state, _, terms = chunk_fn(variables, state, targets, weights,
+                                 learning_rate, criteria)
+      steps = np.asarray(state.step)[:count]
+      evaluations = np.asarray(state.evaluations)[:count]
+      for k in np.nonzero(steps > previous_steps)[0]:
+        finals[k] = terms_to_json(_member(terms, k))
+        histories[k].append(_history_row(
+            step_offset + int(steps[k]),
+            evaluation_offset[k] + int(evaluations[k]), finals[k], width))
+      if (steps > previous_steps).any():
+        progress.update(int(steps.max()), int(evaluations.sum()),
+                        finals[int(np.argmax(steps))]['total'] or math.nan)
+        if settings.save_every and int(steps.max()) // settings.save_every > (
+            int(previous_steps.max()) // settings.save_every):
+          all_pixels = np.asarray(state.pixels)
+          for k in range(count):
+            images.save_image(
+                numbered_path(member_output(settings.output, k, count),
+                              step_offset + int(steps[k])), all_pixels[k])
+      if (np.asarray(state.stop_reason)[:count] != optim.RUNNING).all():
+        break
   progress.close()
-  optimize_s = time.perf_counter() - optimize_start
+  return _Level(
+      state=state, initial=initial, finals=finals, histories=histories,
+      compile_s=compile_s, optimize_s=time.perf_counter() - optimize_start,
+      loop_evaluations=int(np.asarray(state.evaluations)[:count].sum()) - count,
+      interrupted=interrupted)
 
-  steps = np.asarray(state.step)[:count]
-  evaluations = np.asarray(state.evaluations)[:count]
+
+def _run(config, overrides, catcher) -> dict:
+  """`run`, with signals recorded by `catcher`."""
+  started = time.perf_counter()
+  settings = settings_lib.check(config)
+  members = settings_lib.sweep_members(config, settings, overrides)
+  cache_folder = enable_compilation_cache(settings.compilation_cache)
+  sizes = level_sizes(settings)
+  inputs = [_read_inputs(settings, members, size) for size in sizes]
+  content, style_images = inputs[-1]
+  height, width = content.shape[:2]
+  check_memory(settings, height, width)
+
+  warnings = []
+  params, meta, weights_path = weights_lib.resolve_weights(
+      settings.weights,
+      allow_random_fallback=bool(config.get('allow_random_weights', False)),
+      log=lambda message: (warnings.append(message),
+                           logging.warning('%s', message)))
+  if meta.get('random') and not any('RANDOM' in w for w in warnings):
+    warning = ('RESULTS USE RANDOM, UNTRAINED VGG19 WEIGHTS (seed '
+               f'{meta.get("seed")}), not pretrained ones: see weights/README.md')
+    warnings.append(warning)
+    logging.warning('%s', warning)
+  spec = dataclasses.replace(settings.spec,
+                             preprocessing=meta['preprocessing'])
+  variables = vgg.prepare_variables(
+      jax.tree_util.tree_map(jnp.asarray, params))
+  devices = member_devices(len(members))
+  mode = settings.sweep_mode
+  if mode == 'auto':
+    mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
+
+  # Coarse to fine: each level starts from the previous one's result,
+  # upsampled; the last level is the requested size.
+  count = len(members)
+  level_content, level_styles = inputs[0]
+  starts = [initial_pixels(settings, member['seed'], level_content,
+                           [level_styles[p] for p in member['styles']])
+            for member in members]
+  levels = []
+  offsets = (0, [0] * count)
+  for index, (level_content, level_styles) in enumerate(inputs):
+    if levels:
+      previous = np.asarray(levels[-1].state.pixels)
+      starts = [images.resize(previous[k], level_content.shape[:2])
+                for k in range(count)]
+    last = index == len(inputs) - 1
+    last_step_offset = offsets[0]
+    level = _optimize(settings, spec, variables, members, level_content,
+                      level_styles, starts,
+                      settings.iterations if last else
+                      settings.coarse_iterations,
+                      mode, devices, catcher, offsets)
+    levels.append(level)
+    offsets = (offsets[0] + int(np.asarray(level.state.step).max()),
+               [offsets[1][k] + int(np.asarray(level.state.evaluations)[k])
+                for k in range(count)])
+    if level.interrupted is not None or (
+        np.asarray(level.state.stop_reason)[:count] == optim.NON_FINITE
+    ).any():
+      break
+  state = levels[-1].state
+  interrupted = levels[-1].interrupted
+  finals = levels[-1].finals
+  initial = levels[0].initial
+  histories = [sum((level.histories[k] for level in levels), [])
+               for k in range(count)]
+  compile_s = sum(level.compile_s for level in levels)
+  optimize_s = sum(level.optimize_s for level in levels)
+  loop_evaluations = sum(level.loop_evaluations for level in levels)
+
+  steps = last_step_offset + np.asarray(state.step)[:count]
+  evaluations = np.asarray(offsets[1])
   reasons = ['interrupted' if interrupted is not None
              else optim.STOP_REASONS[r]
              for r in np.asarray(state.stop_reason)[:count]]
-  loop_evaluations = int(evaluations.sum()) - count
   runs = []
+  final_pixels = np.asarray(state.pixels)
   for k, member in enumerate(members):
     output = member_output(settings.output, k, count)
-    images.save_image(output, np.asarray(state.pixels)[k])
+    images.save_image(output, final_pixels[k])
     entry = {'values': member['varied'], 'output': output,
              'stop_reason': reasons[k], 'iterations_done': int(steps[k]),
              'initial': initial[k], 'final': finals[k],
@@ -562,7 +649,8 @@ def _run(config, overrides, catcher) -> dict:
       'versions': versions(),
       'image_size': {'content': [width, height],
                      'styles': {p: list(s.shape[1::-1])
-                                for p, s in style_images.items()}},
+                                for p, s in style_images.items()},
+                     'levels': sizes},
       'compilation_cache': cache_folder or None,
   }
   if count == 1:
@@ -574,7 +662,7 @@ def _run(config, overrides, catcher) -> dict:
   else:
     grid = os.path.splitext(settings.output)[0] + '_grid.png'
     images.save_image(grid, images.make_grid(
-        [np.asarray(state.pixels)[k] for k in range(count)],
+        [final_pixels[k] for k in range(count)],
         labels=[m.get('label') or ', '.join(
             f'{f}={v}' for f, v in run_['values'].items())
                 for m, run_ in zip(members, runs)]))
@@ -601,10 +689,10 @@ def _member(tree, k):
   return jax.tree_util.tree_map(lambda x: np.asarray(x)[k], tree)
 
 
-def _history_row(iteration, evaluations, terms):
+def _history_row(iteration, evaluations, terms, width):
   return {'iteration': iteration, 'evaluations': evaluations,
           'total': terms['total'], 'content': terms['content'],
-          'style': terms['style']}
+          'style': terms['style'], 'width': width}
 
 
 def _overall_reason(reasons):

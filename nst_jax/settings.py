@@ -48,6 +48,9 @@ class Settings:
   log_every: int
   compilation_cache: str
   max_memory_gb: float
+  sweep_mode: str
+  coarse_to_fine: int
+  coarse_iterations: int
 
 
 def _split(value) -> tuple:
@@ -67,8 +70,9 @@ def _floats(field, value) -> tuple:
                     f'got {value!r}') from None
 
 
-def _number(config, field, minimum=None, positive=False, integer=False):
-  value = config[field]
+def _number(config, field, minimum=None, positive=False, integer=False,
+            default=None):
+  value = config[field] if default is None else config.get(field, default)
   try:
     number = int(value) if integer else float(value)
     if integer and number != float(value):
@@ -180,6 +184,11 @@ def check(config) -> Settings:
   inputs = list(styles) + [config['content'], config.get('init_image', '')]
   check_output(output, inputs)
 
+  sweep = config.get('sweep') or {}
+  sweep_mode = sweep.get('mode', 'auto') if hasattr(sweep, 'get') else 'auto'
+  if sweep_mode not in ('auto',) + optim.SWEEP_MODES:
+    raise UserError(f'config.sweep.mode: unknown {sweep_mode!r}; valid are '
+                    + ', '.join(('auto',) + optim.SWEEP_MODES))
   stop_loss = float(config.get('stop_loss', float('-inf')))
   if math.isnan(stop_loss):
     raise UserError('config.stop_loss: must be a number, got nan')
@@ -204,13 +213,18 @@ def check(config) -> Settings:
       learning_rate=_number(config, 'learning_rate', positive=True),
       iterations=_number(config, 'iterations', integer=True, minimum=0),
       stop_loss=stop_loss,
-      tolerance=_number(config, 'tolerance', minimum=0),
+      tolerance=_number(config, 'tolerance', minimum=0, default=0.0),
       init=init, init_image=str(config.get('init_image', '')),
       seed=_number(config, 'seed', integer=True),
       save_every=_number(config, 'save_every', integer=True, minimum=0),
       log_every=_number(config, 'log_every', integer=True, positive=True),
       compilation_cache=str(config.get('compilation_cache', '')),
-      max_memory_gb=_number(config, 'max_memory_gb', minimum=0))
+      max_memory_gb=_number(config, 'max_memory_gb', minimum=0, default=0.0),
+      sweep_mode=sweep_mode,
+      coarse_to_fine=_number(config, 'coarse_to_fine', integer=True,
+                             minimum=0, default=0),
+      coarse_iterations=_number(config, 'coarse_iterations', integer=True,
+                                minimum=0, default=100))
 
 
 SWEEP_FIELDS = ('content_weight', 'style_weight', 'tv_weight', 'seed',

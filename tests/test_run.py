@@ -117,3 +117,16 @@ def test_same_size_inputs_do_not_recompile(tmp_path):
                            style='builtin:scene', content='builtin:painting',
                            learning_rate=0.5, seed=3))
   assert run_lib.compilation_count() == before
+
+
+def test_coarse_to_fine_starts_from_the_upsampled_coarse_result(tmp_path):
+  manifest = run_lib.run(small_config(tmp_path, coarse_to_fine=1,
+                                      coarse_iterations=3, iterations=3))
+  assert manifest['image_size']['levels'] == [16, 32]
+  widths = [row['width'] for row in manifest['history']]
+  assert widths[0] == 16 and widths[-1] == 32
+  assert manifest['iterations_done'] == 6
+  # Evaluations add up over levels: 1 + 3 at 16 px, then 1 + 3 at 32 px.
+  assert manifest['evaluations'] == 8
+  assert manifest['history'][-1]['evaluations'] == 8
+  assert images.load_image(manifest['output']).shape == (32, 32, 3)
