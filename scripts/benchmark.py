@@ -308,7 +308,40 @@ def time_to_quality(size=128, torch_evaluations=300):
                     'steps': int(state.step), 'final_loss': float(state.value),
                     'optimize_s': run_s, 'compile_s': compile_s,
                     'optimize_over_torch': run_s / torch_s}
+  result['lbfgs_nols_coarse_to_fine'] = coarse_to_fine_to(
+      size, target, torch_s, coarse_steps=100)
   return result
+
+
+def coarse_to_fine_to(size, target, torch_s, coarse_steps):
+  """lbfgs_nols: `coarse_steps` at size/2 from the half-size content, then
+  the upsampled result at full size until the loss reaches `target`."""
+  lr = jnp.asarray(1.0)
+  spec, coarse_problem, coarse_start, _ = make_problem(size // 2)
+  spec, problem, _, _ = make_problem(size)
+  run = lambda problem, pixels, criteria: optim.run_chunk.lower(
+      optim.init_state_jit(pixels, problem, spec, 'lbfgs_nols', lr), problem,
+      spec, 'lbfgs_nols', lr, criteria, 10).compile()
+  coarse_criteria = optim.stop_criteria(coarse_steps)
+  fine_criteria = optim.stop_criteria(2000, stop_loss=target)
+  coarse_chunk = run(coarse_problem, coarse_start, coarse_criteria)
+  fine_chunk = run(problem, jnp.zeros((size, size, 3)), fine_criteria)
+  start = time.perf_counter()
+  state = optim.init_state_jit(coarse_start, coarse_problem, spec,
+                               'lbfgs_nols', lr)
+  while int(state.stop_reason) == optim.RUNNING:
+    state, _, _ = coarse_chunk(state, coarse_problem, lr, coarse_criteria)
+  coarse_evaluations = int(state.evaluations)
+  upsampled = jnp.asarray(images.resize(np.asarray(state.pixels),
+                                        (size, size)))
+  state = optim.init_state_jit(upsampled, problem, spec, 'lbfgs_nols', lr)
+  while int(state.stop_reason) == optim.RUNNING:
+    state, _, _ = fine_chunk(state, problem, lr, fine_criteria)
+  elapsed = time.perf_counter() - start
+  return {'reached': optim.STOP_REASONS[int(state.stop_reason)] == 'stop_loss',
+          'coarse_evaluations': coarse_evaluations,
+          'evaluations': int(state.evaluations), 'optimize_s': elapsed,
+          'optimize_over_torch': elapsed / torch_s}
 
 
 def machine():
@@ -416,6 +449,11 @@ def print_table(report):
             f'{r["evaluations"]} evaluations, {r["optimize_s"]:.1f} s '
             f'(+{r["compile_s"]:.1f} s compile) = '
             f'{r["optimize_over_torch"]:.2f}x PyTorch')
+    r = q['lbfgs_nols_coarse_to_fine']
+    print(f'- nst_jax lbfgs_nols, {r["coarse_evaluations"]} evaluations at '
+          f'half size first: reached={r["reached"]} after {r["evaluations"]} '
+          f'full-size evaluations, {r["optimize_s"]:.1f} s = '
+          f'{r["optimize_over_torch"]:.2f}x PyTorch')
 
 
 if __name__ == '__main__':
