@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
@@ -172,14 +171,6 @@ def write_json(path: str, data: dict) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
-
-
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def versions() -> dict:
@@ -638,7 +629,7 @@ def _run(config, overrides, catcher) -> dict:
       'config': config_dict(config),
       'partial': interrupted is not None,
       'weights': {'path': weights_path,
-                  'sha256': file_sha256(weights_path) if weights_path else None,
+                  'sha256': weights_lib.file_sha256(weights_path) if weights_path else None,
                   'source': meta.get('source'),
                   'source_sha256': meta.get('source_sha256'),
                   'preprocessing': meta.get('preprocessing'),

@@ -264,13 +264,7 @@ def sweep_members(config, settings: Settings, overrides=None) -> list:
   count = lengths.pop() if lengths else 1
   members = []
   for k in range(count):
-    member = {'content_weight': settings.content_weight,
-              'style_weight': settings.style_weight,
-              'tv_weight': settings.tv_weight, 'seed': settings.seed,
-              'styles': settings.styles,
-              'style_layer_weights': settings.style_layer_weights,
-              'content_layer_weights': settings.content_layer_weights,
-              'label': None, 'varied': {}}
+    member = _base_member(settings)
     for field, values in lists.items():
       value = values[k]
       if field == 'style':
@@ -289,6 +283,17 @@ def sweep_members(config, settings: Settings, overrides=None) -> list:
   return members
 
 
+def _base_member(settings: Settings) -> dict:
+  """A member with the config's own settings (what a sweep varies from)."""
+  return {'content_weight': settings.content_weight,
+          'style_weight': settings.style_weight,
+          'tv_weight': settings.tv_weight, 'seed': settings.seed,
+          'styles': settings.styles,
+          'style_layer_weights': settings.style_layer_weights,
+          'content_layer_weights': settings.content_layer_weights,
+          'label': None, 'varied': {}}
+
+
 _MEMBER_KEYS = ('content_weight', 'style_weight', 'tv_weight', 'seed',
                 'styles', 'content_layer_weights', 'style_layer_weights',
                 'label')
@@ -299,13 +304,7 @@ def _member_from_overrides(settings: Settings, override: dict) -> dict:
   if unknown:
     raise UserError(f'members: unknown keys {sorted(unknown)}; valid are '
                     + ', '.join(_MEMBER_KEYS))
-  member = {'content_weight': settings.content_weight,
-            'style_weight': settings.style_weight,
-            'tv_weight': settings.tv_weight, 'seed': settings.seed,
-            'styles': settings.styles,
-            'style_layer_weights': settings.style_layer_weights,
-            'content_layer_weights': settings.content_layer_weights,
-            'label': None}
+  member = _base_member(settings)
   for key, value in override.items():
     if key in ('content_layer_weights', 'style_layer_weights'):
       layers = (settings.spec.content_layers if key.startswith('content')

@@ -18,12 +18,13 @@ import numpy as np
 from nst_jax import vgg
 from nst_jax.errors import UserError
 from nst_jax.weights.fetch import DEFAULT_OUTPUT, KERAS_MD5, KERAS_URL, fetch
-from nst_jax.weights.fileformat import load_weights, save_weights
+from nst_jax.weights.fileformat import file_sha256, load_weights, save_weights
 from nst_jax.weights.keras import convert_keras
 from nst_jax.weights.normalize import normalize
 from nst_jax.weights.torchvision import convert_torchvision
 
-__all__ = ['convert_keras', 'convert_torchvision', 'fetch', 'load_weights',
+__all__ = ['convert_keras', 'convert_torchvision', 'fetch', 'file_sha256',
+           'load_weights',
            'normalize', 'random_weights', 'resolve_weights', 'save_weights',
            'KERAS_URL', 'KERAS_MD5']
 
