@@ -5,6 +5,7 @@ Parses flags and calls `nst_jax.run.run(config)`. Exit status: 0 done,
 128+signal when interrupted (the partial image and manifest are saved).
 """
 
+import os
 import sys
 
 from absl import app
@@ -44,14 +45,22 @@ def main(argv):
     print(f'interrupted: partial result saved to '
           f'{interrupted.manifest["output"]}', file=sys.stderr)
     return 128 + interrupted.signum
-  if manifest['stop_reason'] == 'non_finite':
+  runs = manifest.get('runs', [manifest])  # a sweep lists its members
+  failed = [run for run in runs if run['stop_reason'] == 'non_finite']
+  for run in failed:
     print(f'error: the loss became non-finite at iteration '
-          f'{manifest["non_finite_at_iteration"]}; kept the last finite image '
-          f'in {manifest["output"]}', file=sys.stderr)
+          f'{run["non_finite_at_iteration"]}; kept the last finite image in '
+          f'{run["output"]}', file=sys.stderr)
+  if failed:
     return 1
-  print(f'wrote {manifest["output"]} (final loss '
-        f'{manifest["final"]["total"]:.6g}, {manifest["evaluations"]} '
-        'evaluations)')
+  for run in runs:
+    final = run['final']['total']
+    print(f'wrote {run["output"]} (final loss '
+          f'{"nan" if final is None else f"{final:.6g}"}, '
+          f'{run["evaluations"]} evaluations)')
+  if 'grid' in manifest:
+    print(f'wrote {manifest["grid"]} and '
+          f'{os.path.splitext(manifest["output"])[0]}.json')
   return 0
 
 

@@ -193,3 +193,14 @@ def test_cli_signal_saves_partial(tmp_path, signum):
   assert '"partial": true' in manifest
   assert '"stop_reason": "interrupted"' in manifest
   assert (tmp_path / 'out' / 'r.png').exists()
+
+
+def test_cli_sweep_writes_every_member(tmp_path):
+  code, stdout, stderr = _cli(tmp_path,
+                              "--config.sweep.style_weight=(1e-3,1e-1)",
+                              '--config.iterations=2', '--config.log_every=2',
+                              '--config.optimizer=lbfgs_nols')
+  assert code == 0, stderr
+  assert stdout.count('wrote ') == 3
+  for name in ('r_0.png', 'r_1.png', 'r_grid.png', 'r.json'):
+    assert (tmp_path / 'out' / name).exists(), name
