@@ -1,26 +1,65 @@
 """Benchmark nst_jax (and, when installed, a plain PyTorch implementation).
 
-  python scripts/benchmark.py                        # 128, 256, 512 px
-  python scripts/benchmark.py --sizes=128,256 --time_to_quality --sweep
+  python scripts/benchmark.py                          # 128, 256, 512 px
+  python scripts/benchmark.py --sizes=128,256 --time-to-quality
+  python scripts/benchmark.py --sizes=1024 --optimizers=lbfgs_nols --no-torch
 
-Measures, per image size: one evaluation (forward + gradient w.r.t. the
-pixels; VGG19 to conv5_1, 5 style + 1 content layers, seeded random weights:
-speed does not depend on the values), one compiled optimisation step of each
-optimiser (and the evaluations it spent), compile time cold and from the
-persistent compilation cache (fresh processes), XLA's memory estimate with
-and without remat, and achieved FLOP/s against the analytic count:
+What is measured, per image size (square H = W), for the loss of Gatys et
+al. in the paper's normalisation (VGG19 to conv5_1 with average pooling,
+style layers conv1_1 ... conv5_1, content layer conv4_2, alpha 1, beta 1e3,
+Caffe preprocessing) with seeded random He-normal weights (pretrained weights
+are not needed: speed does not depend on the values):
 
-  FLOPs per evaluation = 2 (multiply + add) * 2 (forward + input gradient)
-                         * MACS_PER_PIXEL['conv5_1'] (361,152) * H * W
+* evaluation: one loss + gradient w.r.t. the pixels with
+  `optim.loss_and_grad_jit`, median wall time of several calls after a
+  warm-up (`--repeats`, default: as many as fit in ~8 s, 3 to 9);
+* achieved FLOP/s against the analytic count
 
-(the input gradient of a convolution costs as many multiply-adds as its
-forward; pooling, Grams and losses are small). With torch installed
-(`pip install torch==2.13.0`, the `bench` extra), the same network and
-losses in PyTorch are timed in the same run, and `--time_to_quality`
-compares reaching torch.optim.LBFGS's loss after 300 evaluations.
+    FLOPs per evaluation = 2 (multiply + add) * 2 (forward + input gradient)
+                           * MACS_PER_PIXEL['conv5_1'] * H * W
+                         = 4 * 361,152 * H * W   (94.7 GFLOP at 256 px)
 
-Writes JSON (`--out`) and prints a Markdown table. Ratios are measured in
-one run on one machine; absolute times vary with the machine's load.
+  (the input gradient of a 3x3 convolution costs as many multiply-adds as
+  its forward; pooling, Grams and losses are a few percent), cross-checked
+  with XLA's own count `compiled.cost_analysis()['flops']`;
+* one optimisation step per optimiser: a compiled `optim.run_chunk` of
+  `--steps` steps, timed, divided by the steps and by the evaluations the
+  steps spent (`state.evaluations`); both as ratios to one evaluation timed
+  right before and after the chunk (so a machine whose load drifts still
+  gives honest ratios). A chunk also does one forward pass at its end (the
+  loss terms for logging); it is timed separately and reported;
+* compile time of the evaluation and of each optimiser's init + chunk
+  functions (`.lower(...).compile()`), in two fresh processes sharing a new
+  temporary persistent compilation cache: cold (empty cache, which it fills)
+  and warm (everything loaded from the cache);
+* peak memory, two ways: (a) peak RSS (`getrusage` ru_maxrss) of a fresh
+  process that builds the problem, compiles and runs one evaluation, minus
+  that of a process that only imported jax and started its CPU backend; also
+  the high-water mark during the evaluation alone (Linux: /proc/self/
+  clear_refs then VmHWM), minus the RSS just before it; (b) XLA's
+  `compiled.memory_analysis()`: temp + argument + output bytes (arguments
+  include the 80 MB weights and their 80 MB pre-flipped copy), and the temp
+  bytes with `LossSpec(remat=True)`;
+* with torch installed (optional; `pip install torch==2.13.0`, the `bench`
+  extra) and unless `--no-torch`: the same network and losses in plain
+  PyTorch (`scripts/torch_reference.py`, weights copied HWIO -> OIHW), one
+  evaluation timed in its own process with `torch.set_num_threads(cores)`,
+  the ratio JAX/PyTorch, and a check that both compute the same loss and
+  gradient norm.
+
+`--time-to-quality` (needs torch): from the content image at `--ttq-size`
+(128) px, torch.optim.LBFGS(lr=1, history_size=100, no line search) runs
+`--ttq-evaluations` (300) evaluations; then nst_jax's `lbfgs`, `lbfgs_nols`
+(and `lbfgs_nols` 100 steps at half size first, upsampled) start from the
+same image with `stop_loss` = torch's final loss; each runs in a fresh process
+without persistent cache, and reports whether and after how many evaluations
+it got there, in seconds with and without compile.
+
+`--sweep`: 4 members at 64 px as one program (map and vmap) vs 4 runs.
+
+Writes JSON (`--out`, default out/benchmark.json) and prints Markdown tables.
+Absolute times vary with the machine's load (recorded as load averages);
+ratios are measured within one run.
 """
 
 from __future__ import annotations
@@ -30,119 +69,550 @@ import dataclasses
 import json
 import os
 import platform
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+_PROCESS_START = time.perf_counter()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from nst_jax import images, losses, optim, vgg, weights  # pylint: disable=g-import-not-at-top,wrong-import-position
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from nst_jax import losses, optim, vgg  # pylint: disable=g-import-not-at-top,wrong-import-position
+try:
+  from nst_jax import images as nst_images  # pylint: disable=g-import-not-at-top
+except ImportError:  # being written: fall back to synthetic images
+  nst_images = None
+try:
+  from nst_jax import weights as nst_weights  # pylint: disable=g-import-not-at-top
+except ImportError:
+  nst_weights = None
+
+_IMPORTED = time.perf_counter()
 
 FLOPS_PER_PIXEL = 4 * vgg.MACS_PER_PIXEL['conv5_1']
+FLOPS_FORMULA = (f"4 * MACS_PER_PIXEL['conv5_1'] * H * W = 4 * "
+                 f"{vgg.MACS_PER_PIXEL['conv5_1']:,} * H * W (2 FLOPs per "
+                 'multiply-add, forward + input gradient of the same cost)')
 # Step sizes that keep each optimiser finite on the paper-normalised loss
 # (speed does not depend on them, as long as the run does not stop).
 LEARNING_RATES = {'lbfgs': 1.0, 'lbfgs_nols': 1.0, 'adam': 1.0, 'sgd': 1e-9}
+ALPHA, BETA = 1.0, 1e3
+WEIGHTS_SEED = 0
 
 
-def median_time(fn, repeats):
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+# ---------------------------------------------------------------------------
+# The problem: images, weights, loss.
+
+def synthetic_images(size):
+  """Deterministic content (smooth gradients + blobs + noise) and style
+  (oriented stripes + noise), RGB 0-255 float32, when nst_jax.images is
+  unavailable."""
+  rng = np.random.default_rng(1508)
+  y, x = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+  blob = np.exp(-((x - 0.4) ** 2 + (y - 0.55) ** 2) / 0.03)
+  content = np.stack([200 * x + 40 * blob, 180 * y + 30, 220 * (1 - x) * y
+                      + 60 * blob], -1)
+  content += rng.normal(0, 6, content.shape)
+  stripes = np.sin(40 * (0.8 * x + 0.6 * y)) * np.cos(25 * (x - y))
+  style = np.stack([128 + 100 * stripes, 90 + 60 * np.roll(stripes, 3, 0),
+                    160 - 80 * stripes], -1)
+  style += rng.normal(0, 12, style.shape)
+  return (np.clip(content, 0, 255).astype(np.float32),
+          np.clip(style, 0, 255).astype(np.float32))
 
 
-def make_problem(size, normalization='paper', remat=False, style_weight=1e3):
-  params, _ = weights.random_weights(0)
+def content_and_style(size):
+  """(content, style, source): nst_jax's demo images if available."""
+  if nst_images is not None and hasattr(nst_images, 'demo_content') and (
+      hasattr(nst_images, 'demo_style')):
+    return (np.asarray(nst_images.demo_content(size), np.float32),
+            np.asarray(nst_images.demo_style(size), np.float32),
+            'nst_jax.images.demo_content/demo_style')
+  content, style = synthetic_images(size)
+  return content, style, 'synthetic (benchmark.synthetic_images)'
+
+
+def random_params(seed=WEIGHTS_SEED):
+  """Seeded He-normal VGG19 weights as NumPy arrays (HWIO kernels)."""
+  if nst_weights is not None and hasattr(nst_weights, 'random_weights'):
+    params, _ = nst_weights.random_weights(seed)
+    return params
+  return jax.tree_util.tree_map(np.asarray,
+                                vgg.init_params(jax.random.key(seed)))
+
+
+def make_problem(size, normalization='paper', remat=False, style_weight=BETA):
+  """(spec, problem, start pixels = the content image, NumPy params)."""
+  params = random_params()
   variables = vgg.prepare_variables(jax.tree_util.tree_map(jnp.asarray,
                                                            params))
   spec = losses.LossSpec(normalization=normalization, remat=remat)
-  content = images.demo_content(size)
-  targets = losses.make_targets(variables, content, [images.demo_style(size)],
-                                spec)
+  content, style, _ = content_and_style(size)
+  targets = losses.make_targets(variables, jnp.asarray(content),
+                                [jnp.asarray(style)], spec)
   problem = optim.Problem(variables, targets,
-                          losses.loss_weights(spec, 1.0, style_weight))
+                          losses.loss_weights(spec, ALPHA, style_weight))
   return spec, problem, jnp.asarray(content), params
 
 
-def bench_size(size, optimizers, repeats, steps):
-  spec, problem, pixels, _ = make_problem(size)
+def abstract_problem(size, normalization='paper'):
+  """Like `make_problem` but only shapes (jax.ShapeDtypeStruct): for
+  compiling without computing anything."""
+  spec = losses.LossSpec(normalization=normalization)
+  params = {name: {'kernel': jax.ShapeDtypeStruct((3, 3, cin, cout),
+                                                  jnp.float32),
+                   'bias': jax.ShapeDtypeStruct((cout,), jnp.float32)}
+            for name, (cin, cout) in vgg.CONV_SHAPES.items()}
+  pixels = jax.ShapeDtypeStruct((size, size, 3), jnp.float32)
+
+  def build(params, content, style):
+    variables = vgg.prepare_variables(params)
+    targets = losses.make_targets(variables, content, [style], spec)
+    return optim.Problem(variables, targets,
+                         losses.loss_weights(spec, ALPHA, BETA))
+  return spec, jax.eval_shape(build, params, pixels, pixels), pixels
+
+
+# ---------------------------------------------------------------------------
+# Timing helpers.
+
+def timed(fn):
+  start = time.perf_counter()
+  out = jax.block_until_ready(fn())
+  return time.perf_counter() - start, out
+
+
+def auto_repeats(first_call_s, requested, budget_s=8.0):
+  if requested > 0:
+    return requested
+  return int(min(9, max(3, budget_s // max(first_call_s, 1e-3))))
+
+
+def auto_steps(size, requested):
+  if requested > 0:
+    return requested
+  return 10 if size <= 256 else 5 if size <= 512 else 3
+
+
+def median_time(fn, repeats):
+  """Median seconds of `fn()` (blocked) over `repeats` calls after one
+  warm-up call; repeats <= 0: automatic from the warm-up's duration."""
+  first, _ = timed(fn)
+  times = [timed(fn)[0] for _ in range(auto_repeats(first, repeats))]
+  return float(np.median(times)), times
+
+
+def first_cost(analysis):
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return analysis or {}
+
+
+def memory_fields(compiled):
+  m = compiled.memory_analysis()
+  if m is None:
+    return None
+  fields = {k: int(getattr(m, k)) for k in (
+      'temp_size_in_bytes', 'argument_size_in_bytes', 'output_size_in_bytes',
+      'alias_size_in_bytes', 'generated_code_size_in_bytes')
+            if hasattr(m, k)}
+  fields['temp_plus_argument_plus_output_bytes'] = (
+      fields.get('temp_size_in_bytes', 0)
+      + fields.get('argument_size_in_bytes', 0)
+      + fields.get('output_size_in_bytes', 0))
+  return fields
+
+
+# ---------------------------------------------------------------------------
+# In-process measurements.
+
+def bench_evaluation(size, spec, problem, pixels, repeats, remat_memory):
+  """One evaluation: time, FLOP/s, XLA's FLOP and memory counts."""
   row = {'size': size, 'flops_per_evaluation': FLOPS_PER_PIXEL * size * size}
+  t = time.perf_counter()
   compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  row['xla_flops'] = float(cost.get('flops', float('nan'))) if cost else None
-  evaluation = median_time(lambda: compiled(pixels, problem), repeats)
+  row['in_process_compile_s'] = time.perf_counter() - t
+  cost = first_cost(compiled.cost_analysis())
+  row['xla_flops'] = float(cost['flops']) if 'flops' in cost else None
+  if row['xla_flops']:
+    row['xla_over_analytic_flops'] = row['xla_flops'] / row[
+        'flops_per_evaluation']
+  row['xla_memory'] = memory_fields(compiled)
+  evaluation, times = median_time(lambda: compiled(pixels, problem), repeats)
   row['evaluation_s'] = evaluation
+  row['evaluation_times_s'] = times
   row['gflops_per_s'] = row['flops_per_evaluation'] / evaluation / 1e9
-  for remat in (False, True):
-    remat_spec = dataclasses.replace(spec, remat=remat)
-    memory = optim.loss_and_grad_jit.lower(
-        pixels, problem, remat_spec).compile().memory_analysis()
-    row[f'xla_temp_mib{"_remat" if remat else ""}'] = (
-        memory.temp_size_in_bytes / 2**20)
+  value, grad = compiled(pixels, problem)
+  row['loss_at_content'] = float(value)
+  row['grad_norm_at_content'] = float(jnp.linalg.norm(grad))
+  # The forward pass alone (what a chunk adds at its end for logging).
+  forward = jax.jit(losses.total_loss, static_argnames=('spec',)).lower(
+      pixels, problem.variables, problem.targets, problem.weights,
+      spec).compile()
+  row['forward_s'], _ = median_time(
+      lambda: forward(pixels, problem.variables, problem.targets,
+                      problem.weights), 2)
+  row['forward_over_evaluation'] = row['forward_s'] / evaluation
+  if remat_memory:
+    remat = optim.loss_and_grad_jit.lower(
+        pixels, problem, dataclasses.replace(spec, remat=True)).compile()
+    row['xla_memory_remat'] = memory_fields(remat)
+  return row, compiled
+
+
+def bench_steps(name, spec, problem, pixels, steps, evaluate):
+  """Times a compiled chunk of `steps` steps of optimiser `name`."""
+  lr = jnp.asarray(LEARNING_RATES[name], jnp.float32)
+  criteria = optim.stop_criteria(10**9)
+  t = time.perf_counter()
+  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
+  state = init(pixels, problem, lr)
+  chunk = optim.run_chunk.lower(state, problem, spec, name, lr, criteria,
+                                steps).compile()
+  in_process_compile = time.perf_counter() - t
+  # Warm-up: the same program, one step (the rest are skipped no-ops).
+  state, _, _ = jax.block_until_ready(
+      chunk(state, problem, lr, optim.stop_criteria(1)))
+  state = state.replace(stop_reason=jnp.asarray(optim.RUNNING, jnp.int32))
+  evaluation_before, _ = timed(evaluate)
+  evaluations0, step0 = int(state.evaluations), int(state.step)
+  elapsed, (state, values, _) = timed(
+      lambda: chunk(state, problem, lr, criteria))
+  evaluation_after, _ = timed(evaluate)
+  done = int(state.step) - step0
+  spent = int(state.evaluations) - evaluations0
+  local = (evaluation_before + evaluation_after) / 2
+  result = {
+      'steps': done, 'evaluations': spent, 'chunk_s': elapsed,
+      'step_s': elapsed / max(done, 1),
+      'evaluations_per_step': spent / max(done, 1),
+      'local_evaluation_s': local,
+      'step_over_evaluation': elapsed / max(done, 1) / local,
+      'per_evaluation_over_evaluation': elapsed / max(spent, 1) / local,
+      'in_process_compile_s': in_process_compile,
+      'stop_reason': optim.STOP_REASONS[int(state.stop_reason)],
+      'final_loss': float(values[-1]),
+  }
+  return result
+
+
+def bench_size(size, optimizers, repeats, steps, remat_memory=True):
+  spec, problem, pixels, _ = make_problem(size)
+  row, compiled = bench_evaluation(size, spec, problem, pixels, repeats,
+                                   remat_memory)
+  evaluate = lambda: compiled(pixels, problem)
   row['steps'] = {}
   for name in optimizers:
-    lr = jnp.asarray(LEARNING_RATES[name])
-    criteria = optim.stop_criteria(10**9)
-    state = optim.init_state_jit(pixels, problem, spec, name, lr)
-    state, _, _ = optim.run_chunk(state, problem, spec, name, lr, criteria,
-                                  steps)  # compile + warm up
-    jax.block_until_ready(state)
-    before = int(state.evaluations)
-    start = time.perf_counter()
-    state, _, _ = optim.run_chunk(state, problem, spec, name, lr, criteria,
-                                  steps)
-    jax.block_until_ready(state)
-    elapsed = time.perf_counter() - start
-    spent = int(state.evaluations) - before
-    row['steps'][name] = {
-        'step_s': elapsed / steps, 'evaluations_per_step': spent / steps,
-        'step_over_evaluation': elapsed / steps / evaluation,
-        'per_evaluation_over_evaluation': elapsed / max(spent, 1) / evaluation}
+    result = bench_steps(name, spec, problem, pixels, steps, evaluate)
+    # The chunk's closing forward pass, spread over its steps.
+    result['step_over_evaluation_without_chunk_forward'] = (
+        (result['chunk_s'] - row['forward_s']) / max(result['steps'], 1)
+        / result['local_evaluation_s'])
+    row['steps'][name] = result
+    print(f'  {size} px {name}: {1000 * result["step_s"]:.0f} ms/step, '
+          f'{result["evaluations_per_step"]:.2f} evaluations/step, '
+          f'{result["step_over_evaluation"]:.3f} x evaluation',
+          file=sys.stderr, flush=True)
   return row
 
 
-COMPILE_SCRIPT = '''
-import json, sys, time
-start = time.perf_counter()
-import jax
-jax.config.update('jax_compilation_cache_dir', sys.argv[2])
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-sys.path.insert(0, sys.argv[3])
-from scripts import benchmark
-spec, problem, pixels, _ = benchmark.make_problem(int(sys.argv[1]))
-import jax.numpy as jnp
-from nst_jax import optim
-lr = jnp.asarray(1.0)
-ready = time.perf_counter()
-state = optim.init_state_jit.lower(pixels, problem, spec, 'lbfgs', lr).compile()(
-    pixels, problem, lr)
-optim.run_chunk.lower(state, problem, spec, 'lbfgs', lr,
-                      optim.stop_criteria(10), 10).compile()
-print(json.dumps({'compile_s': time.perf_counter() - ready,
-                  'process_to_compiled_s': time.perf_counter() - start}))
-'''
+# ---------------------------------------------------------------------------
+# Fresh processes: compile time, memory, PyTorch, time to quality.
+
+def run_child(args, timeout=3600):
+  """Runs this script with internal `args`; returns its last stdout line as
+  JSON plus 'process_wall_s', or {'error': ...}."""
+  env = dict(os.environ)
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  cmd = [sys.executable, os.path.abspath(__file__)] + list(args)
+  start = time.perf_counter()
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=timeout, check=False)
+  except subprocess.TimeoutExpired:
+    return {'error': f'timed out after {timeout} s: {" ".join(args)}'}
+  wall = time.perf_counter() - start
+  lines = proc.stdout.strip().splitlines()
+  if proc.returncode != 0 or not lines:
+    return {'error': f'exit {proc.returncode}: '
+                     + proc.stderr.strip()[-1500:]}
+  result = json.loads(lines[-1])
+  result['process_wall_s'] = wall
+  return result
 
 
-def bench_compile(size):
-  """Cold and persistent-cache compile of the L-BFGS init + chunk, fresh
-  processes."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  results = {}
-  with tempfile.TemporaryDirectory() as cache:
-    for label in ('cold', 'warm'):
-      out = subprocess.run(
-          [sys.executable, '-c', COMPILE_SCRIPT, str(size), cache, repo],
-          capture_output=True, text=True, check=True, cwd=repo)
-      results[label] = json.loads(out.stdout.strip().splitlines()[-1])
-  return results
+def configure_cache(cache_dir):
+  """Persistent compilation cache in `cache_dir`, or none at all."""
+  if cache_dir:
+    jax.config.update('jax_compilation_cache_dir', cache_dir)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+    jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  else:
+    jax.config.update('jax_enable_compilation_cache', False)
+
+
+def compile_only(size, optimizers, steps):
+  """Child: lowers and compiles the evaluation and each optimiser's init
+  and chunk functions from shapes only; seconds of each."""
+  spec, problem, pixels = abstract_problem(size)
+  lr = jnp.asarray(1.0, jnp.float32)
+  criteria = optim.stop_criteria(10**9)
+  result = {'size': size, 'imports_s': _IMPORTED - _PROCESS_START,
+            'optimizers': {}}
+  t = time.perf_counter()
+  optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
+  result['evaluation_s'] = time.perf_counter() - t
+  for name in optimizers:
+    t = time.perf_counter()
+    optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
+    init_s = time.perf_counter() - t
+    state = jax.eval_shape(
+        lambda p, pr, l, name=name: optim.init_state(p, pr, spec, name, l),
+        pixels, problem, lr)
+    t = time.perf_counter()
+    optim.run_chunk.lower(state, problem, spec, name, lr, criteria,
+                          steps).compile()
+    result['optimizers'][name] = {'init_s': init_s,
+                                  'chunk_s': time.perf_counter() - t}
+    result['optimizers'][name]['total_s'] = (
+        init_s + result['optimizers'][name]['chunk_s'])
+  result['total_s'] = result['evaluation_s'] + sum(
+      r['total_s'] for r in result['optimizers'].values())
+  return result
+
+
+def bench_compile(size, optimizers, steps, cache):
+  """Cold then warm compile in fresh processes sharing the cache dir `cache`
+  (which holds nothing of this size yet)."""
+  common = ['--compile-only', f'--sizes={size}',
+            f'--optimizers={",".join(optimizers)}',
+            f'--steps={steps}', f'--cache-dir={cache}']
+  before = len(os.listdir(cache))
+  cold = run_child(common)
+  cold['cache_entries_written'] = len(os.listdir(cache)) - before
+  warm = run_child(common)
+  return {'cold': cold, 'warm': warm}
+
+
+def _proc_status_kib(field):
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith(field + ':'):
+          return int(line.split()[1])
+  except OSError:
+    pass
+  return None
+
+
+def memory_baseline():
+  """Child: peak RSS after importing jax and starting its CPU backend."""
+  jax.block_until_ready(jnp.zeros(()))
+  return {'ru_maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def memory_only(size):
+  """Child: build the problem, compile and run one evaluation at `size`."""
+  spec, problem, pixels, _ = make_problem(size)
+  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
+  jax.block_until_ready(problem)
+  result = {'size': size,
+            'ru_maxrss_after_compile_kib': resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss,
+            'rss_before_evaluation_kib': _proc_status_kib('VmRSS')}
+  try:  # Linux >= 4.0: reset VmHWM to the current RSS.
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    reset = True
+  except OSError:
+    reset = False
+  jax.block_until_ready(compiled(pixels, problem))
+  result['ru_maxrss_kib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  if reset:
+    result['vmhwm_during_evaluation_kib'] = _proc_status_kib('VmHWM')
+  return result
+
+
+def bench_memory(size, baseline_kib):
+  child = run_child(['--memory-only', f'--sizes={size}'])
+  if 'error' in child:
+    return child
+  mib = lambda kib: kib / 1024
+  out = {'baseline_ru_maxrss_mib': mib(baseline_kib),
+         'process_ru_maxrss_mib': mib(child['ru_maxrss_kib']),
+         'peak_rss_minus_baseline_mib': mib(child['ru_maxrss_kib']
+                                            - baseline_kib),
+         'peak_rss_after_compile_minus_baseline_mib': mib(
+             child['ru_maxrss_after_compile_kib'] - baseline_kib)}
+  if child.get('vmhwm_during_evaluation_kib'):
+    out['evaluation_peak_rss_mib'] = mib(child['vmhwm_during_evaluation_kib'])
+    out['evaluation_peak_over_rss_before_mib'] = mib(
+        child['vmhwm_during_evaluation_kib']
+        - child['rss_before_evaluation_kib'])
+  return out
+
+
+def torch_available():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    return True
+  except ImportError:
+    return False
+
+
+def default_threads():
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def torch_evaluation_child(size, repeats, threads):
+  """Child: one PyTorch evaluation at `size` (see torch_reference)."""
+  from scripts import torch_reference  # pylint: disable=g-import-not-at-top
+  content, style, _ = content_and_style(size)
+  first = torch_reference.evaluation(random_params(), content, style, 1,
+                                     threads)
+  return torch_reference.evaluation(
+      random_params(), content, style,
+      auto_repeats(first['evaluation_s'], repeats), threads)
+
+
+def torch_lbfgs_child(size, evaluations, threads):
+  from scripts import torch_reference  # pylint: disable=g-import-not-at-top
+  content, style, _ = content_and_style(size)
+  return torch_reference.lbfgs(random_params(), content, style, evaluations,
+                               threads)
+
+
+def ttq_jax_child(name, size, stop_loss, max_steps, chunk_size):
+  """Child (fresh process, no persistent cache): nst_jax optimiser `name`
+  from the content image until the loss is <= stop_loss."""
+  if name == 'lbfgs_nols_c2f':
+    return coarse_to_fine_to(size, stop_loss, None, coarse_steps=100,
+                             max_steps=max_steps, chunk_size=chunk_size)
+  t0 = time.perf_counter()
+  spec, problem, pixels, _ = make_problem(size)
+  jax.block_until_ready(problem)
+  setup_s = time.perf_counter() - t0
+  lr = jnp.asarray(LEARNING_RATES[name], jnp.float32)
+  criteria = optim.stop_criteria(max_steps, stop_loss=stop_loss)
+  t1 = time.perf_counter()
+  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
+  abstract_state = jax.eval_shape(
+      lambda p, pr, l: optim.init_state(p, pr, spec, name, l), pixels,
+      problem, lr)
+  chunk = optim.run_chunk.lower(abstract_state, problem, spec, name, lr,
+                                criteria, chunk_size).compile()
+  t2 = time.perf_counter()
+  state = init(pixels, problem, lr)
+  curve = [(int(state.evaluations), 0.0, float(state.value))]
+  while int(state.stop_reason) == optim.RUNNING:
+    state, _, _ = chunk(state, problem, lr, criteria)
+    curve.append((int(state.evaluations), time.perf_counter() - t2,
+                  float(state.value)))
+  t3 = time.perf_counter()
+  reason = optim.STOP_REASONS[int(state.stop_reason)]
+  return {'optimizer': name, 'reached': reason == 'stop_loss',
+          'stop_reason': reason, 'evaluations': int(state.evaluations),
+          'steps': int(state.step), 'final_loss': float(state.value),
+          'setup_s': setup_s, 'compile_s': t2 - t1, 'optimize_s': t3 - t2,
+          'optimize_incl_compile_s': t3 - t1, 'chunk_size': chunk_size,
+          'lbfgs_memory': optim.LBFGS_MEMORY, 'curve': curve}
+
+
+def coarse_to_fine_to(size, target, torch_s=None, coarse_steps=100,
+                      max_steps=2000, chunk_size=10):
+  """lbfgs_nols: `coarse_steps` at size/2 from the half-size content, then
+  the upsampled result at full size until the loss reaches `target`."""
+  lr = jnp.asarray(1.0, jnp.float32)
+  t0 = time.perf_counter()
+  spec, coarse_problem, coarse_start, _ = make_problem(size // 2)
+  spec, problem, start, _ = make_problem(size)
+  setup_s = time.perf_counter() - t0
+
+  def compile_chunk(problem, pixels, criteria):
+    init = optim.init_state_jit.lower(pixels, problem, spec, 'lbfgs_nols',
+                                      lr).compile()
+    state = jax.eval_shape(
+        lambda p, pr, l: optim.init_state(p, pr, spec, 'lbfgs_nols', l),
+        pixels, problem, lr)
+    return init, optim.run_chunk.lower(state, problem, spec, 'lbfgs_nols',
+                                       lr, criteria, chunk_size).compile()
+
+  coarse_criteria = optim.stop_criteria(coarse_steps)
+  fine_criteria = optim.stop_criteria(max_steps, stop_loss=target)
+  t1 = time.perf_counter()
+  coarse_init, coarse_chunk = compile_chunk(coarse_problem, coarse_start,
+                                            coarse_criteria)
+  fine_init, fine_chunk = compile_chunk(problem, start, fine_criteria)
+  t2 = time.perf_counter()
+  state = coarse_init(coarse_start, coarse_problem, lr)
+  while int(state.stop_reason) == optim.RUNNING:
+    state, _, _ = coarse_chunk(state, coarse_problem, lr, coarse_criteria)
+  coarse_evaluations = int(state.evaluations)
+  if nst_images is not None and hasattr(nst_images, 'resize'):
+    upsampled = nst_images.resize(np.asarray(state.pixels), (size, size))
+  else:
+    upsampled = jax.image.resize(state.pixels, (size, size, 3), 'lanczos3')
+  upsampled = jnp.asarray(upsampled)
+  state = fine_init(upsampled, problem, lr)
+  curve = [(int(state.evaluations), time.perf_counter() - t2,
+            float(state.value))]
+  while int(state.stop_reason) == optim.RUNNING:
+    state, _, _ = fine_chunk(state, problem, lr, fine_criteria)
+    curve.append((int(state.evaluations), time.perf_counter() - t2,
+                  float(state.value)))
+  t3 = time.perf_counter()
+  reason = optim.STOP_REASONS[int(state.stop_reason)]
+  result = {'optimizer': 'lbfgs_nols_c2f', 'reached': reason == 'stop_loss',
+            'stop_reason': reason, 'coarse_size': size // 2,
+            'coarse_evaluations': coarse_evaluations,
+            'evaluations': int(state.evaluations),
+            'steps': int(state.step), 'final_loss': float(state.value),
+            'setup_s': setup_s, 'compile_s': t2 - t1, 'optimize_s': t3 - t2,
+            'optimize_incl_compile_s': t3 - t1, 'chunk_size': chunk_size,
+            'curve': curve}
+  if torch_s:
+    result['optimize_over_torch'] = result['optimize_s'] / torch_s
+  return result
+
+
+def time_to_quality(size, evaluations, threads, chunk_size):
+  print(f'time to quality at {size} px: torch.optim.LBFGS, {evaluations} '
+        'evaluations ...', file=sys.stderr, flush=True)
+  torch_run = run_child(['--ttq-torch', f'--ttq-size={size}',
+                         f'--ttq-evaluations={evaluations}',
+                         f'--torch-threads={threads}'])
+  if 'error' in torch_run:
+    return {'error': torch_run['error']}
+  target = torch_run['final_loss']
+  result = {'size': size, 'torch_evaluations': evaluations,
+            'target_loss': target, 'torch': torch_run, 'jax': {}}
+  for name in ('lbfgs', 'lbfgs_nols', 'lbfgs_nols_c2f'):
+    print(f'  nst_jax {name} to loss {target:.6g} ...', file=sys.stderr,
+          flush=True)
+    run = run_child([f'--ttq-jax={name}', f'--ttq-size={size}',
+                     f'--stop-loss={target!r}',
+                     f'--max-steps={3 * evaluations}',
+                     f'--ttq-chunk={chunk_size}'])
+    if 'error' not in run:
+      run['optimize_over_torch'] = run['optimize_s'] / torch_run['seconds']
+      run['incl_compile_over_torch'] = (run['optimize_incl_compile_s']
+                                        / torch_run['seconds'])
+      run['evaluations_over_torch'] = run['evaluations'] / torch_run[
+          'evaluations']
+    result['jax'][name] = run
+  return result
 
 
 def bench_sweep(size, members, steps):
@@ -153,207 +623,58 @@ def bench_sweep(size, members, steps):
       lambda x: jnp.stack([x] * members), tree)
   results = {}
   for name in optim.OPTIMIZERS:
-    lr = jnp.asarray(LEARNING_RATES[name] * (1e6 if name == 'sgd' else 1))
+    lr = jnp.asarray(LEARNING_RATES[name] * (1e6 if name == 'sgd' else 1),
+                     jnp.float32)
     criteria = optim.stop_criteria(10**9)
     single = lambda: optim.run_chunk(
         optim.init_state_jit(pixels, problem, spec, name, lr), problem, spec,
         name, lr, criteria, steps)
-    one = median_time(single, 2)
+    one, _ = median_time(single, 2)
     results[name] = {'one_run_s': one}
     for mode in optim.SWEEP_MODES:
       batched = optim.Problem(problem.variables, stack(problem.targets),
                               jax.tree_util.tree_map(
                                   lambda x: x * jnp.ones((members,) + x.shape),
                                   problem.weights))
+
       def sweep(mode=mode, batched=batched):
         state = optim.init_state_batched_jit(
             stack(pixels), batched, spec, name, stack(lr), mode)
         return optim.run_chunk_batched_jit(
             state, batched, spec, name, stack(lr), stack(criteria),
             steps, mode)
-      results[name][f'{mode}_over_k_runs'] = median_time(sweep, 2) / (
+      results[name][f'{mode}_over_k_runs'] = median_time(sweep, 2)[0] / (
           members * one)
   return results
 
 
-# ---------------------------------------------------------------------------
-# PyTorch: the same network and losses, for comparison in the same run.
-
-def torch_problem(params, size):
-  import torch  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(os.cpu_count() or 1)
-  convs = []
-  for name in vgg.CONV_LAYERS:
-    kernel = torch.from_numpy(np.ascontiguousarray(
-        np.transpose(params[name]['kernel'], (3, 2, 0, 1))))
-    convs.append((name, kernel, torch.from_numpy(params[name]['bias'])))
-  mean = torch.tensor(vgg.CAFFE_MEAN_BGR).view(1, 3, 1, 1)
-
-  def features(pixels):  # pixels (1, 3, H, W) RGB 0-255
-    x = pixels.flip(1) - mean
-    out = {}
-    for name, kernel, bias in convs:
-      block = int(name[4])
-      if name.endswith('_1') and block > 1:
-        x = torch.nn.functional.avg_pool2d(x, 2)
-      x = torch.relu(torch.nn.functional.conv2d(x, kernel, bias, padding=1))
-      out[name] = x
-      if name == 'conv5_1':
-        break
-    return out
-
-  style_layers = ('conv1_1', 'conv2_1', 'conv3_1', 'conv4_1', 'conv5_1')
-
-  def gram(f):
-    f = f[0].flatten(1)
-    return f @ f.t()
-
-  to_torch = lambda a: torch.from_numpy(np.ascontiguousarray(
-      np.transpose(a, (2, 0, 1))[None]))
-  with torch.no_grad():
-    content_features = features(to_torch(images.demo_content(size)))
-    target_content = content_features['conv4_2']
-    target_grams = {l: gram(f) for l, f in features(to_torch(
-        images.demo_style(size))).items() if l in style_layers}
-
-  def loss(pixels, alpha=1.0, beta=1e3):
-    f = features(pixels)
-    content = 0.5 * ((f['conv4_2'] - target_content) ** 2).sum()
-    style = 0
-    for l in style_layers:
-      n = f[l].shape[1]
-      m = f[l].shape[2] * f[l].shape[3]
-      style = style + ((gram(f[l]) - target_grams[l]) ** 2).sum() / (
-          4.0 * n * n * m * m) / len(style_layers)
-    return alpha * content + beta * style
-
-  return loss, to_torch(images.demo_content(size))
-
-
-def in_subprocess(function, *args):
-  """Runs `function(*args)` of this module in a fresh process: PyTorch's
-  thread pool and JAX's would otherwise compete for the same cores."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  code = ('import json, sys; sys.path.insert(0, sys.argv[1]); '
-          'from scripts import benchmark; '
-          f'print(json.dumps(benchmark.{function}(*json.loads(sys.argv[2]))))')
-  out = subprocess.run([sys.executable, '-c', code, repo, json.dumps(args)],
-                       capture_output=True, text=True, check=True, cwd=repo)
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def torch_evaluation(size, repeats):
-  params, _ = weights.random_weights(0)
-  loss, start = torch_problem(params, size)
-  pixels = start.clone().requires_grad_(True)
-
-  def once():
-    pixels.grad = None
-    loss(pixels).backward()
-  once()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    once()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
-
-
-def torch_lbfgs(size, torch_evaluations):
-  """torch.optim.LBFGS (history 100, lr 1, no line search) from the content
-  image for `torch_evaluations` evaluations: (seconds, final loss)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  params, _ = weights.random_weights(0)
-  loss, start = torch_problem(params, size)
-  x = start.clone().requires_grad_(True)
-  optimizer = torch.optim.LBFGS([x], lr=1, history_size=100,
-                                max_iter=torch_evaluations,
-                                max_eval=torch_evaluations,
-                                tolerance_grad=0, tolerance_change=0)
-
-  def closure():
-    optimizer.zero_grad()
-    value = loss(x)
-    value.backward()
-    return value
-  t = time.perf_counter()
-  optimizer.step(closure)
-  torch_s = time.perf_counter() - t
-  with torch.no_grad():
-    return torch_s, float(loss(x))
-
-
-def time_to_quality(size=128, torch_evaluations=300):
-  """nst_jax's L-BFGS to the loss torch.optim.LBFGS reaches in 300
-  evaluations (each side in its own process), wall-clock compared."""
-  torch_s, target = in_subprocess('torch_lbfgs', size, torch_evaluations)
-  spec, problem, pixels, _ = make_problem(size)
-  result = {'size': size, 'torch_evaluations': torch_evaluations,
-            'torch_s': torch_s, 'torch_final_loss': target}
-  for name in ('lbfgs', 'lbfgs_nols'):
-    lr = jnp.asarray(1.0)
-    criteria = optim.stop_criteria(2000, stop_loss=target)
-    t = time.perf_counter()
-    state = optim.init_state_jit(pixels, problem, spec, name, lr)
-    chunk = optim.run_chunk.lower(state, problem, spec, name, lr, criteria,
-                                  10).compile()
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    while int(state.stop_reason) == optim.RUNNING:
-      state, _, _ = chunk(state, problem, lr, criteria)
-    run_s = time.perf_counter() - t
-    result[name] = {'reached': optim.STOP_REASONS[int(state.stop_reason)]
-                               == 'stop_loss',
-                    'evaluations': int(state.evaluations),
-                    'steps': int(state.step), 'final_loss': float(state.value),
-                    'optimize_s': run_s, 'compile_s': compile_s,
-                    'optimize_over_torch': run_s / torch_s}
-  result['lbfgs_nols_coarse_to_fine'] = coarse_to_fine_to(
-      size, target, torch_s, coarse_steps=100)
-  return result
-
-
-def coarse_to_fine_to(size, target, torch_s, coarse_steps):
-  """lbfgs_nols: `coarse_steps` at size/2 from the half-size content, then
-  the upsampled result at full size until the loss reaches `target`."""
-  lr = jnp.asarray(1.0)
-  spec, coarse_problem, coarse_start, _ = make_problem(size // 2)
-  spec, problem, _, _ = make_problem(size)
-  run = lambda problem, pixels, criteria: optim.run_chunk.lower(
-      optim.init_state_jit(pixels, problem, spec, 'lbfgs_nols', lr), problem,
-      spec, 'lbfgs_nols', lr, criteria, 10).compile()
-  coarse_criteria = optim.stop_criteria(coarse_steps)
-  fine_criteria = optim.stop_criteria(2000, stop_loss=target)
-  coarse_chunk = run(coarse_problem, coarse_start, coarse_criteria)
-  fine_chunk = run(problem, jnp.zeros((size, size, 3)), fine_criteria)
-  start = time.perf_counter()
-  state = optim.init_state_jit(coarse_start, coarse_problem, spec,
-                               'lbfgs_nols', lr)
-  while int(state.stop_reason) == optim.RUNNING:
-    state, _, _ = coarse_chunk(state, coarse_problem, lr, coarse_criteria)
-  coarse_evaluations = int(state.evaluations)
-  upsampled = jnp.asarray(images.resize(np.asarray(state.pixels),
-                                        (size, size)))
-  state = optim.init_state_jit(upsampled, problem, spec, 'lbfgs_nols', lr)
-  while int(state.stop_reason) == optim.RUNNING:
-    state, _, _ = fine_chunk(state, problem, lr, fine_criteria)
-  elapsed = time.perf_counter() - start
-  return {'reached': optim.STOP_REASONS[int(state.stop_reason)] == 'stop_loss',
-          'coarse_evaluations': coarse_evaluations,
-          'evaluations': int(state.evaluations), 'optimize_s': elapsed,
-          'optimize_over_torch': elapsed / torch_s}
-
-
 def machine():
   model = ''
-  if os.path.exists('/proc/cpuinfo'):
-    for line in open('/proc/cpuinfo'):
-      if line.startswith('model name'):
-        model = line.split(':', 1)[1].strip()
-        break
-  info = {'cpu': model, 'cores': os.cpu_count(), 'jax': jax.__version__,
-          'device': jax.devices()[0].device_kind,
-          'python': platform.python_version()}
+  memory = None
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          model = line.split(':', 1)[1].strip()
+          break
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemTotal'):
+          memory = int(line.split()[1]) / 2**20
+          break
+  except OSError:
+    pass
+  info = {'cpu': model or platform.processor(), 'cores': os.cpu_count(),
+          'cores_available': default_threads(), 'memory_gib': memory,
+          'jax': jax.__version__, 'device': jax.devices()[0].device_kind,
+          'python': platform.python_version(), 'numpy': np.__version__,
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'lbfgs_memory': optim.LBFGS_MEMORY}
+  for module in ('jaxlib', 'flax', 'optax'):
+    try:
+      info[module] = __import__(module).__version__
+    except (ImportError, AttributeError):
+      pass
   try:
     import torch  # pylint: disable=g-import-not-at-top
     info['torch'] = torch.__version__
@@ -362,98 +683,304 @@ def machine():
   return info
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--sizes', default='128,256,512')
-  parser.add_argument('--optimizers', default=','.join(optim.OPTIMIZERS))
-  parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--steps', type=int, default=10)
-  parser.add_argument('--no_torch', action='store_true')
-  parser.add_argument('--skip_compile', action='store_true')
-  parser.add_argument('--time_to_quality', action='store_true')
-  parser.add_argument('--sweep', action='store_true',
-                      help='K=4 members at 64 px vs 4 single runs')
-  parser.add_argument('--out', default='out/benchmark.json')
-  args = parser.parse_args()
+# ---------------------------------------------------------------------------
+# Report.
 
-  try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
-    have_torch = not args.no_torch
-  except ImportError:
-    have_torch = False
-  report = {'machine': machine(), 'flops_formula':
-            '4 * 361152 * H * W (forward + input gradient, to conv5_1)',
-            'sizes': []}
-  for size in (int(s) for s in args.sizes.split(',')):
-    row = bench_size(size, args.optimizers.split(','), args.repeats,
-                     args.steps)
-    if have_torch:
-      row['torch_evaluation_s'] = in_subprocess('torch_evaluation', size,
-                                                args.repeats)
-      row['jax_over_torch'] = row['evaluation_s'] / row['torch_evaluation_s']
-    if not args.skip_compile:
-      row['compile'] = bench_compile(size)
-    report['sizes'].append(row)
-    print(json.dumps(row), file=sys.stderr)
-  if args.sweep:
-    report['sweep_64px_4_members'] = bench_sweep(64, 4, args.steps)
-  if args.time_to_quality and have_torch:
-    report['time_to_quality'] = time_to_quality()
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(report, f, indent=2)
-  print_table(report)
+def _fmt_s(seconds):
+  if seconds is None:
+    return '-'
+  return f'{1000 * seconds:.0f} ms' if seconds < 10 else f'{seconds:.1f} s'
 
 
 def print_table(report):
   m = report['machine']
-  print(f'Machine: {m["cpu"]}, {m["cores"]} cores, jax {m["jax"]}'
-        + (f', torch {m["torch"]}' if 'torch' in m else ''))
+  print(f'Machine: {m["cpu"]}, {m["cores"]} cores, {m.get("memory_gib", 0):.0f}'
+        f' GiB; jax {m["jax"]}' + (f', torch {m["torch"]}' if 'torch' in m
+                                    else '')
+        + f'; load average {report["load_average_start"][0]:.2f} at start, '
+        f'{report["load_average_end"][0]:.2f} at end.')
+  print(f'FLOPs per evaluation = {FLOPS_FORMULA}.')
   print()
-  print('| size | evaluation | GFLOP/s | PyTorch | JAX/PyTorch | '
-        'lbfgs_nols step/eval | lbfgs evals/step | adam step/eval | '
-        'compile cold / cached | XLA temp MiB (remat) |')
+  print('One evaluation (loss + gradient w.r.t. the pixels, VGG19 to conv5_1,'
+        ' 5 style + 1 content layers, float32):')
+  print()
+  print('| size | JAX | GFLOP/s | XLA FLOPs / analytic | PyTorch | '
+        'PyTorch GFLOP/s | JAX / PyTorch | peak RSS − baseline | '
+        'RSS rise in evaluation | XLA temp+arg+out (temp; remat temp) |')
   print('|---|---|---|---|---|---|---|---|---|---|')
   for row in report['sizes']:
-    steps = row['steps']
-    cell = lambda name, key: (f'{steps[name][key]:.2f}' if name in steps
-                              else '-')
-    compile_ = row.get('compile')
-    print(f'| {row["size"]} | {1000 * row["evaluation_s"]:.0f} ms | '
-          f'{row["gflops_per_s"]:.0f} | '
-          + (f'{1000 * row["torch_evaluation_s"]:.0f} ms | '
-             f'{row["jax_over_torch"]:.2f} | '
-             if 'torch_evaluation_s' in row else '- | - | ')
-          + f'{cell("lbfgs_nols", "step_over_evaluation")} | '
-          f'{cell("lbfgs", "evaluations_per_step")} | '
-          f'{cell("adam", "step_over_evaluation")} | '
-          + (f'{compile_["cold"]["compile_s"]:.1f} s / '
-             f'{compile_["warm"]["compile_s"]:.1f} s | ' if compile_ else '- | ')
-          + f'{row["xla_temp_mib"]:.0f} ({row["xla_temp_mib_remat"]:.0f}) |')
-  if 'sweep_64px_4_members' in report:
+    torch_row = row.get('torch') or {}
+    mem = row.get('memory') or {}
+    xla = row.get('xla_memory') or {}
+    remat = row.get('xla_memory_remat') or {}
+    mib = lambda b: f'{b / 2**20:.0f}' if b is not None else '-'
+    cells = [
+        f'{row["size"]}', _fmt_s(row['evaluation_s']),
+        f'{row["gflops_per_s"]:.0f}',
+        (f'{row["xla_over_analytic_flops"]:.3f}'
+         if row.get('xla_over_analytic_flops') else '-'),
+        _fmt_s(torch_row.get('evaluation_s')),
+        (f'{row["flops_per_evaluation"] / torch_row["evaluation_s"] / 1e9:.0f}'
+         if 'evaluation_s' in torch_row else '-'),
+        f'{row["jax_over_torch"]:.2f}' if 'jax_over_torch' in row else '-',
+        (f'{mem["peak_rss_minus_baseline_mib"]:.0f} MiB'
+         if 'peak_rss_minus_baseline_mib' in mem else '-'),
+        (f'{mem["evaluation_peak_over_rss_before_mib"]:.0f} MiB'
+         if 'evaluation_peak_over_rss_before_mib' in mem else '-'),
+        (f'{mib(xla.get("temp_plus_argument_plus_output_bytes"))} MiB '
+         f'({mib(xla.get("temp_size_in_bytes"))}; '
+         f'{mib(remat.get("temp_size_in_bytes"))})' if xla else '-')]
+    print('| ' + ' | '.join(cells) + ' |')
+  print()
+  print('One optimisation step (compiled `run_chunk`; ratios to one '
+        'evaluation timed around the chunk; compile = init + chunk, fresh '
+        'process, cold / from the persistent cache):')
+  print()
+  print('| size | optimiser | step | evaluations / step | step / evaluation |'
+        ' per evaluation / evaluation | compile cold / cached |')
+  print('|---|---|---|---|---|---|---|')
+  for row in report['sizes']:
+    compile_ = row.get('compile') or {}
+    cold = (compile_.get('cold') or {}).get('optimizers', {})
+    warm = (compile_.get('warm') or {}).get('optimizers', {})
+    for name, r in row['steps'].items():
+      c = (f'{cold[name]["total_s"]:.1f} s / {warm[name]["total_s"]:.1f} s'
+           if name in cold and name in warm else '-')
+      print(f'| {row["size"]} | {name} | {_fmt_s(r["step_s"])} | '
+            f'{r["evaluations_per_step"]:.2f} | '
+            f'{r["step_over_evaluation"]:.3f} | '
+            f'{r["per_evaluation_over_evaluation"]:.3f} | {c} |')
+  lines = []
+  for row in report['sizes']:
+    compile_ = row.get('compile') or {}
+    if 'cold' in compile_ and 'evaluation_s' in compile_['cold'] and (
+        'evaluation_s' in compile_.get('warm', {})):
+      lines.append(
+          f'{row["size"]} px {compile_["cold"]["evaluation_s"]:.1f} s / '
+          f'{compile_["warm"]["evaluation_s"]:.1f} s (fresh process to '
+          f'everything compiled: {compile_["cold"]["process_wall_s"]:.1f} s /'
+          f' {compile_["warm"]["process_wall_s"]:.1f} s)')
+    elif compile_:
+      lines.append(f'{row["size"]} px: ' + '; '.join(
+          f'{k}: {v.get("error", "")[:200]}' for k, v in compile_.items()
+          if 'error' in v))
+  if lines:
+    print()
+    print('Compile of the evaluation alone, cold / cached: ' + '; '.join(lines)
+          + '.')
+  if report.get('sweep_64px_4_members'):
     print()
     print('| optimiser | 4-member sweep / 4 runs (map) | (vmap) |')
     print('|---|---|---|')
     for name, r in report['sweep_64px_4_members'].items():
       print(f'| {name} | {r["map_over_k_runs"]:.2f} | '
             f'{r["vmap_over_k_runs"]:.2f} |')
-  if 'time_to_quality' in report:
-    q = report['time_to_quality']
+  q = report.get('time_to_quality')
+  if q and 'error' not in q:
+    t = q['torch']
     print()
-    print(f'Time to quality at {q["size"]} px: torch.optim.LBFGS, '
-          f'{q["torch_evaluations"]} evaluations, {q["torch_s"]:.1f} s, '
-          f'loss {q["torch_final_loss"]:.4g}')
-    for name in ('lbfgs', 'lbfgs_nols'):
-      r = q[name]
-      print(f'- nst_jax {name}: reached={r["reached"]} after '
-            f'{r["evaluations"]} evaluations, {r["optimize_s"]:.1f} s '
-            f'(+{r["compile_s"]:.1f} s compile) = '
-            f'{r["optimize_over_torch"]:.2f}x PyTorch')
-    r = q['lbfgs_nols_coarse_to_fine']
-    print(f'- nst_jax lbfgs_nols, {r["coarse_evaluations"]} evaluations at '
-          f'half size first: reached={r["reached"]} after {r["evaluations"]} '
-          f'full-size evaluations, {r["optimize_s"]:.1f} s = '
-          f'{r["optimize_over_torch"]:.2f}x PyTorch')
+    print(f'Time to quality at {q["size"]} px from the content image (paper '
+          f'loss, alpha 1, beta 1e3): torch.optim.LBFGS (history '
+          f'{t["history_size"]}, lr 1, no line search) reaches loss '
+          f'{q["target_loss"]:.6g} after {t["evaluations"]} evaluations in '
+          f'{t["seconds"]:.1f} s; nst_jax with that loss as `stop_loss` '
+          f'(L-BFGS memory {report["machine"]["lbfgs_memory"]}):')
+    print()
+    print('| run | reached | evaluations | steps | optimise | + compile | '
+          'vs PyTorch (excl. / incl. compile) |')
+    print('|---|---|---|---|---|---|---|')
+    print(f'| torch.optim.LBFGS | - | {t["evaluations"]} | - | '
+          f'{t["seconds"]:.1f} s | - | 1 |')
+    labels = {'lbfgs': 'nst_jax lbfgs (zoom line search)',
+              'lbfgs_nols': 'nst_jax lbfgs_nols',
+              'lbfgs_nols_c2f': 'nst_jax lbfgs_nols, 100 steps at half size '
+                                'first'}
+    for name, r in q['jax'].items():
+      if 'error' in r:
+        print(f'| {labels[name]} | error: {r["error"][:100]} | | | | | |')
+        continue
+      evaluations = str(r['evaluations'])
+      if 'coarse_evaluations' in r:
+        evaluations += f' (+{r["coarse_evaluations"]} at {r["coarse_size"]} px)'
+      print(f'| {labels[name]} | {"yes" if r["reached"] else "no"} | '
+            f'{evaluations} | {r["steps"]} | {r["optimize_s"]:.1f} s | '
+            f'{r["compile_s"]:.1f} s | {r["optimize_over_torch"]:.2f} / '
+            f'{r["incl_compile_over_torch"]:.2f} |')
+  elif q:
+    print(f'\nTime to quality: {q["error"]}')
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(
+      description=__doc__.splitlines()[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog='\n'.join(__doc__.splitlines()[1:]))
+  parser.add_argument('--sizes', default='128,256,512',
+                      help='comma-separated square image sizes')
+  parser.add_argument('--optimizers', default=','.join(optim.OPTIMIZERS))
+  parser.add_argument('--repeats', type=int, default=0,
+                      help='timed evaluations per size (0: automatic, 3-9)')
+  parser.add_argument('--steps', type=int, default=0,
+                      help='steps per timed chunk (0: 10 up to 256 px, 5 at '
+                           '512, 3 above)')
+  parser.add_argument('--no-torch', '--no_torch', dest='no_torch',
+                      action='store_true', help='skip PyTorch')
+  parser.add_argument('--torch-threads', type=int, default=default_threads(),
+                      help='torch.set_num_threads (default: the cores '
+                           'available, as XLA uses)')
+  parser.add_argument('--skip-compile', '--skip_compile', dest='skip_compile',
+                      action='store_true')
+  parser.add_argument('--skip-memory', '--skip_memory', dest='skip_memory',
+                      action='store_true')
+  parser.add_argument('--time-to-quality', '--time_to_quality',
+                      dest='time_to_quality', action='store_true')
+  parser.add_argument('--ttq-size', type=int, default=128)
+  parser.add_argument('--ttq-evaluations', type=int, default=300)
+  parser.add_argument('--ttq-chunk', type=int, default=10)
+  parser.add_argument('--sweep', action='store_true',
+                      help='4 members at 64 px vs 4 single runs')
+  parser.add_argument('--out', default=os.path.join('out', 'benchmark.json'))
+  # Internal: what the child processes do.
+  hidden = argparse.SUPPRESS
+  parser.add_argument('--compile-only', action='store_true', help=hidden)
+  parser.add_argument('--memory-only', action='store_true', help=hidden)
+  parser.add_argument('--memory-baseline', action='store_true', help=hidden)
+  parser.add_argument('--torch-evaluation', action='store_true', help=hidden)
+  parser.add_argument('--ttq-torch', action='store_true', help=hidden)
+  parser.add_argument('--ttq-jax', default='', help=hidden)
+  parser.add_argument('--cache-dir', default='', help=hidden)
+  parser.add_argument('--stop-loss', type=float, default=None, help=hidden)
+  parser.add_argument('--max-steps', type=int, default=900, help=hidden)
+  return parser.parse_args(argv)
+
+
+def child_main(args):
+  """The internal modes; prints one JSON line. Returns False if none."""
+  size = int(args.sizes.split(',')[0])
+  optimizers = args.optimizers.split(',')
+  if args.compile_only:
+    configure_cache(args.cache_dir)
+    result = compile_only(size, optimizers, auto_steps(size, args.steps))
+  elif args.memory_baseline:
+    result = memory_baseline()
+  elif args.memory_only:
+    configure_cache('')
+    result = memory_only(size)
+  elif args.torch_evaluation:
+    result = torch_evaluation_child(size, args.repeats, args.torch_threads)
+  elif args.ttq_torch:
+    result = torch_lbfgs_child(args.ttq_size, args.ttq_evaluations,
+                               args.torch_threads)
+  elif args.ttq_jax:
+    configure_cache('')
+    result = ttq_jax_child(args.ttq_jax, args.ttq_size, args.stop_loss,
+                           args.max_steps, args.ttq_chunk)
+  else:
+    return False
+  print(json.dumps(result))
+  return True
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if child_main(args):
+    return
+  sizes = [int(s) for s in args.sizes.split(',') if s.strip()]
+  optimizers = [o for o in args.optimizers.split(',') if o.strip()]
+  for name in optimizers:
+    if name not in optim.OPTIMIZERS:
+      sys.exit(f'unknown optimizer {name!r}; valid: '
+               + ', '.join(optim.OPTIMIZERS))
+  have_torch = torch_available() and not args.no_torch
+  if args.time_to_quality and not have_torch:
+    print('--time-to-quality needs torch (and no --no-torch); skipped',
+          file=sys.stderr)
+  started = time.perf_counter()
+  report = {'machine': machine(), 'flops_formula': FLOPS_FORMULA,
+            'flops_per_pixel': FLOPS_PER_PIXEL,
+            'images': content_and_style(8)[2],
+            'weights': f'random He-normal, seed {WEIGHTS_SEED}',
+            'loss': {'normalization': 'paper', 'alpha': ALPHA, 'beta': BETA,
+                     'pooling': 'avg', 'preprocessing': 'caffe',
+                     'style_layers': list(losses.DEFAULT_STYLE_LAYERS),
+                     'content_layers': list(losses.DEFAULT_CONTENT_LAYERS)},
+            'learning_rates': LEARNING_RATES,
+            'torch_threads': args.torch_threads if have_torch else None,
+            'load_average_start': os.getloadavg(), 'sizes': []}
+  cache = None
+  if not args.skip_compile:
+    # The compile children of each size fill this cache first; this process
+    # then loads the same programs from it instead of compiling them again
+    # (same machine code; saves minutes).
+    cache = tempfile.mkdtemp(prefix='nst_jax_bench_cache_')
+    configure_cache(cache)
+  report['main_process_compilation_cache'] = (
+      'shared with the compile children' if cache else 'none')
+  try:
+    run_sizes(args, report, sizes, optimizers, have_torch, cache)
+    finish(args, report, have_torch, started)
+  finally:
+    if cache:
+      shutil.rmtree(cache, ignore_errors=True)
+
+
+def finish(args, report, have_torch, started):
+  """The optional extras, then the JSON file and the tables."""
+  if args.sweep:
+    report['sweep_64px_4_members'] = bench_sweep(64, 4, 10)
+  if args.time_to_quality and have_torch:
+    report['time_to_quality'] = time_to_quality(
+        args.ttq_size, args.ttq_evaluations, args.torch_threads,
+        args.ttq_chunk)
+  report['load_average_end'] = os.getloadavg()
+  report['benchmark_wall_s'] = time.perf_counter() - started
+  out = os.path.abspath(args.out)
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  with open(out, 'w') as f:
+    json.dump(report, f, indent=2)
+  print_table(report)
+  print(f'\n(JSON: {args.out}; {report["benchmark_wall_s"]:.0f} s)',
+        file=sys.stderr)
+
+
+def run_sizes(args, report, sizes, optimizers, have_torch, cache):
+  """The per-size measurements, appended to report['sizes']."""
+  baseline = None
+  if not args.skip_memory:
+    baseline = run_child(['--memory-baseline'])
+    report['memory_baseline'] = baseline
+  for size in sizes:
+    print(f'{size} px ...', file=sys.stderr, flush=True)
+    steps = auto_steps(size, args.steps)
+    compile_ = None
+    if not args.skip_compile:
+      # Before this process compiles anything of this size, so nothing of
+      # it is in memory or on disk yet.
+      compile_ = bench_compile(size, optimizers, steps, cache)
+    row = bench_size(size, optimizers, args.repeats, steps,
+                     remat_memory=not args.skip_memory)
+    if compile_:
+      row['compile'] = compile_
+    if have_torch:
+      row['torch'] = run_child(['--torch-evaluation', f'--sizes={size}',
+                                f'--repeats={args.repeats}',
+                                f'--torch-threads={args.torch_threads}'])
+      if 'evaluation_s' in row['torch']:
+        row['jax_over_torch'] = (row['evaluation_s']
+                                 / row['torch']['evaluation_s'])
+        row['loss_rel_diff_vs_torch'] = abs(
+            row['loss_at_content'] - row['torch']['loss']) / abs(
+                row['torch']['loss'])
+        row['grad_norm_rel_diff_vs_torch'] = abs(
+            row['grad_norm_at_content'] - row['torch']['grad_norm']) / abs(
+                row['torch']['grad_norm'])
+    if not args.skip_memory and 'error' not in baseline:
+      row['memory'] = bench_memory(size, baseline['ru_maxrss_kib'])
+    report['sizes'].append(row)
+    print(f'{size} px: evaluation {1000 * row["evaluation_s"]:.0f} ms'
+          + (f', PyTorch {1000 * row["torch"]["evaluation_s"]:.0f} ms'
+             if 'evaluation_s' in row.get('torch', {}) else ''),
+          file=sys.stderr, flush=True)
 
 
 if __name__ == '__main__':
