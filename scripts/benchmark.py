@@ -232,6 +232,38 @@ def memory_fields(compiled):
   return fields
 
 
+class OtherLoad:
+  """CPU time that other processes used while a phase ran, in cores (0 = the
+  machine was ours; 1 = another process kept one core busy on average).
+
+  From /proc/stat's busy time minus this process's and its finished
+  children's CPU time; None where /proc/stat is missing.
+  """
+
+  def __init__(self):
+    self.start = self._snapshot()
+
+  @staticmethod
+  def _snapshot():
+    try:
+      with open('/proc/stat') as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+      return None
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf('SC_CLK_TCK')
+    t = os.times()
+    mine = t.user + t.system + t.children_user + t.children_system
+    return time.perf_counter(), busy, mine
+
+  def cores(self):
+    end = self._snapshot()
+    if self.start is None or end is None:
+      return None
+    wall = end[0] - self.start[0]
+    other = (end[1] - self.start[1]) - (end[2] - self.start[2])
+    return round(max(other, 0.0) / max(wall, 1e-9), 3)
+
+
 # ---------------------------------------------------------------------------
 # In-process measurements.
 
@@ -247,7 +279,9 @@ def bench_evaluation(size, spec, problem, pixels, repeats, remat_memory):
     row['xla_over_analytic_flops'] = row['xla_flops'] / row[
         'flops_per_evaluation']
   row['xla_memory'] = memory_fields(compiled)
+  other = OtherLoad()
   evaluation, times = median_time(lambda: compiled(pixels, problem), repeats)
+  row['evaluation_other_processes_cores'] = other.cores()
   row['evaluation_s'] = evaluation
   row['evaluation_times_s'] = times
   row['gflops_per_s'] = row['flops_per_evaluation'] / evaluation / 1e9
@@ -283,6 +317,7 @@ def bench_steps(name, spec, problem, pixels, steps, evaluate):
   state, _, _ = jax.block_until_ready(
       chunk(state, problem, lr, optim.stop_criteria(1)))
   state = state.replace(stop_reason=jnp.asarray(optim.RUNNING, jnp.int32))
+  other = OtherLoad()
   evaluation_before, _ = timed(evaluate)
   evaluations0, step0 = int(state.evaluations), int(state.step)
   elapsed, (state, values, _) = timed(
@@ -301,6 +336,7 @@ def bench_steps(name, spec, problem, pixels, steps, evaluate):
       'in_process_compile_s': in_process_compile,
       'stop_reason': optim.STOP_REASONS[int(state.stop_reason)],
       'final_loss': float(values[-1]),
+      'other_processes_cores': other.cores(),
   }
   return result
 
@@ -397,9 +433,13 @@ def bench_compile(size, optimizers, steps, cache):
             f'--optimizers={",".join(optimizers)}',
             f'--steps={steps}', f'--cache-dir={cache}']
   before = len(os.listdir(cache))
+  other = OtherLoad()
   cold = run_child(common)
+  cold['other_processes_cores'] = other.cores()
   cold['cache_entries_written'] = len(os.listdir(cache)) - before
+  other = OtherLoad()
   warm = run_child(common)
+  warm['other_processes_cores'] = other.cores()
   return {'cold': cold, 'warm': warm}
 
 
@@ -590,17 +630,20 @@ def coarse_to_fine_to(size, target, torch_s=None, coarse_steps=100,
 def time_to_quality(size, evaluations, threads, chunk_size):
   print(f'time to quality at {size} px: torch.optim.LBFGS, {evaluations} '
         'evaluations ...', file=sys.stderr, flush=True)
+  other = OtherLoad()
   torch_run = run_child(['--ttq-torch', f'--ttq-size={size}',
                          f'--ttq-evaluations={evaluations}',
                          f'--torch-threads={threads}'])
   if 'error' in torch_run:
     return {'error': torch_run['error']}
+  torch_run['other_processes_cores'] = other.cores()
   target = torch_run['final_loss']
   result = {'size': size, 'torch_evaluations': evaluations,
             'target_loss': target, 'torch': torch_run, 'jax': {}}
   for name in ('lbfgs', 'lbfgs_nols', 'lbfgs_nols_c2f'):
     print(f'  nst_jax {name} to loss {target:.6g} ...', file=sys.stderr,
           flush=True)
+    other = OtherLoad()
     run = run_child([f'--ttq-jax={name}', f'--ttq-size={size}',
                      f'--stop-loss={target!r}',
                      f'--max-steps={3 * evaluations}',
@@ -611,6 +654,7 @@ def time_to_quality(size, evaluations, threads, chunk_size):
                                         / torch_run['seconds'])
       run['evaluations_over_torch'] = run['evaluations'] / torch_run[
           'evaluations']
+    run['other_processes_cores'] = other.cores()
     result['jax'][name] = run
   return result
 
@@ -692,6 +736,10 @@ def _fmt_s(seconds):
   return f'{1000 * seconds:.0f} ms' if seconds < 10 else f'{seconds:.1f} s'
 
 
+def _fmt_load(cores):
+  return '-' if cores is None else f'{cores:.2f}'
+
+
 def print_table(report):
   m = report['machine']
   print(f'Machine: {m["cpu"]}, {m["cores"]} cores, {m.get("memory_gib", 0):.0f}'
@@ -706,8 +754,9 @@ def print_table(report):
   print()
   print('| size | JAX | GFLOP/s | XLA FLOPs / analytic | PyTorch | '
         'PyTorch GFLOP/s | JAX / PyTorch | peak RSS − baseline | '
-        'RSS rise in evaluation | XLA temp+arg+out (temp; remat temp) |')
-  print('|---|---|---|---|---|---|---|---|---|---|')
+        'RSS rise in evaluation | XLA temp+arg+out (temp; remat temp) | '
+        'other load JAX / PyTorch |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
   for row in report['sizes']:
     torch_row = row.get('torch') or {}
     mem = row.get('memory') or {}
@@ -729,7 +778,9 @@ def print_table(report):
          if 'evaluation_peak_over_rss_before_mib' in mem else '-'),
         (f'{mib(xla.get("temp_plus_argument_plus_output_bytes"))} MiB '
          f'({mib(xla.get("temp_size_in_bytes"))}; '
-         f'{mib(remat.get("temp_size_in_bytes"))})' if xla else '-')]
+         f'{mib(remat.get("temp_size_in_bytes"))})' if xla else '-'),
+        f'{_fmt_load(row.get("evaluation_other_processes_cores"))} / '
+        f'{_fmt_load(torch_row.get("other_processes_cores"))}']
     print('| ' + ' | '.join(cells) + ' |')
   print()
   print('One optimisation step (compiled `run_chunk`; ratios to one '
@@ -737,8 +788,9 @@ def print_table(report):
         'process, cold / from the persistent cache):')
   print()
   print('| size | optimiser | step | evaluations / step | step / evaluation |'
-        ' per evaluation / evaluation | compile cold / cached |')
-  print('|---|---|---|---|---|---|---|')
+        ' per evaluation / evaluation | compile cold / cached | '
+        'other load |')
+  print('|---|---|---|---|---|---|---|---|')
   for row in report['sizes']:
     compile_ = row.get('compile') or {}
     cold = (compile_.get('cold') or {}).get('optimizers', {})
@@ -749,7 +801,8 @@ def print_table(report):
       print(f'| {row["size"]} | {name} | {_fmt_s(r["step_s"])} | '
             f'{r["evaluations_per_step"]:.2f} | '
             f'{r["step_over_evaluation"]:.3f} | '
-            f'{r["per_evaluation_over_evaluation"]:.3f} | {c} |')
+            f'{r["per_evaluation_over_evaluation"]:.3f} | {c} | '
+            f'{_fmt_load(r.get("other_processes_cores"))} |')
   lines = []
   for row in report['sizes']:
     compile_ = row.get('compile') or {}
@@ -787,17 +840,18 @@ def print_table(report):
           f'(L-BFGS memory {report["machine"]["lbfgs_memory"]}):')
     print()
     print('| run | reached | evaluations | steps | optimise | + compile | '
-          'vs PyTorch (excl. / incl. compile) |')
-    print('|---|---|---|---|---|---|---|')
+          'vs PyTorch (excl. / incl. compile) | other load |')
+    print('|---|---|---|---|---|---|---|---|')
     print(f'| torch.optim.LBFGS | - | {t["evaluations"]} | - | '
-          f'{t["seconds"]:.1f} s | - | 1 |')
+          f'{t["seconds"]:.1f} s | - | 1 | '
+          f'{_fmt_load(t.get("other_processes_cores"))} |')
     labels = {'lbfgs': 'nst_jax lbfgs (zoom line search)',
               'lbfgs_nols': 'nst_jax lbfgs_nols',
               'lbfgs_nols_c2f': 'nst_jax lbfgs_nols, 100 steps at half size '
                                 'first'}
     for name, r in q['jax'].items():
       if 'error' in r:
-        print(f'| {labels[name]} | error: {r["error"][:100]} | | | | | |')
+        print(f'| {labels[name]} | error: {r["error"][:100]} | | | | | | |')
         continue
       evaluations = str(r['evaluations'])
       if 'coarse_evaluations' in r:
@@ -805,7 +859,8 @@ def print_table(report):
       print(f'| {labels[name]} | {"yes" if r["reached"] else "no"} | '
             f'{evaluations} | {r["steps"]} | {r["optimize_s"]:.1f} s | '
             f'{r["compile_s"]:.1f} s | {r["optimize_over_torch"]:.2f} / '
-            f'{r["incl_compile_over_torch"]:.2f} |')
+            f'{r["incl_compile_over_torch"]:.2f} | '
+            f'{_fmt_load(r.get("other_processes_cores"))} |')
   elif q:
     print(f'\nTime to quality: {q["error"]}')
 
@@ -951,6 +1006,7 @@ def run_sizes(args, report, sizes, optimizers, have_torch, cache):
     report['memory_baseline'] = baseline
   for size in sizes:
     print(f'{size} px ...', file=sys.stderr, flush=True)
+    other = OtherLoad()
     steps = auto_steps(size, args.steps)
     compile_ = None
     if not args.skip_compile:
@@ -962,9 +1018,11 @@ def run_sizes(args, report, sizes, optimizers, have_torch, cache):
     if compile_:
       row['compile'] = compile_
     if have_torch:
+      torch_other = OtherLoad()
       row['torch'] = run_child(['--torch-evaluation', f'--sizes={size}',
                                 f'--repeats={args.repeats}',
                                 f'--torch-threads={args.torch_threads}'])
+      row['torch']['other_processes_cores'] = torch_other.cores()
       if 'evaluation_s' in row['torch']:
         row['jax_over_torch'] = (row['evaluation_s']
                                  / row['torch']['evaluation_s'])
@@ -976,6 +1034,7 @@ def run_sizes(args, report, sizes, optimizers, have_torch, cache):
                 row['torch']['grad_norm'])
     if not args.skip_memory and 'error' not in baseline:
       row['memory'] = bench_memory(size, baseline['ru_maxrss_kib'])
+    row['other_processes_cores'] = other.cores()
     report['sizes'].append(row)
     print(f'{size} px: evaluation {1000 * row["evaluation_s"]:.0f} ms'
           + (f', PyTorch {1000 * row["torch"]["evaluation_s"]:.0f} ms'
