@@ -66,6 +66,15 @@ def get_config():
   config.compilation_cache = 'auto'  # folder, 'auto' (~/.cache/nst_jax) or ''
   config.max_memory_gb = 0.0     # refuse sizes estimated to need more (0: the
                                  # device's memory)
+  # Devices. A sweep's members are split over the devices; shard_rows=True
+  # instead splits each image's rows over all devices (one image larger than
+  # one device's memory; XLA exchanges the convolutions' border rows and sums
+  # the Gram matrices over the shards).
+  config.shard_rows = False
+  # Several hosts (TPU pods, GPU clusters): call jax.distributed.initialize()
+  # first (it finds the cluster from the environment; see README), then use
+  # the devices of every host. Process 0 writes the outputs.
+  config.distributed = False
 
   # Sweeps: several settings as one compiled program, e.g.
   #   --config.sweep.style_weight='(1e-4,1e-3,1e-2)'

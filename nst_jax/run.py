@@ -83,12 +83,14 @@ def initial_pixels(settings, seed, content, styles):
 # Memory.
 
 def estimate_memory_bytes(height, width, spec: losses.LossSpec,
-                          optimizer: str) -> int:
-  """Rough peak bytes of one evaluation plus optimiser state (float32).
+                          optimizer: str, shards: int = 1) -> int:
+  """Rough peak bytes per device of one evaluation plus optimiser state.
 
-  Counts each layer's activation up to the deepest layer three times (kept
-  for the backward pass, its gradient, a temporary), the weights twice (they
-  and their pre-flipped copy) and the optimiser's copies of the pixels.
+  Counts (float32) each layer's activation up to the deepest layer three
+  times (kept for the backward pass, its gradient, a temporary), the weights
+  twice (they and their pre-flipped copy) and the optimiser's copies of the
+  pixels. With rows split over `shards` devices, each holds 1/shards of the
+  activations and pixel copies and all of the weights.
   """
   activations = 0
   h, w, channels = height, width, 3
@@ -102,8 +104,8 @@ def estimate_memory_bytes(height, width, spec: losses.LossSpec,
   weights = sum(9 * cin * cout + cout for cin, cout in vgg.CONV_SHAPES.values())
   pixel_copies = {'lbfgs': 2 * optim.LBFGS_MEMORY + 6,
                   'lbfgs_nols': 2 * optim.LBFGS_MEMORY + 4}.get(optimizer, 6)
-  return 4 * (3 * activations + 2 * weights
-              + pixel_copies * height * width * 3)
+  per_image = 3 * activations + pixel_copies * height * width * 3
+  return 4 * (-(-per_image // shards) + 2 * weights)
 
 
 def available_memory_bytes() -> int:
@@ -118,16 +120,17 @@ def available_memory_bytes() -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
-def check_memory(settings, height, width):
+def check_memory(settings, height, width, shards=1):
   needed = estimate_memory_bytes(height, width, settings.spec,
-                                 settings.optimizer)
+                                 settings.optimizer, shards)
   limit = (settings.max_memory_gb * 2**30 if settings.max_memory_gb
            else available_memory_bytes())
   if needed > limit:
     raise UserError(
         f'config.image_size: {width}x{height} needs about '
         f'{needed / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB '
-        'available; use a smaller image_size (or remat / more devices)')
+        'available per device; use a smaller image_size (or remat, or '
+        'shard_rows with more devices)')
 
 
 # ---------------------------------------------------------------------------
@@ -213,6 +216,37 @@ def enable_compilation_cache(folder: str) -> str:
   return folder
 
 
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize()` once, before any device is used.
+
+  On Cloud TPU pods, SLURM, Open MPI and Kubernetes JAX finds the cluster
+  itself. Elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
+  and NST_JAX_NUM_PROCESSES and NST_JAX_PROCESS_ID on every process.
+  """
+  if jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  for name, key in (('NST_JAX_NUM_PROCESSES', 'num_processes'),
+                    ('NST_JAX_PROCESS_ID', 'process_id')):
+    if os.environ.get(name):
+      try:
+        kwargs[key] = int(os.environ[name])
+      except ValueError:
+        raise UserError(f'{name}: must be an integer, got '
+                        f'{os.environ[name]!r}') from None
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (RuntimeError, ValueError) as error:
+    first_line = str(error).strip().splitlines()[0] if str(error) else ''
+    raise UserError('config.distributed: jax.distributed.initialize() '
+                    f'failed: {first_line}') from None
+
+
+def _writes_outputs() -> bool:
+  """Process 0 writes images and manifests; the others only compute."""
+  return jax.process_index() == 0
+
+
 class _SignalCatcher:
   """Records SIGINT/SIGTERM instead of dying, so the loop can save first."""
 
@@ -269,33 +303,83 @@ def _stack(trees):
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def member_devices(count: int) -> list:
-  """The local devices a sweep of `count` members spreads over."""
-  devices = jax.local_devices()
+def member_devices(count: int, shard_rows: bool = False) -> list:
+  """The devices a run of `count` members uses.
+
+  Every device of every process after `jax.distributed.initialize()` (a
+  single process sees only its own). Members are split over at most `count`
+  of them; with `shard_rows` every device takes a share of each image.
+  """
+  devices = jax.devices()
+  if shard_rows:
+    return devices
   return devices[:max(1, min(count, len(devices)))]
 
 
-class MemberPrograms:
-  """The batched init and chunk functions, sharded over `devices`.
+def _spatial_spec(x, shards: int) -> jax.sharding.PartitionSpec:
+  """Member axis first; image-shaped leaves (..., H, W, C) split on H.
 
-  The member axis is split over a 1-D mesh of the devices; each device runs
-  its members with `mode` ('map': one after another, or 'vmap'). The VGG
-  variables are replicated. Call `place` on inputs before the functions.
+  Covers the pixels and optimiser moments (K, H, W, 3), L-BFGS histories
+  (K, m, H, W, 3) and content features (K, h, w, c); Grams (K, c, c) and
+  scalars per member are only split by member. JAX arrays are split evenly
+  only, so a leaf whose rows don't divide by `shards` stays whole (inside
+  the compiled program XLA pads uneven splits itself).
+  """
+  if x.ndim >= 4 and x.shape[-3] % shards == 0:
+    return jax.P('members', *([None] * (x.ndim - 4)), 'rows', None, None)
+  return jax.P('members') if x.ndim else jax.P()
+
+
+class MemberPrograms:
+  """The batched init and chunk functions, spread over `devices`.
+
+  Members (default): the member axis is split over a 1-D mesh of the
+  devices (`shard_map`); each device runs its members with `mode` ('map':
+  one after another, or 'vmap'). The VGG variables are replicated.
+
+  Rows (`shard_rows=True`): every image-shaped array is split on its rows
+  over all devices and XLA's partitioner does the rest: each convolution
+  first exchanges the border rows it needs with its neighbours (halo), each
+  Gram matrix is the sum of the shards' partial Grams (one all-reduce), and
+  the optimiser's dot products are summed the same way. Per device, memory
+  for activations and optimiser state falls with the device count.
+
+  Call `place` on inputs before the functions.
   """
 
-  def __init__(self, spec, optimizer, chunk_size, mode, devices):
-    self.mesh = jax.make_mesh((len(devices),), ('members',), devices=devices)
-    members, replicated = jax.P('members'), jax.P()
+  def __init__(self, spec, optimizer, chunk_size, mode, devices,
+               shard_rows=False):
+    self.shard_rows = shard_rows
+    replicated, members = jax.P(), jax.P('members')
+    if shard_rows:
+      auto = (jax.sharding.AxisType.Auto,) * 2
+      self.mesh = jax.make_mesh((1, len(devices)), ('members', 'rows'),
+                                devices=devices, axis_types=auto)
+      self.member_slots = 1
+    else:
+      self.mesh = jax.make_mesh((len(devices),), ('members',),
+                                devices=devices)
+      self.member_slots = len(devices)
+
+    def constrained(tree):
+      """Keeps outputs (the loop state) split by rows, like the inputs."""
+      if not shard_rows:
+        return tree
+      return jax.tree_util.tree_map(
+          lambda x: jax.lax.with_sharding_constraint(
+              x, jax.NamedSharding(self.mesh,
+                                   _spatial_spec(x, len(devices)))), tree)
 
     def init_fn(variables, pixels, targets, weights, lr):
-      return optim.init_state_batched(
+      return constrained(optim.init_state_batched(
           pixels, optim.Problem(variables, targets, weights), spec, optimizer,
-          lr, mode)
+          lr, mode))
 
     def chunk_fn(variables, state, targets, weights, lr, criteria):
-      return optim.run_chunk_batched(
+      state, values, terms = optim.run_chunk_batched(
           state, optim.Problem(variables, targets, weights), spec, optimizer,
           lr, criteria, chunk_size, mode)
+      return constrained(state), values, terms
 
     def terms_fn(variables, pixels, targets, weights):
       return jax.vmap(functools.partial(losses.loss_terms, spec=spec),
@@ -303,6 +387,8 @@ class MemberPrograms:
                                                weights)
 
     def sharded(fn, num_batched, donate=()):
+      if shard_rows:  # The inputs' shardings drive XLA's partitioner.
+        return jax.jit(fn, donate_argnums=donate)
       return jax.jit(jax.shard_map(
           fn, mesh=self.mesh, in_specs=(replicated,) + (members,) * num_batched,
           out_specs=members, check_vma=False), donate_argnums=donate)
@@ -330,21 +416,36 @@ class MemberPrograms:
     return self._compiled[signature]
 
   def place(self, tree, batched=True):
-    """Puts arrays on the mesh: split on the member axis, or replicated."""
-    sharding = jax.NamedSharding(self.mesh,
-                                 jax.P('members') if batched else jax.P())
-    return jax.device_put(tree, sharding)
+    """Puts host arrays on the mesh: split by member (and rows), or
+    replicated. Each process supplies the same whole arrays and keeps only
+    the shards of its own devices."""
+    def spec(x):
+      if not batched:
+        return jax.P()
+      if self.shard_rows:
+        return _spatial_spec(x, len(self.mesh.devices.flat))
+      return jax.P('members')
+
+    def put(x):
+      sharding = jax.NamedSharding(self.mesh, spec(x))
+      if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+      x = np.asarray(x)
+      return jax.make_array_from_callback(x.shape, sharding,
+                                          lambda index: x[index])
+    return jax.tree_util.tree_map(put, tree)
 
 
 _PROGRAMS = {}
 
 
-def member_programs(spec, optimizer, chunk_size, mode, devices):
+def member_programs(spec, optimizer, chunk_size, mode, devices,
+                    shard_rows=False):
   """One `MemberPrograms` per static setting, kept for the process."""
-  key = (spec, optimizer, chunk_size, mode, devices)
+  key = (spec, optimizer, chunk_size, mode, devices, shard_rows)
   if key not in _PROGRAMS:
     _PROGRAMS[key] = MemberPrograms(spec, optimizer, chunk_size, mode,
-                                    list(devices))
+                                    list(devices), shard_rows)
   return _PROGRAMS[key]
 
 
@@ -429,8 +530,12 @@ def level_sizes(settings) -> list:
 
 @dataclasses.dataclass
 class _Level:
-  """What one resolution level of the optimisation produced."""
-  state: optim.LoopState
+  """What one resolution level of the optimisation produced (on the host,
+  one entry per member)."""
+  pixels: np.ndarray
+  steps: np.ndarray
+  evaluations: np.ndarray
+  stop_reasons: np.ndarray
   initial: list
   finals: list
   histories: list
@@ -444,7 +549,13 @@ def _optimize(settings, spec, variables, members, content, style_images,
               starts, iterations, mode, devices, catcher, offsets) -> _Level:
   """Optimises every member from `starts` at one image size."""
   count = len(members)
-  padded = -(-count // len(devices)) * len(devices)
+  chunk_size = (math.gcd(settings.log_every, settings.save_every)
+                if settings.save_every else settings.log_every)
+  chunk_size = min(chunk_size, max(iterations, 1))
+  programs = member_programs(spec, settings.optimizer, chunk_size, mode,
+                             tuple(devices), settings.shard_rows)
+  slots = programs.member_slots
+  padded = -(-count // slots) * slots
   targets_by_styles = {}
   for member in members:
     if member['styles'] not in targets_by_styles:
@@ -464,16 +575,11 @@ def _optimize(settings, spec, variables, members, content, style_images,
   learning_rate = jnp.full((padded,), settings.learning_rate, jnp.float32)
   criteria = _stack([optim.stop_criteria(
       iterations, settings.stop_loss, settings.tolerance)] * padded)
-  chunk_size = (math.gcd(settings.log_every, settings.save_every)
-                if settings.save_every else settings.log_every)
-  chunk_size = min(chunk_size, max(iterations, 1))
   step_offset, evaluation_offset = offsets
   height, width = content.shape[:2]
 
   with _out_of_memory_is_user_error(width, height):
     # Compile ahead of time, so compilation is timed apart from optimisation.
-    programs = member_programs(spec, settings.optimizer, chunk_size, mode,
-                               tuple(devices))
     variables = programs.place(variables, batched=False)
     pixels, targets, weights, learning_rate, criteria = programs.place(
         (pixels, targets, weights, learning_rate, criteria))
@@ -489,22 +595,26 @@ def _optimize(settings, spec, variables, members, content, style_images,
                                  learning_rate, criteria)
     compile_s += time.perf_counter() - compile_start
 
+    initial_terms = _to_host(initial_terms)
     initial = [terms_to_json(_member(initial_terms, k)) for k in range(count)]
     histories = [[_history_row(step_offset, evaluation_offset[k] + 1,
                                initial[k], width)] for k in range(count)]
     finals = list(initial)
     progress = _Progress(iterations)
+    steps = _to_host(state.step)[:count]
     optimize_start = time.perf_counter()
     interrupted = None
     while True:
       if catcher.signum is not None:
         interrupted = catcher.signum
         break
-      previous_steps = np.asarray(state.step)[:count]
+      previous_steps = steps
       state, _, terms = chunk_fn(variables, state, targets, weights,
                                  learning_rate, criteria)
-      steps = np.asarray(state.step)[:count]
-      evaluations = np.asarray(state.evaluations)[:count]
+      # One transfer (a gather across hosts) per chunk.
+      steps, evaluations, stop_reasons, terms = _to_host(
+          (state.step, state.evaluations, state.stop_reason, terms))
+      steps, evaluations = steps[:count], evaluations[:count]
       for k in np.nonzero(steps > previous_steps)[0]:
         finals[k] = terms_to_json(_member(terms, k))
         histories[k].append(_history_row(
@@ -515,18 +625,22 @@ def _optimize(settings, spec, variables, members, content, style_images,
                         finals[int(np.argmax(steps))]['total'] or math.nan)
         if settings.save_every and int(steps.max()) // settings.save_every > (
             int(previous_steps.max()) // settings.save_every):
-          all_pixels = np.asarray(state.pixels)
-          for k in range(count):
+          all_pixels = _to_host(state.pixels)
+          for k in range(count if _writes_outputs() else 0):
             images.save_image(
                 numbered_path(member_output(settings.output, k, count),
                               step_offset + int(steps[k])), all_pixels[k])
-      if (np.asarray(state.stop_reason)[:count] != optim.RUNNING).all():
+      if (stop_reasons[:count] != optim.RUNNING).all():
         break
   progress.close()
+  steps, evaluations, stop_reasons, pixels = _to_host(
+      (state.step, state.evaluations, state.stop_reason, state.pixels))
   return _Level(
-      state=state, initial=initial, finals=finals, histories=histories,
+      pixels=pixels[:count], steps=steps[:count],
+      evaluations=evaluations[:count], stop_reasons=stop_reasons[:count],
+      initial=initial, finals=finals, histories=histories,
       compile_s=compile_s, optimize_s=time.perf_counter() - optimize_start,
-      loop_evaluations=int(np.asarray(state.evaluations)[:count].sum()) - count,
+      loop_evaluations=int(evaluations[:count].sum()) - count,
       interrupted=interrupted)
 
 
@@ -535,14 +649,24 @@ def _run(config, overrides, catcher) -> dict:
   started = time.perf_counter()
   settings = settings_lib.check(config)
   members = settings_lib.sweep_members(config, settings, overrides)
+  if settings.distributed:
+    initialize_distributed()
   cache_folder = enable_compilation_cache(settings.compilation_cache)
   sizes = level_sizes(settings)
   inputs = [_read_inputs(settings, members, size) for size in sizes]
   content, style_images = inputs[-1]
   height, width = content.shape[:2]
-  check_memory(settings, height, width)
+  devices = member_devices(len(members), settings.shard_rows)
+  check_memory(settings, height, width,
+               shards=len(devices) if settings.shard_rows else 1)
 
   warnings = []
+  if settings.shard_rows and height % len(devices):
+    warnings.append(
+        f'shard_rows: {height} rows do not divide evenly over {len(devices)} '
+        'devices, so the image is not split (each device holds all of it); '
+        f'use an image height that is a multiple of {len(devices)}')
+    logging.warning('%s', warnings[-1])
   params, meta, weights_path = weights_lib.resolve_weights(
       settings.weights,
       allow_random_fallback=bool(config.get('allow_random_weights', False)),
@@ -557,7 +681,6 @@ def _run(config, overrides, catcher) -> dict:
                              preprocessing=meta['preprocessing'])
   variables = vgg.prepare_variables(
       jax.tree_util.tree_map(jnp.asarray, params))
-  devices = member_devices(len(members))
   mode = settings.sweep_mode
   if mode == 'auto':
     mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
@@ -573,7 +696,7 @@ def _run(config, overrides, catcher) -> dict:
   offsets = (0, [0] * count)
   for index, (level_content, level_styles) in enumerate(inputs):
     if levels:
-      previous = np.asarray(levels[-1].state.pixels)
+      previous = levels[-1].pixels
       starts = [images.resize(previous[k], level_content.shape[:2])
                 for k in range(count)]
     last = index == len(inputs) - 1
@@ -584,14 +707,14 @@ def _run(config, overrides, catcher) -> dict:
                       settings.coarse_iterations,
                       mode, devices, catcher, offsets)
     levels.append(level)
-    offsets = (offsets[0] + int(np.asarray(level.state.step).max()),
-               [offsets[1][k] + int(np.asarray(level.state.evaluations)[k])
+    offsets = (offsets[0] + int(level.steps.max()),
+               [offsets[1][k] + int(level.evaluations[k])
                 for k in range(count)])
     if level.interrupted is not None or (
-        np.asarray(level.state.stop_reason)[:count] == optim.NON_FINITE
+        level.stop_reasons == optim.NON_FINITE
     ).any():
       break
-  state = levels[-1].state
+  last_level = levels[-1]
   interrupted = levels[-1].interrupted
   finals = levels[-1].finals
   initial = levels[0].initial
@@ -601,16 +724,17 @@ def _run(config, overrides, catcher) -> dict:
   optimize_s = sum(level.optimize_s for level in levels)
   loop_evaluations = sum(level.loop_evaluations for level in levels)
 
-  steps = last_step_offset + np.asarray(state.step)[:count]
+  steps = last_step_offset + last_level.steps
   evaluations = np.asarray(offsets[1])
   reasons = ['interrupted' if interrupted is not None
              else optim.STOP_REASONS[r]
-             for r in np.asarray(state.stop_reason)[:count]]
+             for r in last_level.stop_reasons]
   runs = []
-  final_pixels = np.asarray(state.pixels)
+  final_pixels = last_level.pixels
   for k, member in enumerate(members):
     output = member_output(settings.output, k, count)
-    images.save_image(output, final_pixels[k])
+    if _writes_outputs():
+      images.save_image(output, final_pixels[k])
     entry = {'values': member['varied'], 'output': output,
              'stop_reason': reasons[k], 'iterations_done': int(steps[k]),
              'initial': initial[k], 'final': finals[k],
@@ -636,7 +760,8 @@ def _run(config, overrides, catcher) -> dict:
                   'normalized': bool(meta.get('normalized')),
                   'random': bool(meta.get('random'))},
       'warnings': warnings,
-      'device': dict(device_info(), used=len(devices), sweep_mode=mode),
+      'device': dict(device_info(), used=len(devices), sweep_mode=mode,
+                     shard_rows=settings.shard_rows),
       'versions': versions(),
       'image_size': {'content': [width, height],
                      'styles': {p: list(s.shape[1::-1])
@@ -652,11 +777,12 @@ def _run(config, overrides, catcher) -> dict:
       manifest['non_finite_at_iteration'] = runs[0]['non_finite_at_iteration']
   else:
     grid = os.path.splitext(settings.output)[0] + '_grid.png'
-    images.save_image(grid, images.make_grid(
-        [final_pixels[k] for k in range(count)],
-        labels=[m.get('label') or ', '.join(
-            f'{f}={v}' for f, v in run_['values'].items())
-                for m, run_ in zip(members, runs)]))
+    if _writes_outputs():
+      images.save_image(grid, images.make_grid(
+          [final_pixels[k] for k in range(count)],
+          labels=[m.get('label') or ', '.join(
+              f'{f}={v}' for f, v in run_['values'].items())
+                  for m, run_ in zip(members, runs)]))
     manifest.update({'output': settings.output, 'grid': grid, 'runs': runs,
                      'stop_reason': _overall_reason(reasons),
                      'evaluations': int(evaluations.sum())})
@@ -666,7 +792,8 @@ def _run(config, overrides, catcher) -> dict:
                             if loop_evaluations else None),
       'optimize_s': optimize_s,
       'total_s': time.perf_counter() - started}
-  write_json(settings.manifest, manifest)
+  if _writes_outputs():
+    write_json(settings.manifest, manifest)
   if interrupted is not None:
     raise Interrupted(interrupted, manifest)
   return manifest
@@ -676,8 +803,17 @@ _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 
 
 def _member(tree, k):
-  """Member k of a (possibly sharded) batched pytree, on the host."""
-  return jax.tree_util.tree_map(lambda x: np.asarray(x)[k], tree)
+  """Member k of a batched pytree on the host."""
+  return jax.tree_util.tree_map(lambda x: x[k], tree)
+
+
+def _to_host(tree):
+  """Whole NumPy arrays on this host, gathered from every process when the
+  devices span several."""
+  if jax.process_count() == 1:
+    return jax.tree_util.tree_map(np.asarray, tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _history_row(iteration, evaluations, terms, width):

@@ -12,6 +12,8 @@ import math
 import os
 from typing import Optional, Sequence
 
+import numpy as np
+
 from nst_jax import losses, optim, vgg
 from nst_jax.errors import UserError
 
@@ -51,6 +53,8 @@ class Settings:
   sweep_mode: str
   coarse_to_fine: int
   coarse_iterations: int
+  shard_rows: bool
+  distributed: bool
 
 
 def _split(value) -> tuple:
@@ -87,6 +91,14 @@ def _number(config, field, minimum=None, positive=False, integer=False,
   if minimum is not None and number < minimum:
     raise UserError(f'config.{field}: must be >= {minimum}, got {value!r}')
   return number
+
+
+def _flag(config, field) -> bool:
+  """A boolean field; refuses strings like 'yes' that bool() would accept."""
+  value = config.get(field, False)
+  if isinstance(value, (bool, np.bool_, int)) and value in (0, 1):
+    return bool(value)
+  raise UserError(f'config.{field}: must be True or False, got {value!r}')
 
 
 def _choice(config, field, valid: Sequence[str]) -> str:
@@ -202,7 +214,7 @@ def check(config) -> Settings:
       spec=losses.LossSpec(content_layers=content_layers,
                            style_layers=style_layers,
                            normalization=normalization, pooling=pooling,
-                           dtype=dtype, remat=bool(config.get('remat', False))),
+                           dtype=dtype, remat=_flag(config, 'remat')),
       content_layer_weights=None,
       style_layer_weights=_layer_weights(config, 'style_layer_weights',
                                          'style_layers', style_layers),
@@ -224,7 +236,9 @@ def check(config) -> Settings:
       coarse_to_fine=_number(config, 'coarse_to_fine', integer=True,
                              minimum=0, default=0),
       coarse_iterations=_number(config, 'coarse_iterations', integer=True,
-                                minimum=0, default=100))
+                                minimum=0, default=100),
+      shard_rows=_flag(config, 'shard_rows'),
+      distributed=_flag(config, 'distributed'))
 
 
 SWEEP_FIELDS = ('content_weight', 'style_weight', 'tv_weight', 'seed',

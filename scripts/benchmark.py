@@ -23,20 +23,25 @@ are not needed: speed does not depend on the values):
   its forward; pooling, Grams and losses are a few percent), cross-checked
   with XLA's own count `compiled.cost_analysis()['flops']`;
 * one optimisation step per optimiser: a compiled `optim.run_chunk` of
-  `--steps` steps, timed, divided by the steps and by the evaluations the
-  steps spent (`state.evaluations`); both as ratios to one evaluation timed
-  right before and after the chunk (so a machine whose load drifts still
-  gives honest ratios). A chunk also does one forward pass at its end (the
-  loss terms for logging); it is timed separately and reported;
+  `--steps` steps (10 up to 256 px, 5 at 512), timed, divided by the steps
+  and by the evaluations the steps spent (`state.evaluations`); as ratios
+  to the mean of the evaluations timed right before and after each chunk,
+  median over `--rounds` chunks (so a load that drifts affects both sides
+  alike). A chunk ends with one forward pass (`losses.loss_terms` at the
+  final pixels, for logging): it is timed on its own, and the ratio without
+  it is reported too. Minor page faults per evaluation and per step are
+  recorded (XLA maps and unmaps its temporary buffers on every call);
 * compile time of the evaluation and of each optimiser's init + chunk
   functions (`.lower(...).compile()`), in two fresh processes sharing a new
   temporary persistent compilation cache: cold (empty cache, which it fills)
   and warm (everything loaded from the cache);
-* peak memory, two ways: (a) peak RSS (`getrusage` ru_maxrss) of a fresh
-  process that builds the problem, compiles and runs one evaluation, minus
-  that of a process that only imported jax and started its CPU backend; also
-  the high-water mark during the evaluation alone (Linux: /proc/self/
-  clear_refs then VmHWM), minus the RSS just before it; (b) XLA's
+* peak memory, two ways: (a) peak RSS of a fresh process that builds the
+  problem, compiles and runs one evaluation, minus that of a process that
+  only imported jax and started its CPU backend, read from /proc/self/status
+  VmHWM (getrusage's ru_maxrss is recorded too, but a child inherits its
+  parent's peak through fork + exec, so there it is only an upper bound);
+  also the high-water mark during the evaluation alone (/proc/self/
+  clear_refs, then VmHWM) minus the RSS just before it; (b) XLA's
   `compiled.memory_analysis()`: temp + argument + output bytes (arguments
   include the 80 MB weights and their 80 MB pre-flipped copy), and the temp
   bytes with `LossSpec(remat=True)`;
@@ -57,9 +62,13 @@ it got there, in seconds with and without compile.
 
 `--sweep`: 4 members at 64 px as one program (map and vmap) vs 4 runs.
 
-Writes JSON (`--out`, default out/benchmark.json) and prints Markdown tables.
-Absolute times vary with the machine's load (recorded as load averages);
-ratios are measured within one run.
+Writes JSON (`--out`, default out/benchmark.json) and prints Markdown tables
+(`--table-from=FILE` prints them again from a JSON file). Absolute times
+vary with the machine's load: each measurement records the CPU cores other
+processes used meanwhile ("other load"; /proc/stat), and ratios are
+measured within one run. The default run (128, 256, 512 px, PyTorch,
+compile, memory) takes about 8 minutes on 2 cores; `--time-to-quality` adds
+about 5.
 """
 
 from __future__ import annotations
@@ -150,6 +159,11 @@ def random_params(seed=WEIGHTS_SEED):
                                 vgg.init_params(jax.random.key(seed)))
 
 
+# Compiled, as the CLI does (nst_jax.run); op by op it compiles every
+# operation separately and peaks higher (at 512 px: 2.3 vs 1.9 GiB RSS).
+_make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
+
+
 def make_problem(size, normalization='paper', remat=False, style_weight=BETA):
   """(spec, problem, start pixels = the content image, NumPy params)."""
   params = random_params()
@@ -157,8 +171,8 @@ def make_problem(size, normalization='paper', remat=False, style_weight=BETA):
                                                            params))
   spec = losses.LossSpec(normalization=normalization, remat=remat)
   content, style, _ = content_and_style(size)
-  targets = losses.make_targets(variables, jnp.asarray(content),
-                                [jnp.asarray(style)], spec)
+  targets = _make_targets(variables, jnp.asarray(content),
+                         [jnp.asarray(style)], spec)
   problem = optim.Problem(variables, targets,
                           losses.loss_weights(spec, ALPHA, style_weight))
   return spec, problem, jnp.asarray(content), params
@@ -284,6 +298,9 @@ def bench_evaluation(size, spec, problem, pixels, repeats, remat_memory):
   row['evaluation_other_processes_cores'] = other.cores()
   row['evaluation_s'] = evaluation
   row['evaluation_times_s'] = times
+  faults = minor_faults()
+  jax.block_until_ready(compiled(pixels, problem))
+  row['minor_page_faults_per_evaluation'] = minor_faults() - faults
   row['gflops_per_s'] = row['flops_per_evaluation'] / evaluation / 1e9
   value, grad = compiled(pixels, problem)
   row['loss_at_content'] = float(value)
@@ -303,8 +320,19 @@ def bench_evaluation(size, spec, problem, pixels, repeats, remat_memory):
   return row, compiled
 
 
-def bench_steps(name, spec, problem, pixels, steps, evaluate):
-  """Times a compiled chunk of `steps` steps of optimiser `name`."""
+def minor_faults():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def bench_steps(name, spec, problem, pixels, steps, evaluate, rounds,
+                forward_s=None):
+  """Times compiled chunks of `steps` steps of optimiser `name`.
+
+  `rounds` chunks, each between two timed evaluations (evaluation, chunk,
+  evaluation, chunk, ..., evaluation); each round's ratio compares its steps
+  to the mean of the two evaluations around it, and the median ratio is
+  reported, so a load that drifts during the run affects both sides alike.
+  """
   lr = jnp.asarray(LEARNING_RATES[name], jnp.float32)
   criteria = optim.stop_criteria(10**9)
   t = time.perf_counter()
@@ -318,41 +346,72 @@ def bench_steps(name, spec, problem, pixels, steps, evaluate):
       chunk(state, problem, lr, optim.stop_criteria(1)))
   state = state.replace(stop_reason=jnp.asarray(optim.RUNNING, jnp.int32))
   other = OtherLoad()
-  evaluation_before, _ = timed(evaluate)
-  evaluations0, step0 = int(state.evaluations), int(state.step)
-  elapsed, (state, values, _) = timed(
-      lambda: chunk(state, problem, lr, criteria))
-  evaluation_after, _ = timed(evaluate)
-  done = int(state.step) - step0
-  spent = int(state.evaluations) - evaluations0
-  local = (evaluation_before + evaluation_after) / 2
-  result = {
-      'steps': done, 'evaluations': spent, 'chunk_s': elapsed,
-      'step_s': elapsed / max(done, 1),
-      'evaluations_per_step': spent / max(done, 1),
-      'local_evaluation_s': local,
-      'step_over_evaluation': elapsed / max(done, 1) / local,
-      'per_evaluation_over_evaluation': elapsed / max(spent, 1) / local,
+  evaluation_prev, _ = timed(evaluate)
+  step_times, ratios, per_eval_ratios, locals_ = [], [], [], []
+  ratios_without_forward = []
+  total_steps = total_evaluations = faults = 0
+  for _ in range(rounds):
+    evaluations0, step0 = int(state.evaluations), int(state.step)
+    faults0 = minor_faults()
+    elapsed, (state, values, _) = timed(
+        lambda state=state: chunk(state, problem, lr, criteria))
+    faults += minor_faults() - faults0
+    evaluation_next, _ = timed(evaluate)
+    done = int(state.step) - step0
+    spent = int(state.evaluations) - evaluations0
+    if done == 0:
+      break
+    local = (evaluation_prev + evaluation_next) / 2
+    evaluation_prev = evaluation_next
+    total_steps += done
+    total_evaluations += spent
+    step_times.append(elapsed / done)
+    locals_.append(local)
+    ratios.append(elapsed / done / local)
+    per_eval_ratios.append(elapsed / max(spent, 1) / local)
+    if forward_s is not None:
+      ratios_without_forward.append((elapsed - forward_s) / done / local)
+  median = lambda xs: float(np.median(xs)) if xs else float('nan')
+  return {
+      'rounds': len(ratios), 'steps': total_steps,
+      'evaluations': total_evaluations, 'chunk_steps': steps,
+      'step_s': median(step_times), 'step_times_s': step_times,
+      'evaluations_per_step': total_evaluations / max(total_steps, 1),
+      'local_evaluation_s': median(locals_),
+      'step_over_evaluation': median(ratios),
+      'step_over_evaluation_rounds': ratios,
+      'per_evaluation_over_evaluation': median(per_eval_ratios),
+      # Minus the chunk's closing forward pass (`losses.loss_terms` at the
+      # final pixels, for logging), timed on its own.
+      'step_over_evaluation_without_chunk_forward': median(
+          ratios_without_forward),
+      'minor_page_faults_per_step': faults / max(total_steps, 1),
       'in_process_compile_s': in_process_compile,
       'stop_reason': optim.STOP_REASONS[int(state.stop_reason)],
       'final_loss': float(values[-1]),
       'other_processes_cores': other.cores(),
   }
-  return result
 
 
-def bench_size(size, optimizers, repeats, steps, remat_memory=True):
+def auto_rounds(size, requested):
+  if requested > 0:
+    return requested
+  return 3 if size <= 128 else 2 if size <= 256 else 1
+
+
+def bench_size(size, optimizers, repeats, steps, rounds=1,
+               remat_memory=True):
   spec, problem, pixels, _ = make_problem(size)
   row, compiled = bench_evaluation(size, spec, problem, pixels, repeats,
                                    remat_memory)
   evaluate = lambda: compiled(pixels, problem)
   row['steps'] = {}
   for name in optimizers:
-    result = bench_steps(name, spec, problem, pixels, steps, evaluate)
+    result = bench_steps(name, spec, problem, pixels, steps, evaluate,
+                         rounds, row['forward_s'])
     # The chunk's closing forward pass, spread over its steps.
-    result['step_over_evaluation_without_chunk_forward'] = (
-        (result['chunk_s'] - row['forward_s']) / max(result['steps'], 1)
-        / result['local_evaluation_s'])
+    result['chunk_forward_per_step_over_evaluation'] = (
+        row['forward_s'] / steps / row['evaluation_s'])
     row['steps'][name] = result
     print(f'  {size} px {name}: {1000 * result["step_s"]:.0f} ms/step, '
           f'{result["evaluations_per_step"]:.2f} evaluations/step, '
@@ -454,21 +513,57 @@ def _proc_status_kib(field):
   return None
 
 
+# Peak memory. getrusage's ru_maxrss is the brief's first choice, but on
+# Linux a child process inherits its parent's peak through fork + exec (the
+# old address space's high-water mark is kept at exec), so in a child spawned
+# by this benchmark it is at least this process's peak: an upper bound only.
+# /proc/self/status VmHWM belongs to the child's own address space and is the
+# number reported; ru_maxrss is recorded beside it.
+
+def _peaks():
+  return {'vmhwm_kib': _proc_status_kib('VmHWM'),
+          'ru_maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
 def memory_baseline():
-  """Child: peak RSS after importing jax and starting its CPU backend."""
+  """Child: peak RSS with this script's imports (jax, flax, optax,
+  nst_jax) after starting the CPU backend (for information)."""
   jax.block_until_ready(jnp.zeros(()))
-  return {'ru_maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+  return _peaks()
+
+
+JAX_ONLY_BASELINE = (
+    'import json, resource, jax, jax.numpy as jnp\n'
+    'jax.block_until_ready(jnp.zeros(()))\n'
+    'hwm = [int(l.split()[1]) for l in open("/proc/self/status")\n'
+    '       if l.startswith("VmHWM:")]\n'
+    'print(json.dumps({"vmhwm_kib": hwm[0] if hwm else None, "ru_maxrss_kib":'
+    ' resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n')
+
+
+def jax_only_baseline():
+  """Peak RSS of a fresh process that only imported jax and started its CPU
+  backend."""
+  start = time.perf_counter()
+  proc = subprocess.run([sys.executable, '-c', JAX_ONLY_BASELINE],
+                        capture_output=True, text=True, cwd=REPO,
+                        check=False)
+  if proc.returncode != 0:
+    return {'error': proc.stderr.strip()[-1500:]}
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result['process_wall_s'] = time.perf_counter() - start
+  return result
 
 
 def memory_only(size):
-  """Child: build the problem, compile and run one evaluation at `size`."""
+  """Child: build the problem, compile and run one evaluation at `size`;
+  the peak RSS after each phase, and during the evaluation alone."""
   spec, problem, pixels, _ = make_problem(size)
-  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
   jax.block_until_ready(problem)
-  result = {'size': size,
-            'ru_maxrss_after_compile_kib': resource.getrusage(
-                resource.RUSAGE_SELF).ru_maxrss,
-            'rss_before_evaluation_kib': _proc_status_kib('VmRSS')}
+  result = {'size': size, 'after_setup': _peaks()}
+  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
+  result['after_compile'] = _peaks()
+  result['rss_before_evaluation_kib'] = _proc_status_kib('VmRSS')
   try:  # Linux >= 4.0: reset VmHWM to the current RSS.
     with open('/proc/self/clear_refs', 'w') as f:
       f.write('5')
@@ -476,28 +571,45 @@ def memory_only(size):
   except OSError:
     reset = False
   jax.block_until_ready(compiled(pixels, problem))
-  result['ru_maxrss_kib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  if reset:
-    result['vmhwm_during_evaluation_kib'] = _proc_status_kib('VmHWM')
+  result['after_evaluation'] = _peaks()
+  result['vmhwm_reset_before_evaluation'] = reset
   return result
 
 
-def bench_memory(size, baseline_kib):
+def bench_memory(size, baseline):
+  """Peak RSS of a fresh process doing one evaluation at `size`, minus the
+  jax-only `baseline` (MiB)."""
   child = run_child(['--memory-only', f'--sizes={size}'])
   if 'error' in child:
     return child
-  mib = lambda kib: kib / 1024
-  out = {'baseline_ru_maxrss_mib': mib(baseline_kib),
-         'process_ru_maxrss_mib': mib(child['ru_maxrss_kib']),
-         'peak_rss_minus_baseline_mib': mib(child['ru_maxrss_kib']
-                                            - baseline_kib),
-         'peak_rss_after_compile_minus_baseline_mib': mib(
-             child['ru_maxrss_after_compile_kib'] - baseline_kib)}
-  if child.get('vmhwm_during_evaluation_kib'):
-    out['evaluation_peak_rss_mib'] = mib(child['vmhwm_during_evaluation_kib'])
-    out['evaluation_peak_over_rss_before_mib'] = mib(
-        child['vmhwm_during_evaluation_kib']
-        - child['rss_before_evaluation_kib'])
+  mib = lambda kib: None if kib is None else kib / 1024
+  setup, compiled, evaluated = (child['after_setup'], child['after_compile'],
+                                child['after_evaluation'])
+  out = {'child': child}
+  if baseline.get('vmhwm_kib') and setup.get('vmhwm_kib'):
+    base = baseline['vmhwm_kib']
+    # Without the reset, VmHWM after the evaluation is the whole process's.
+    peak = max(compiled['vmhwm_kib'], evaluated['vmhwm_kib'])
+    out.update({
+        'method': 'VmHWM (/proc/self/status) of the child minus that of a '
+                  'process that only imported jax',
+        'baseline_mib': mib(base),
+        'peak_rss_minus_baseline_mib': mib(peak - base),
+        'after_setup_minus_baseline_mib': mib(setup['vmhwm_kib'] - base),
+        'after_compile_minus_baseline_mib': mib(compiled['vmhwm_kib'] - base),
+    })
+    if child['vmhwm_reset_before_evaluation']:
+      out['evaluation_peak_rss_mib'] = mib(evaluated['vmhwm_kib'])
+      out['evaluation_peak_over_rss_before_mib'] = mib(
+          evaluated['vmhwm_kib'] - child['rss_before_evaluation_kib'])
+  else:  # No /proc: ru_maxrss, an upper bound (see above).
+    out.update({
+        'method': 'ru_maxrss minus that of a process that only imported jax '
+                  '(upper bound: includes the parent\'s peak)',
+        'baseline_mib': mib(baseline['ru_maxrss_kib']),
+        'peak_rss_minus_baseline_mib': mib(evaluated['ru_maxrss_kib']
+                                           - baseline['ru_maxrss_kib'])})
+  out['ru_maxrss_mib_upper_bound'] = mib(evaluated['ru_maxrss_kib'])
   return out
 
 
@@ -736,6 +848,14 @@ def _fmt_s(seconds):
   return f'{1000 * seconds:.0f} ms' if seconds < 10 else f'{seconds:.1f} s'
 
 
+def _fmt_ratio(r):
+  text = f'{r["step_over_evaluation"]:.3f}'
+  rounds = r.get('step_over_evaluation_rounds') or []
+  if len(rounds) > 1:
+    text += f' ({min(rounds):.2f}-{max(rounds):.2f})'
+  return text
+
+
 def _fmt_load(cores):
   return '-' if cores is None else f'{cores:.2f}'
 
@@ -782,15 +902,31 @@ def print_table(report):
         f'{_fmt_load(row.get("evaluation_other_processes_cores"))} / '
         f'{_fmt_load(torch_row.get("other_processes_cores"))}']
     print('| ' + ' | '.join(cells) + ' |')
+  baseline = report.get('memory_baseline') or {}
+  baseline = baseline.get('vmhwm_kib') or baseline.get('ru_maxrss_kib')
+  print()
+  print('GFLOP/s: analytic FLOPs / time. Peak RSS − baseline: peak RSS '
+        '(VmHWM; getrusage\'s ru_maxrss would include this parent\'s peak) '
+        'of a fresh process that builds the problem (weights, targets), compiles '
+        'and runs one evaluation, minus that of a process that only imported '
+        'jax and started its backend'
+        + (f' ({baseline / 1024:.0f} MiB)' if baseline else '')
+        + '; RSS rise in evaluation: its high-water mark during the '
+        'evaluation alone minus its RSS before. XLA: '
+        '`compiled.memory_analysis()` of the evaluation (arguments include '
+        'the 80 MB kernels twice: plain and pre-flipped); remat temp with '
+        '`LossSpec(remat=True)`. Other load: CPU cores used by other '
+        'processes meanwhile.')
   print()
   print('One optimisation step (compiled `run_chunk`; ratios to one '
         'evaluation timed around the chunk; compile = init + chunk, fresh '
         'process, cold / from the persistent cache):')
   print()
-  print('| size | optimiser | step | evaluations / step | step / evaluation |'
+  print('| size | optimiser | step | evaluations / step | step / evaluation '
+        '(range over rounds) | without the chunk\'s closing forward |'
         ' per evaluation / evaluation | compile cold / cached | '
         'other load |')
-  print('|---|---|---|---|---|---|---|---|')
+  print('|---|---|---|---|---|---|---|---|---|')
   for row in report['sizes']:
     compile_ = row.get('compile') or {}
     cold = (compile_.get('cold') or {}).get('optimizers', {})
@@ -800,9 +936,19 @@ def print_table(report):
            if name in cold and name in warm else '-')
       print(f'| {row["size"]} | {name} | {_fmt_s(r["step_s"])} | '
             f'{r["evaluations_per_step"]:.2f} | '
-            f'{r["step_over_evaluation"]:.3f} | '
+            f'{_fmt_ratio(r)} | '
+            f'{r.get("step_over_evaluation_without_chunk_forward", 0):.3f} | '
             f'{r["per_evaluation_over_evaluation"]:.3f} | {c} | '
             f'{_fmt_load(r.get("other_processes_cores"))} |')
+  chunk_steps = sorted({(row['size'], r.get('chunk_steps'))
+                        for row in report['sizes']
+                        for r in row['steps'].values()})
+  print()
+  print('Steps per timed chunk: ' + ', '.join(
+      f'{n} at {size} px' for size, n in chunk_steps) + '. Each chunk ends '
+        'with one forward pass (`losses.loss_terms` at the final pixels, for '
+        'logging; about half an evaluation), spread over its steps in "step '
+        '/ evaluation" and subtracted in the next column.')
   lines = []
   for row in report['sizes']:
     compile_ = row.get('compile') or {}
@@ -839,11 +985,12 @@ def print_table(report):
           f'{t["seconds"]:.1f} s; nst_jax with that loss as `stop_loss` '
           f'(L-BFGS memory {report["machine"]["lbfgs_memory"]}):')
     print()
-    print('| run | reached | evaluations | steps | optimise | + compile | '
-          'vs PyTorch (excl. / incl. compile) | other load |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| run | reached | evaluations | steps | optimise | per evaluation '
+          '| + compile | vs PyTorch (excl. / incl. compile) | other load |')
+    print('|---|---|---|---|---|---|---|---|---|')
     print(f'| torch.optim.LBFGS | - | {t["evaluations"]} | - | '
-          f'{t["seconds"]:.1f} s | - | 1 | '
+          f'{t["seconds"]:.1f} s | '
+          f'{1000 * t["seconds"] / t["evaluations"]:.0f} ms | - | 1 | '
           f'{_fmt_load(t.get("other_processes_cores"))} |')
     labels = {'lbfgs': 'nst_jax lbfgs (zoom line search)',
               'lbfgs_nols': 'nst_jax lbfgs_nols',
@@ -851,16 +998,30 @@ def print_table(report):
                                 'first'}
     for name, r in q['jax'].items():
       if 'error' in r:
-        print(f'| {labels[name]} | error: {r["error"][:100]} | | | | | | |')
+        print(f'| {labels[name]} | error: {r["error"][:100]} | | | | | | | |')
         continue
       evaluations = str(r['evaluations'])
       if 'coarse_evaluations' in r:
         evaluations += f' (+{r["coarse_evaluations"]} at {r["coarse_size"]} px)'
+      per_evaluation = r['optimize_s'] / max(
+          r['evaluations'] + r.get('coarse_evaluations', 0), 1)
       print(f'| {labels[name]} | {"yes" if r["reached"] else "no"} | '
             f'{evaluations} | {r["steps"]} | {r["optimize_s"]:.1f} s | '
+            f'{1000 * per_evaluation:.0f} ms | '
             f'{r["compile_s"]:.1f} s | {r["optimize_over_torch"]:.2f} / '
             f'{r["incl_compile_over_torch"]:.2f} | '
             f'{_fmt_load(r.get("other_processes_cores"))} |')
+    curve = t.get('curve') or []
+    if len(curve) >= 10:
+      earlier = curve[int(0.9 * len(curve)) - 1]
+      print()
+      print(f'Near the target the loss falls slowly (PyTorch: '
+            f'{earlier[2]:.6g} after {earlier[0]} evaluations, '
+            f'{curve[-1][2]:.6g} after {curve[-1][0]}, '
+            f'{100 * (earlier[2] / curve[-1][2] - 1):.2f}% apart), so the '
+            'evaluations needed to reach it move by tens with rounding '
+            'differences; the per-evaluation time is the steadier '
+            'comparison. Loss curves are in the JSON file.')
   elif q:
     print(f'\nTime to quality: {q["error"]}')
 
@@ -878,6 +1039,10 @@ def parse_args(argv=None):
   parser.add_argument('--steps', type=int, default=0,
                       help='steps per timed chunk (0: 10 up to 256 px, 5 at '
                            '512, 3 above)')
+  parser.add_argument('--rounds', type=int, default=0,
+                      help='timed chunks per optimiser, each between two '
+                           'timed evaluations (0: 3 at 128 px, 2 at 256, 1 '
+                           'above)')
   parser.add_argument('--no-torch', '--no_torch', dest='no_torch',
                       action='store_true', help='skip PyTorch')
   parser.add_argument('--torch-threads', type=int, default=default_threads(),
@@ -895,6 +1060,8 @@ def parse_args(argv=None):
   parser.add_argument('--sweep', action='store_true',
                       help='4 members at 64 px vs 4 single runs')
   parser.add_argument('--out', default=os.path.join('out', 'benchmark.json'))
+  parser.add_argument('--table-from', default='',
+                      help='only print the tables of an existing JSON file')
   # Internal: what the child processes do.
   hidden = argparse.SUPPRESS
   parser.add_argument('--compile-only', action='store_true', help=hidden)
@@ -939,6 +1106,10 @@ def child_main(args):
 def main(argv=None):
   args = parse_args(argv)
   if child_main(args):
+    return
+  if args.table_from:
+    with open(args.table_from) as f:
+      print_table(json.load(f))
     return
   sizes = [int(s) for s in args.sizes.split(',') if s.strip()]
   optimizers = [o for o in args.optimizers.split(',') if o.strip()]
@@ -1002,8 +1173,10 @@ def run_sizes(args, report, sizes, optimizers, have_torch, cache):
   """The per-size measurements, appended to report['sizes']."""
   baseline = None
   if not args.skip_memory:
-    baseline = run_child(['--memory-baseline'])
+    baseline = jax_only_baseline()
     report['memory_baseline'] = baseline
+    report['memory_baseline_with_nst_jax_imports'] = run_child(
+        ['--memory-baseline'])
   for size in sizes:
     print(f'{size} px ...', file=sys.stderr, flush=True)
     other = OtherLoad()
@@ -1014,6 +1187,7 @@ def run_sizes(args, report, sizes, optimizers, have_torch, cache):
       # it is in memory or on disk yet.
       compile_ = bench_compile(size, optimizers, steps, cache)
     row = bench_size(size, optimizers, args.repeats, steps,
+                     auto_rounds(size, args.rounds),
                      remat_memory=not args.skip_memory)
     if compile_:
       row['compile'] = compile_
@@ -1033,7 +1207,7 @@ def run_sizes(args, report, sizes, optimizers, have_torch, cache):
             row['grad_norm_at_content'] - row['torch']['grad_norm']) / abs(
                 row['torch']['grad_norm'])
     if not args.skip_memory and 'error' not in baseline:
-      row['memory'] = bench_memory(size, baseline['ru_maxrss_kib'])
+      row['memory'] = bench_memory(size, baseline)
     row['other_processes_cores'] = other.cores()
     report['sizes'].append(row)
     print(f'{size} px: evaluation {1000 * row["evaluation_s"]:.0f} ms'

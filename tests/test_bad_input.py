@@ -69,6 +69,16 @@ def test_bad_config_field(tmp_path, field, value, match):
   assert_refused(tmp_path, match, **{field: value})
 
 
+@pytest.mark.parametrize('field', ['shard_rows', 'remat', 'distributed'])
+def test_flag_fields_must_be_booleans(tmp_path, field):
+  # A dict config (Python API) is not type-checked by ml_collections.
+  config = config_for(tmp_path).to_dict()
+  config[field] = 'yes'
+  with pytest.raises(UserError, match=rf"config.{field}: must be True or "
+                     "False, got 'yes'"):
+    run_lib.run(config)
+
+
 def test_init_image_required(tmp_path):
   assert_refused(tmp_path, r'config.init_image: required', init='image')
 
