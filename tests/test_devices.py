@@ -2,11 +2,13 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import jax
 import numpy as np
+import pytest
 
 from nst_jax import run as run_lib
 
@@ -114,3 +116,74 @@ def test_rows_sharded_over_four_devices_matches_one(tmp_path):
   assert not any('shard_rows' in w for w in four['warnings'])
   # Each device holds a share of the activations and optimiser state.
   assert four['chunk_temp_bytes'] < 0.5 * one['chunk_temp_bytes']
+
+
+HOSTS_SCRIPT = '''
+import json, os, sys
+import jax
+jax.config.update('jax_num_cpu_devices', int(sys.argv[2]))
+jax.config.update('jax_disable_most_optimizations', True)
+from configs import default
+from nst_jax import run
+config = default.get_config()
+config.update(dict(content='builtin:scene', style='builtin:painting',
+                   weights='random', image_size=32, iterations=4, log_every=2,
+                   optimizer='lbfgs_nols', init='content',
+                   content_layers='conv2_1', style_layers='conv1_1,conv2_1',
+                   compilation_cache='', output=sys.argv[1],
+                   distributed=sys.argv[3] == 'hosts',
+                   shard_rows=sys.argv[4] == 'rows'))
+if sys.argv[4] == 'members':
+  config.sweep.style_weight = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+manifest = run.run(config)
+runs = manifest.get('runs', [manifest])
+print(json.dumps({'process': jax.process_index(),
+                  'processes': jax.process_count(),
+                  'used': manifest['device']['used'],
+                  'finals': [r['final']['total'] for r in runs],
+                  'evaluations': [r['evaluations'] for r in runs]}))
+'''
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.parametrize('split', ['members', 'rows'])
+def test_two_processes_match_one(tmp_path, split):
+  """jax.distributed over 2 processes x 2 CPU devices (a simulated 2-host
+  cluster, gloo collectives) gives the single-device results; only process 0
+  writes."""
+  def launch(process_id, folder):
+    env = dict(os.environ, NST_JAX_OFFLINE='1',
+               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+               NST_JAX_NUM_PROCESSES='2', NST_JAX_PROCESS_ID=str(process_id))
+    return subprocess.Popen(
+        [sys.executable, '-c', HOSTS_SCRIPT, str(folder / 'r.png'), '2',
+         'hosts', split], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+  port = _free_port()
+  procs = [launch(k, tmp_path / f'p{k}') for k in range(2)]
+  results = []
+  for proc in procs:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    results.append(json.loads(out.strip().splitlines()[-1]))
+  single = subprocess.run(
+      [sys.executable, '-c', HOSTS_SCRIPT, str(tmp_path / 's' / 'r.png'), '1',
+       'local', split], cwd=REPO, env=dict(os.environ, NST_JAX_OFFLINE='1'),
+      capture_output=True, text=True, timeout=300)
+  assert single.returncode == 0, single.stderr[-3000:]
+  single = json.loads(single.stdout.strip().splitlines()[-1])
+
+  assert [r['processes'] for r in results] == [2, 2]
+  assert [r['used'] for r in results] == [4, 4]
+  assert single['used'] == 1
+  for result in results:
+    assert result['evaluations'] == single['evaluations']
+    np.testing.assert_allclose(result['finals'], single['finals'], rtol=1e-4)
+  assert (tmp_path / 'p0' / 'r.json').exists()
+  assert not (tmp_path / 'p1').exists() or not os.listdir(tmp_path / 'p1')
