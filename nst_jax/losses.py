@@ -39,7 +39,6 @@ leading axis of the loss weights and targets.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Sequence
 
 import flax.struct
@@ -67,9 +66,9 @@ class LossSpec:
   pooling: str = 'avg'
   preprocessing: str = 'caffe'
   dtype: str = 'float32'
-  # Rematerialise: keep only each VGG block's output for the backward pass
-  # and recompute the convolutions inside blocks (less memory, ~1/3 more
-  # compute).
+  # Rematerialise: keep only each VGG block's input and the loss layers'
+  # outputs for the backward pass and recompute the rest block by block
+  # (less memory, about a third more compute; see vgg.py).
   remat: bool = False
 
   def __post_init__(self):
@@ -200,14 +199,9 @@ def image_features(variables, pixels, spec: LossSpec, layers=None) -> dict:
   """Features {layer: (H, W, C)} of one RGB 0-255 image (H, W, 3)."""
   network_input = vgg.preprocess(pixels.astype(jnp.float32),
                                  spec.preprocessing)
-  extract = functools.partial(
-      vgg.extract_features, layers=tuple(layers or spec.layers),
-      pooling=spec.pooling, dtype=jnp.dtype(spec.dtype))
-  if spec.remat:
-    extract = jax.checkpoint(
-        extract, policy=jax.checkpoint_policies.save_only_these_names(
-            vgg.BLOCK_OUTPUT))
-  features = extract(variables, network_input[None])
+  features = vgg.extract_features(
+      variables, network_input[None], tuple(layers or spec.layers),
+      pooling=spec.pooling, dtype=jnp.dtype(spec.dtype), remat=spec.remat)
   return {name: f[0] for name, f in features.items()}
 
 

@@ -19,6 +19,12 @@ When the kernel is a function argument XLA re-flips all 80 MB of kernels every
 evaluation. `prepare_variables` flips them once; `conv_relu` is a
 `jax.custom_vjp` whose backward pass uses the pre-flipped kernel.
 
+Memory: the backward pass needs every layer's output. With `remat=True` each
+block is a `jax.checkpoint`: only the block's input and the requested
+layers' outputs are kept, and the backward pass recomputes the block's other
+convolutions just before it needs them (one block at a time), for about a
+third more compute.
+
 Example::
 
   variables = vgg.prepare_variables(params)
@@ -33,7 +39,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.ad_checkpoint import checkpoint_name
 import numpy as np
 
 from nst_jax.errors import UserError
@@ -53,7 +58,6 @@ LAYER_ORDER = tuple(
                  + [f'pool{block + 1}']))
 
 POOLINGS = ('avg', 'max')
-BLOCK_OUTPUT = 'vgg_block_output'
 
 # (input channels, output channels) of each convolution.
 CONV_SHAPES = {}
@@ -197,9 +201,12 @@ class VGG19(nn.Module):
     pooling: 'avg' (Gatys et al.) or 'max' (the original VGG).
     dtype: compute dtype of the convolutions (e.g. bfloat16 on accelerators);
       features are returned in this dtype, callers sum Grams in float32.
+    remat: rematerialise each block in the backward pass (see module
+      docstring).
   """
   pooling: str = 'avg'
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, layers: Sequence[str]) -> dict:
@@ -208,17 +215,32 @@ class VGG19(nn.Module):
                       + ', '.join(POOLINGS))
     wanted = {canonical_layer(l) for l in layers}
     last = LAYER_ORDER.index(deepest_layer(wanted))
+    block = VGG19._block
+    if self.remat:  # Flax's lifted jax.checkpoint; parameter names unchanged.
+      block = nn.remat(VGG19._block, static_argnums=(2, 3))
     features = {}
-    for name in LAYER_ORDER[:last + 1]:
+    for index in range(len(BLOCK_CHANNELS)):
+      # 'conv{b}_{i}' and 'pool{b}': the block number is the 5th character.
+      names = tuple(n for n in LAYER_ORDER[:last + 1]
+                    if n[4] == str(index + 1))
+      if not names:
+        break
+      x, block_features = block(self, x, names,
+                                tuple(n for n in names if n in wanted))
+      features.update(block_features)
+    return features
+
+  def _block(self, x, names, wanted):
+    """One block's layers `names` in order; (last output, {wanted: output})."""
+    features = {}
+    for name in names:
       if name.startswith('conv'):
         x = ConvReLU(CONV_SHAPES[name][1], self.dtype, name=name)(x)
       else:
-        # Named so a remat policy can keep block outputs and recompute the
-        # rest (`losses.LossSpec.remat`).
-        x = checkpoint_name(_pool(x, self.pooling), BLOCK_OUTPUT)
+        x = _pool(x, self.pooling)
       if name in wanted:
         features[name] = x
-    return features
+    return x, features
 
 
 def init_params(rng: jax.Array) -> dict:
@@ -248,7 +270,7 @@ def _flip_all(params):
 
 def extract_features(variables: dict, images: jax.Array,
                      layers: Sequence[str], pooling: str = 'avg',
-                     dtype: Any = jnp.float32) -> dict:
+                     dtype: Any = jnp.float32, remat: bool = False) -> dict:
   """Rectified features of preprocessed NHWC `images` at `layers`.
 
   Args:
@@ -257,12 +279,13 @@ def extract_features(variables: dict, images: jax.Array,
     layers: layer names (`conv4_2`, `relu4_2`, `pool1`, ...).
     pooling: 'avg' or 'max'.
     dtype: compute dtype of the convolutions.
+    remat: recompute each block in the backward pass (less memory).
   Returns:
     {canonical layer name: (batch, h, w, channels)}; the keys are canonical
     names (relu aliases map to conv names).
   """
-  return VGG19(pooling=pooling, dtype=dtype).apply(variables, images,
-                                                   tuple(layers))
+  return VGG19(pooling=pooling, dtype=dtype, remat=remat).apply(
+      variables, images, tuple(layers))
 
 
 def min_image_size(layers: Iterable[str]) -> int:
