@@ -29,6 +29,7 @@ import numpy as np
 
 import nst_jax
 from nst_jax import images, losses, optim, settings as settings_lib, vgg
+from nst_jax import program_cache as program_cache_lib
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
 
@@ -348,8 +349,13 @@ class MemberPrograms:
   """
 
   def __init__(self, spec, optimizer, chunk_size, mode, devices,
-               shard_rows=False):
+               shard_rows=False, program_cache=None):
     self.shard_rows = shard_rows
+    # Single process only: every process of a cluster must trace alike.
+    self.program_cache = (program_cache if jax.process_count() == 1
+                          else None)
+    self.static = (spec, optimizer, chunk_size, mode, shard_rows,
+                   tuple(d.id for d in devices))
     replicated, members = jax.P(), jax.P('members')
     if shard_rows:
       auto = (jax.sharding.AxisType.Auto,) * 2
@@ -399,6 +405,7 @@ class MemberPrograms:
     self._jitted = {'init': sharded(init_fn, 4),
                     'chunk': sharded(chunk_fn, 5, donate_state),
                     'terms': sharded(terms_fn, 3)}
+    self._donate = {'chunk': donate_state}
     self._compiled = {}
     self.compilations = 0
 
@@ -411,7 +418,13 @@ class MemberPrograms:
     signature = (name, jax.tree_util.tree_structure(args), tuple(
         (x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args)))
     if signature not in self._compiled:
-      self._compiled[signature] = self._jitted[name].lower(*args).compile()
+      if self.program_cache:  # Traced in an earlier process: not again.
+        self._compiled[signature] = self.program_cache.compile(
+            name, self.static, self._jitted[name], args,
+            self._donate.get(name, ()))
+      else:
+        self._compiled[signature] = self._jitted[name].lower(
+            *args).compile()
       self.compilations += 1
     return self._compiled[signature]
 
@@ -440,12 +453,13 @@ _PROGRAMS = {}
 
 
 def member_programs(spec, optimizer, chunk_size, mode, devices,
-                    shard_rows=False):
+                    shard_rows=False, program_cache=None):
   """One `MemberPrograms` per static setting, kept for the process."""
-  key = (spec, optimizer, chunk_size, mode, devices, shard_rows)
+  key = (spec, optimizer, chunk_size, mode, devices, shard_rows,
+         program_cache.folder if program_cache else None)
   if key not in _PROGRAMS:
     _PROGRAMS[key] = MemberPrograms(spec, optimizer, chunk_size, mode,
-                                    list(devices), shard_rows)
+                                    list(devices), shard_rows, program_cache)
   return _PROGRAMS[key]
 
 
@@ -541,29 +555,32 @@ class _Level:
   histories: list
   compile_s: float
   optimize_s: float
+  loop_start_unix: float
   loop_evaluations: int
   interrupted: object
 
 
 def _optimize(settings, spec, variables, members, content, style_images,
-              starts, iterations, mode, devices, catcher, offsets) -> _Level:
+              starts, iterations, mode, devices, catcher, offsets,
+              program_cache) -> _Level:
   """Optimises every member from `starts` at one image size."""
   count = len(members)
   chunk_size = (math.gcd(settings.log_every, settings.save_every)
                 if settings.save_every else settings.log_every)
   chunk_size = min(chunk_size, max(iterations, 1))
   programs = member_programs(spec, settings.optimizer, chunk_size, mode,
-                             tuple(devices), settings.shard_rows)
+                             tuple(devices), settings.shard_rows,
+                             program_cache)
   slots = programs.member_slots
   padded = -(-count // slots) * slots
   targets_by_styles = {}
   for member in members:
     if member['styles'] not in targets_by_styles:
-      targets_by_styles[member['styles']] = _make_targets(
-          variables, content, [style_images[p] for p in member['styles']],
-          spec, blend_weights=(settings.style_blend_weights
-                               if member['styles'] == settings.styles
-                               else None))
+      styles = member['styles']
+      targets_by_styles[styles] = _targets(
+          variables, content, [style_images[p] for p in styles],
+          (settings.style_blend_weights if styles == settings.styles
+           else (1.0,) * len(styles)), spec, program_cache)
   weights = _stack(pad_members([
       losses.loss_weights(spec, m['content_weight'], m['style_weight'],
                           m['tv_weight'], m['content_layer_weights'],
@@ -603,6 +620,7 @@ def _optimize(settings, spec, variables, members, content, style_images,
     progress = _Progress(iterations)
     steps = _to_host(state.step)[:count]
     optimize_start = time.perf_counter()
+    loop_start_unix = time.time()
     interrupted = None
     while True:
       if catcher.signum is not None:
@@ -640,18 +658,21 @@ def _optimize(settings, spec, variables, members, content, style_images,
       evaluations=evaluations[:count], stop_reasons=stop_reasons[:count],
       initial=initial, finals=finals, histories=histories,
       compile_s=compile_s, optimize_s=time.perf_counter() - optimize_start,
+      loop_start_unix=loop_start_unix,
       loop_evaluations=int(evaluations[:count].sum()) - count,
       interrupted=interrupted)
 
 
 def _run(config, overrides, catcher) -> dict:
   """`run`, with signals recorded by `catcher`."""
-  started = time.perf_counter()
+  started, started_unix = time.perf_counter(), time.time()
   settings = settings_lib.check(config)
   members = settings_lib.sweep_members(config, settings, overrides)
   if settings.distributed:
     initialize_distributed()
   cache_folder = enable_compilation_cache(settings.compilation_cache)
+  program_cache = (program_cache_lib.ProgramCache(
+      os.path.join(cache_folder, 'programs')) if cache_folder else None)
   sizes = level_sizes(settings)
   inputs = [_read_inputs(settings, members, size) for size in sizes]
   content, style_images = inputs[-1]
@@ -705,7 +726,7 @@ def _run(config, overrides, catcher) -> dict:
                       level_styles, starts,
                       settings.iterations if last else
                       settings.coarse_iterations,
-                      mode, devices, catcher, offsets)
+                      mode, devices, catcher, offsets, program_cache)
     levels.append(level)
     offsets = (offsets[0] + int(level.steps.max()),
                [offsets[1][k] + int(level.evaluations[k])
@@ -791,7 +812,15 @@ def _run(config, overrides, catcher) -> dict:
       'per_evaluation_ms': (1000 * optimize_s / loop_evaluations
                             if loop_evaluations else None),
       'optimize_s': optimize_s,
-      'total_s': time.perf_counter() - started}
+      'total_s': time.perf_counter() - started,
+      # From run() to the first optimisation step (reading inputs and
+      # weights, targets, compiling, the initial evaluation).
+      'start_to_loop_s': levels[0].loop_start_unix - started_unix,
+      'loop_start_unix': levels[0].loop_start_unix}
+  manifest['programs'] = {
+      'cache': program_cache.folder if program_cache else None,
+      'loaded': program_cache.loaded if program_cache else 0,
+      'traced': program_cache.exported if program_cache else None}
   if _writes_outputs():
     write_json(settings.manifest, manifest)
   if interrupted is not None:
@@ -800,6 +829,19 @@ def _run(config, overrides, catcher) -> dict:
 
 
 _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
+
+
+def _targets(variables, content, style_list, blend_weights, spec,
+             program_cache):
+  """`losses.make_targets`, compiled (and traced once per machine)."""
+  args = (variables, jnp.asarray(content), [jnp.asarray(s) for s in style_list],
+          jnp.asarray(blend_weights, jnp.float32))
+  if program_cache is None or jax.process_count() > 1:
+    variables, content, style_list, blend_weights = args
+    return _make_targets(variables, content, style_list, spec=spec,
+                         blend_weights=blend_weights)
+  jitted = jax.jit(lambda v, c, s, b: losses.make_targets(v, c, s, spec, b))
+  return program_cache.compile('targets', spec, jitted, args)(*args)
 
 
 def _member(tree, k):

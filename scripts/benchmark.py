@@ -555,13 +555,24 @@ def jax_only_baseline():
   return result
 
 
-def memory_only(size):
+def memory_only(size, remat=False, row_shards=1):
   """Child: build the problem, compile and run one evaluation at `size`;
-  the peak RSS after each phase, and during the evaluation alone."""
-  spec, problem, pixels, _ = make_problem(size)
+  the peak RSS after each phase, and during the evaluation alone. With
+  `row_shards` > 1: that many simulated CPU devices, the image's rows split
+  over them (as `shard_rows` does), and XLA's bytes per device."""
+  if row_shards > 1:
+    jax.config.update('jax_num_cpu_devices', row_shards)
+  spec, problem, pixels, _ = make_problem(size, remat=remat)
+  if row_shards > 1:
+    mesh = jax.make_mesh((row_shards,), ('rows',),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    pixels = jax.device_put(pixels, jax.NamedSharding(mesh, jax.P('rows')))
+    problem = jax.device_put(problem, jax.NamedSharding(mesh, jax.P()))
   jax.block_until_ready(problem)
-  result = {'size': size, 'after_setup': _peaks()}
+  result = {'size': size, 'remat': remat, 'row_shards': row_shards,
+            'after_setup': _peaks()}
   compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
+  result['xla'] = memory_fields(compiled)
   result['after_compile'] = _peaks()
   result['rss_before_evaluation_kib'] = _proc_status_kib('VmRSS')
   try:  # Linux >= 4.0: reset VmHWM to the current RSS.
@@ -576,10 +587,29 @@ def memory_only(size):
   return result
 
 
-def bench_memory(size, baseline):
+def bench_memory_sizes(sizes, row_shards=4):
+  """Peak memory of one evaluation at each size, with and without remat,
+  and XLA's bytes per device with the rows split over `row_shards`
+  simulated devices; each in a fresh process."""
+  baseline = jax_only_baseline()
+  rows = []
+  for size in sizes:
+    for remat, shards in ((False, 1), (True, 1), (False, row_shards)):
+      print(f'memory {size} px remat={remat} shards={shards} ...',
+            file=sys.stderr, flush=True)
+      extra = ['--remat'] if remat else []
+      if shards > 1:
+        extra.append(f'--row-shards={shards}')
+      row = bench_memory(size, baseline, extra)
+      row.update(size=size, remat=remat, row_shards=shards)
+      rows.append(row)
+  return {'baseline': baseline, 'rows': rows}
+
+
+def bench_memory(size, baseline, extra=()):
   """Peak RSS of a fresh process doing one evaluation at `size`, minus the
   jax-only `baseline` (MiB)."""
-  child = run_child(['--memory-only', f'--sizes={size}'])
+  child = run_child(['--memory-only', f'--sizes={size}', *extra])
   if 'error' in child:
     return child
   mib = lambda kib: None if kib is None else kib / 1024
@@ -860,7 +890,39 @@ def _fmt_load(cores):
   return '-' if cores is None else f'{cores:.2f}'
 
 
+def print_memory_table(memory):
+  """The --memory-sizes table."""
+  mib = lambda b: '-' if b is None else f'{b / 2**20:.0f}'
+  print()
+  print('Peak memory of one evaluation (fresh process per row; peak RSS = '
+        'VmHWM minus a process that only imported jax, so it includes '
+        'compiling and the 160 MB of weights; RSS rise = VmHWM during the '
+        'evaluation alone minus RSS before it; XLA = `memory_analysis()`, '
+        'per device; rows split over simulated CPU devices are measured by '
+        'XLA only):')
+  print()
+  print('| size | remat | devices (rows split) | peak RSS − baseline MiB | '
+        'RSS rise during the evaluation MiB | XLA temp MiB per device | '
+        'XLA temp+args MiB per device |')
+  print('|---|---|---|---|---|---|---|')
+  for row in memory['rows']:
+    child = row.get('child') or {}
+    xla = child.get('xla') or {}
+    peak = row.get('peak_rss_minus_baseline_mib')
+    rise = row.get('evaluation_peak_over_rss_before_mib')
+    print(f'| {row["size"]} | {"yes" if row["remat"] else "no"} | '
+          f'{row["row_shards"]} | '
+          f'{"-" if peak is None or row["row_shards"] > 1 else f"{peak:.0f}"}'
+          f' | {"-" if rise is None or row["row_shards"] > 1 else f"{rise:.0f}"}'
+          f' | {mib(xla.get("temp_size_in_bytes"))} | '
+          f'{mib(xla.get("temp_plus_argument_plus_output_bytes"))} |')
+
+
 def print_table(report):
+  if report.get('memory_by_size'):
+    print_memory_table(report['memory_by_size'])
+  if not report.get('sizes'):
+    return
   m = report['machine']
   print(f'Machine: {m["cpu"]}, {m["cores"]} cores, {m.get("memory_gib", 0):.0f}'
         f' GiB; jax {m["jax"]}' + (f', torch {m["torch"]}' if 'torch' in m
@@ -1059,6 +1121,11 @@ def parse_args(argv=None):
   parser.add_argument('--ttq-chunk', type=int, default=10)
   parser.add_argument('--sweep', action='store_true',
                       help='4 members at 64 px vs 4 single runs')
+  parser.add_argument('--memory-sizes', default='',
+                      help='e.g. 512,1024,2048: peak memory of one '
+                           'evaluation with and without remat, and XLA '
+                           'bytes per device with rows split over 4 '
+                           'simulated devices (fresh processes)')
   parser.add_argument('--out', default=os.path.join('out', 'benchmark.json'))
   parser.add_argument('--table-from', default='',
                       help='only print the tables of an existing JSON file')
@@ -1066,6 +1133,8 @@ def parse_args(argv=None):
   hidden = argparse.SUPPRESS
   parser.add_argument('--compile-only', action='store_true', help=hidden)
   parser.add_argument('--memory-only', action='store_true', help=hidden)
+  parser.add_argument('--remat', action='store_true', help=hidden)
+  parser.add_argument('--row-shards', type=int, default=1, help=hidden)
   parser.add_argument('--memory-baseline', action='store_true', help=hidden)
   parser.add_argument('--torch-evaluation', action='store_true', help=hidden)
   parser.add_argument('--ttq-torch', action='store_true', help=hidden)
@@ -1078,7 +1147,7 @@ def parse_args(argv=None):
 
 def child_main(args):
   """The internal modes; prints one JSON line. Returns False if none."""
-  size = int(args.sizes.split(',')[0])
+  size = int(args.sizes.split(',')[0] or 0)
   optimizers = args.optimizers.split(',')
   if args.compile_only:
     configure_cache(args.cache_dir)
@@ -1087,7 +1156,7 @@ def child_main(args):
     result = memory_baseline()
   elif args.memory_only:
     configure_cache('')
-    result = memory_only(size)
+    result = memory_only(size, args.remat, args.row_shards)
   elif args.torch_evaluation:
     result = torch_evaluation_child(size, args.repeats, args.torch_threads)
   elif args.ttq_torch:
@@ -1154,6 +1223,9 @@ def finish(args, report, have_torch, started):
   """The optional extras, then the JSON file and the tables."""
   if args.sweep:
     report['sweep_64px_4_members'] = bench_sweep(64, 4, 10)
+  if args.memory_sizes:
+    report['memory_by_size'] = bench_memory_sizes(
+        [int(x) for x in args.memory_sizes.split(',') if x.strip()])
   if args.time_to_quality and have_torch:
     report['time_to_quality'] = time_to_quality(
         args.ttq_size, args.ttq_evaluations, args.torch_threads,
