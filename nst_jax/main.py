@@ -23,6 +23,8 @@ _DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  # Imported here so that --help and flag errors don't start JAX.
+  import jax  # pylint: disable=g-import-not-at-top
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   config = _CONFIG.value
@@ -53,6 +55,9 @@ def main(argv):
           f'{run["output"]}', file=sys.stderr)
   if failed:
     return 1
+  if jax.process_index() != 0:  # Several hosts: process 0 writes.
+    print(f'process {jax.process_index()} done; process 0 wrote the outputs')
+    return 0
   for run in runs:
     final = run['final']['total']
     print(f'wrote {run["output"]} (final loss '

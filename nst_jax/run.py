@@ -312,7 +312,10 @@ def member_devices(count: int, shard_rows: bool = False) -> list:
   of them; with `shard_rows` every device takes a share of each image.
   """
   devices = jax.devices()
-  if shard_rows:
+  if shard_rows or jax.process_count() > 1:
+    # Every process must take part in each program: across hosts all
+    # devices are used (extra member slots repeat the last member and are
+    # dropped).
     return devices
   return devices[:max(1, min(count, len(devices)))]
 

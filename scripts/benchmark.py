@@ -587,6 +587,42 @@ def memory_only(size, remat=False, row_shards=1):
   return result
 
 
+def bench_startup(runs=3, iterations=10):
+  """Seconds from launching `python -m nst_jax.main --config=configs/
+  demo.py` (128 px) to its first optimisation step, in fresh processes
+  sharing a new cache folder: the first fills it (traces and compiles), the
+  others load the traced programs and the compiled code from it."""
+  cache = tempfile.mkdtemp(prefix='nst_jax_startup_cache_')
+  out = tempfile.mkdtemp(prefix='nst_jax_startup_out_')
+  rows = []
+  try:
+    for index in range(runs):
+      output = os.path.join(out, f'run{index}.png')
+      launched = time.time()
+      proc = subprocess.run(
+          [sys.executable, '-m', 'nst_jax.main', '--config=configs/demo.py',
+           f'--config.iterations={iterations}',
+           f'--config.compilation_cache={cache}',
+           f'--config.output={output}'],
+          cwd=REPO, capture_output=True, text=True, check=False,
+          env=dict(os.environ, NST_JAX_OFFLINE='1'))
+      if proc.returncode != 0:
+        rows.append({'error': proc.stderr.strip()[-1500:]})
+        continue
+      with open(os.path.splitext(output)[0] + '.json') as f:
+        manifest = json.load(f)
+      timing = manifest['timing']
+      rows.append({
+          'launch_to_loop_s': timing['loop_start_unix'] - launched,
+          'run_to_loop_s': timing['start_to_loop_s'],
+          'compile_s': timing['compile_s'],
+          'programs': manifest['programs']})
+  finally:
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+  return rows
+
+
 def bench_memory_sizes(sizes, row_shards=4):
   """Peak memory of one evaluation at each size, with and without remat,
   and XLA's bytes per device with the rows split over `row_shards`
@@ -918,7 +954,28 @@ def print_memory_table(memory):
           f'{mib(xla.get("temp_plus_argument_plus_output_bytes"))} |')
 
 
+def print_startup_table(rows):
+  print()
+  print('Start-up: `python -m nst_jax.main --config=configs/demo.py` (128 px, '
+        'built-in images, random weights) in a fresh process, from launch to '
+        'its first optimisation step; run 1 fills a new cache folder, the '
+        'others read it:')
+  print()
+  print('| run | launch → first step | of which in run() | compile | '
+        'programs loaded / traced |')
+  print('|---|---|---|---|---|')
+  for index, row in enumerate(rows):
+    if 'error' in row:
+      print(f'| {index + 1} | error: {row["error"][:100]} | | | |')
+      continue
+    print(f'| {index + 1} | {row["launch_to_loop_s"]:.2f} s | '
+          f'{row["run_to_loop_s"]:.2f} s | {row["compile_s"]:.2f} s | '
+          f'{row["programs"]["loaded"]} / {row["programs"]["traced"]} |')
+
+
 def print_table(report):
+  if report.get('startup'):
+    print_startup_table(report['startup'])
   if report.get('memory_by_size'):
     print_memory_table(report['memory_by_size'])
   if not report.get('sizes'):
@@ -1121,6 +1178,9 @@ def parse_args(argv=None):
   parser.add_argument('--ttq-chunk', type=int, default=10)
   parser.add_argument('--sweep', action='store_true',
                       help='4 members at 64 px vs 4 single runs')
+  parser.add_argument('--startup', action='store_true',
+                      help='launch-to-first-step of the demo config in '
+                           'fresh processes: cold, then from the caches')
   parser.add_argument('--memory-sizes', default='',
                       help='e.g. 512,1024,2048: peak memory of one '
                            'evaluation with and without remat, and XLA '
@@ -1223,6 +1283,8 @@ def finish(args, report, have_torch, started):
   """The optional extras, then the JSON file and the tables."""
   if args.sweep:
     report['sweep_64px_4_members'] = bench_sweep(64, 4, 10)
+  if args.startup:
+    report['startup'] = bench_startup()
   if args.memory_sizes:
     report['memory_by_size'] = bench_memory_sizes(
         [int(x) for x in args.memory_sizes.split(',') if x.strip()])
