@@ -42,6 +42,8 @@ def get_config():
   # Optimisation.
   config.optimizer = 'lbfgs'     # 'lbfgs' | 'lbfgs_nols' | 'adam' | 'sgd'
   config.learning_rate = 1.0     # step size for lbfgs_nols, adam, sgd
+  config.lbfgs_memory = 100      # curvature pairs L-BFGS keeps (torch's
+                                 # history_size; each costs 2 image copies)
   config.iterations = 500
   config.stop_loss = float('-inf')  # stop once the total loss <= this
   config.tolerance = 0.0         # stop when the loss improves < this

@@ -84,7 +84,8 @@ def initial_pixels(settings, seed, content, styles):
 # Memory.
 
 def estimate_memory_bytes(height, width, spec: losses.LossSpec,
-                          optimizer: str, shards: int = 1) -> int:
+                          optimizer: str, shards: int = 1,
+                          lbfgs_memory: int = optim.LBFGS_MEMORY) -> int:
   """Rough peak bytes per device of one evaluation plus optimiser state.
 
   Counts (float32) each layer's activation up to the deepest layer three
@@ -103,8 +104,8 @@ def estimate_memory_bytes(height, width, spec: losses.LossSpec,
       h, w = h // 2, w // 2
     activations += h * w * channels
   weights = sum(9 * cin * cout + cout for cin, cout in vgg.CONV_SHAPES.values())
-  pixel_copies = {'lbfgs': 2 * optim.LBFGS_MEMORY + 6,
-                  'lbfgs_nols': 2 * optim.LBFGS_MEMORY + 4}.get(optimizer, 6)
+  pixel_copies = {'lbfgs': 2 * lbfgs_memory + 6,
+                  'lbfgs_nols': 2 * lbfgs_memory + 4}.get(optimizer, 6)
   per_image = 3 * activations + pixel_copies * height * width * 3
   return 4 * (-(-per_image // shards) + 2 * weights)
 
@@ -123,7 +124,8 @@ def available_memory_bytes() -> int:
 
 def check_memory(settings, height, width, shards=1):
   needed = estimate_memory_bytes(height, width, settings.spec,
-                                 settings.optimizer, shards)
+                                 settings.optimizer, shards,
+                                 settings.lbfgs_memory)
   limit = (settings.max_memory_gb * 2**30 if settings.max_memory_gb
            else available_memory_bytes())
   if needed > limit:
@@ -571,7 +573,8 @@ def _optimize(settings, spec, variables, members, content, style_images,
   chunk_size = (math.gcd(settings.log_every, settings.save_every)
                 if settings.save_every else settings.log_every)
   chunk_size = min(chunk_size, max(iterations, 1))
-  programs = member_programs(spec, settings.optimizer, chunk_size, mode,
+  optimizer = optim.Optimizer(settings.optimizer, settings.lbfgs_memory)
+  programs = member_programs(spec, optimizer, chunk_size, mode,
                              tuple(devices), settings.shard_rows,
                              program_cache)
   slots = programs.member_slots

@@ -54,6 +54,7 @@ class Settings:
   coarse_to_fine: int
   coarse_iterations: int
   shard_rows: bool
+  lbfgs_memory: int
   distributed: bool
 
 
@@ -238,6 +239,8 @@ def check(config) -> Settings:
       coarse_iterations=_number(config, 'coarse_iterations', integer=True,
                                 minimum=0, default=100),
       shard_rows=_flag(config, 'shard_rows'),
+      lbfgs_memory=_number(config, 'lbfgs_memory', integer=True,
+                           positive=True, default=optim.LBFGS_MEMORY),
       distributed=_flag(config, 'distributed'))
 
 

@@ -105,3 +105,83 @@ def test_changing_numbers_does_not_recompile(problem_spec, small_images):
   optim.run_chunk(state, other, spec, 'lbfgs_nols', jnp.asarray(0.5),
                   optim.stop_criteria(2, 1.0, 1e-3), 3)
   assert optim.run_chunk._cache_size() == compiled
+
+
+def _torch_lbfgs_reference(fun_grad, x, lr, history, steps):
+  """torch.optim.LBFGS's step loop without line search, in NumPy (a
+  transcription of torch/optim/lbfgs.py), for comparison."""
+  x = x.copy()
+  old_dirs, old_stps, ro = [], [], []
+  h_diag = 1.0
+  value, g = fun_grad(x)
+  d = t = prev_g = None
+  path, skipped = [], 0
+  for n_iter in range(1, steps + 1):
+    if n_iter == 1:
+      d = -g
+    else:
+      y = g - prev_g
+      s = d * t
+      ys = float(np.dot(y.ravel(), s.ravel()))
+      if ys > 1e-10:
+        if len(old_dirs) == history:
+          old_dirs.pop(0), old_stps.pop(0), ro.pop(0)
+        old_dirs.append(y), old_stps.append(s), ro.append(1.0 / ys)
+        h_diag = ys / float(np.dot(y.ravel(), y.ravel()))
+      else:
+        skipped += 1
+      q = -g
+      al = [0.0] * len(old_dirs)
+      for i in range(len(old_dirs) - 1, -1, -1):
+        al[i] = float(np.dot(old_stps[i].ravel(), q.ravel())) * ro[i]
+        q = q - al[i] * old_dirs[i]
+      r = q * h_diag
+      for i in range(len(old_dirs)):
+        be_i = float(np.dot(old_dirs[i].ravel(), r.ravel())) * ro[i]
+        r = r + (al[i] - be_i) * old_stps[i]
+      d = r
+    prev_g = g.copy()
+    t = min(1.0, 1.0 / np.abs(g).sum()) * lr if n_iter == 1 else lr
+    x = x + t * d
+    value, g = fun_grad(x)
+    path.append(x.copy())
+  return np.stack(path), skipped
+
+
+@pytest.mark.parametrize('curvature', ['positive', 'mixed'])
+def test_lbfgs_nols_is_torchs_algorithm(curvature):
+  """Same iterates as torch.optim.LBFGS (no line search) on non-quadratic
+  functions, with a memory small enough that the history wraps around;
+  'mixed' starts where the curvature is negative, so pairs are skipped."""
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(6, 6))
+  a = a @ a.T / 6 + 0.1 * np.eye(6)
+  b = rng.normal(size=6)
+
+  def f(x):
+    flat = x.ravel()
+    if curvature == 'mixed':  # concave near 0, convex far out
+      return jnp.sum(jnp.cos(flat)) + 0.01 * jnp.sum(flat ** 4) - b @ flat
+    return (0.5 * flat @ a @ flat - b @ flat + 0.05 * jnp.sum(flat ** 4)
+            - 0.3 * jnp.sum(jnp.cos(2.0 * flat)))
+
+  value_and_grad = jax.jit(jax.value_and_grad(f))
+  numpy_fun_grad = lambda x: tuple(np.asarray(v, np.float64)
+                                   for v in value_and_grad(jnp.asarray(x)))
+  x0 = rng.normal(size=(2, 3)) * (0.1 if curvature == 'mixed' else 1.0)
+  expected, skipped = _torch_lbfgs_reference(numpy_fun_grad, x0, lr=0.5,
+                                             history=3, steps=12)
+  assert (skipped > 0) == (curvature == 'mixed')
+
+  opt = optim.scale_by_lbfgs_fixed_step(0.5, memory_size=3)
+  x = jnp.asarray(x0, jnp.float32)
+  state = opt.init(x)
+  _, g = value_and_grad(x)
+  got = []
+  for _ in range(12):
+    updates, state = opt.update(g, state, x)
+    x = x + updates
+    _, g = value_and_grad(x)
+    got.append(np.asarray(x))
+  np.testing.assert_allclose(np.stack(got), expected, rtol=2e-3, atol=2e-4)
+  assert int(state.stored) == 3  # the history filled and wrapped
