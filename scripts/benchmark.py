@@ -979,6 +979,7 @@ def print_table(report):
   if report.get('memory_by_size'):
     print_memory_table(report['memory_by_size'])
   if not report.get('sizes'):
+    print_extras(report)
     return
   m = report['machine']
   print(f'Machine: {m["cpu"]}, {m["cores"]} cores, {m.get("memory_gib", 0):.0f}'
@@ -1086,6 +1087,11 @@ def print_table(report):
     print()
     print('Compile of the evaluation alone, cold / cached: ' + '; '.join(lines)
           + '.')
+  print_extras(report)
+
+
+def print_extras(report):
+  """The sweep and time-to-quality tables (also without per-size rows)."""
   if report.get('sweep_64px_4_members'):
     print()
     print('| optimiser | 4-member sweep / 4 runs (map) | (vmap) |')
