@@ -235,7 +235,10 @@ def stop_criteria(iterations, stop_loss=None, tolerance=0.0) -> StopCriteria:
 class LoopState:
   """The optimisation state of one run (a leading axis in sweeps).
 
-  `value` and `grad` are the loss and gradient at `pixels`.
+  `value` and `grad` are the loss and gradient at `pixels`, `terms` its
+  `losses.loss_terms` (the evaluation returns them alongside, so logging
+  needs no extra forward pass; `lbfgs`, whose line search evaluates only the
+  total, refreshes them at the end of each chunk).
   """
   pixels: jax.Array
   opt_state: Any
@@ -245,6 +248,7 @@ class LoopState:
   evaluations: jax.Array
   stop_reason: jax.Array
   recent_values: jax.Array  # ring buffer of the last TOLERANCE_WINDOW values
+  terms: Any
 
 
 def _objective(problem: Problem, spec: losses.LossSpec):
@@ -252,16 +256,26 @@ def _objective(problem: Problem, spec: losses.LossSpec):
       pixels, problem.variables, problem.targets, problem.weights, spec)
 
 
+def _value_terms_and_grad(pixels, problem: Problem, spec: losses.LossSpec):
+  """((total loss, loss terms), gradient) at `pixels`: one evaluation."""
+  def objective(p):
+    terms = losses.loss_terms(p, problem.variables, problem.targets,
+                              problem.weights, spec)
+    return terms['total'], terms
+  return jax.value_and_grad(objective, has_aux=True)(pixels)
+
+
 def init_state(pixels, problem: Problem, spec: losses.LossSpec,
                optimizer: str, learning_rate) -> LoopState:
   """Optimiser state plus the loss and gradient at the initial pixels."""
-  value, grad = jax.value_and_grad(_objective(problem, spec))(pixels)
+  (value, terms), grad = _value_terms_and_grad(pixels, problem, spec)
   opt_state = make_optimizer(optimizer, learning_rate).init(pixels)
   return LoopState(
       pixels=pixels, opt_state=opt_state, value=value, grad=grad,
       step=jnp.zeros((), jnp.int32), evaluations=jnp.ones((), jnp.int32),
       stop_reason=jnp.asarray(RUNNING, jnp.int32),
-      recent_values=jnp.full((TOLERANCE_WINDOW,), jnp.inf, jnp.float32))
+      recent_values=jnp.full((TOLERANCE_WINDOW,), jnp.inf, jnp.float32),
+      terms=terms)
 
 
 def _step(state: LoopState, problem, spec, optimizer, learning_rate,
@@ -278,10 +292,11 @@ def _step(state: LoopState, problem, spec, optimizer, learning_rate,
     value = optax.tree.get(opt_state, 'value')
     grad = optax.tree.get(opt_state, 'grad')
     spent = optax.tree.get(opt_state, 'num_linesearch_steps')
+    terms = state.terms  # refreshed at the end of the chunk
   else:
     updates, opt_state = opt.update(state.grad, state.opt_state, state.pixels)
     pixels = optax.apply_updates(state.pixels, updates)
-    value, grad = jax.value_and_grad(objective)(pixels)
+    (value, terms), grad = _value_terms_and_grad(pixels, problem, spec)
     spent = 1
 
   step = state.step + 1
@@ -296,7 +311,8 @@ def _step(state: LoopState, problem, spec, optimizer, learning_rate,
   advanced = LoopState(
       pixels=pixels, opt_state=opt_state, value=value, grad=grad, step=step,
       evaluations=state.evaluations + spent, stop_reason=reason,
-      recent_values=state.recent_values.at[step % TOLERANCE_WINDOW].set(value))
+      recent_values=state.recent_values.at[step % TOLERANCE_WINDOW].set(value),
+      terms=terms)
   # A non-finite step is not taken: the last finite image is kept.
   kept = state.replace(step=step, evaluations=advanced.evaluations,
                        stop_reason=reason)
@@ -327,9 +343,12 @@ def run_chunk_unjitted(state: LoopState, problem: Problem,
     return state, state.value
 
   state, values = lax.scan(body, state, None, length=chunk_size)
-  terms = losses.loss_terms(state.pixels, problem.variables, problem.targets,
-                            problem.weights, spec)
-  return state, values, terms
+  if as_optimizer(optimizer).name == 'lbfgs':
+    # One forward pass: the line search kept only the total.
+    state = state.replace(terms=losses.loss_terms(
+        state.pixels, problem.variables, problem.targets, problem.weights,
+        spec))
+  return state, values, state.terms
 
 
 _STATIC = ('spec', 'optimizer', 'chunk_size')
@@ -351,7 +370,8 @@ def run_chunk(state, problem, spec, optimizer, learning_rate, criteria,
   Returns:
     (state, values, terms): the new state, the loss after each of the
     chunk's steps (repeating once stopped), and `losses.loss_terms` at the
-    final pixels (a forward pass only, for logging).
+    final pixels (`state.terms`: free for one-evaluation steps, one forward
+    pass for `lbfgs`).
   """
   return run_chunk_unjitted(state, problem, spec, optimizer, learning_rate,
                             criteria, chunk_size)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -392,11 +391,6 @@ class MemberPrograms:
           lr, criteria, chunk_size, mode)
       return constrained(state), values, terms
 
-    def terms_fn(variables, pixels, targets, weights):
-      return jax.vmap(functools.partial(losses.loss_terms, spec=spec),
-                      in_axes=(0, None, 0, 0))(pixels, variables, targets,
-                                               weights)
-
     def sharded(fn, num_batched, donate=()):
       if shard_rows:  # The inputs' shardings drive XLA's partitioner.
         return jax.jit(fn, donate_argnums=donate)
@@ -408,8 +402,7 @@ class MemberPrograms:
     # memory does not grow with iterations (the CPU backend ignores this).
     donate_state = () if devices[0].platform == 'cpu' else (1,)
     self._jitted = {'init': sharded(init_fn, 4),
-                    'chunk': sharded(chunk_fn, 5, donate_state),
-                    'terms': sharded(terms_fn, 3)}
+                    'chunk': sharded(chunk_fn, 5, donate_state)}
     self._donate = {'chunk': donate_state}
     self._compiled = {}
     self.compilations = 0
@@ -609,10 +602,9 @@ def _optimize(settings, spec, variables, members, content, style_images,
     compile_start = time.perf_counter()
     init_fn = programs.compiled('init', variables, pixels, targets, weights,
                                 learning_rate)
-    terms_fn = programs.compiled('terms', variables, pixels, targets, weights)
     compile_s = time.perf_counter() - compile_start
     state = init_fn(variables, pixels, targets, weights, learning_rate)
-    initial_terms = terms_fn(variables, pixels, targets, weights)
+    initial_terms = state.terms
     compile_start = time.perf_counter()
     chunk_fn = programs.compiled('chunk', variables, state, targets, weights,
                                  learning_rate, criteria)
