@@ -45,6 +45,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 from nst_jax import vgg
 from nst_jax.errors import UserError
@@ -110,11 +111,12 @@ def loss_weights(spec: LossSpec, content_weight=1.0, style_weight=1e3,
                  tv_weight=0.0, content_layer_weights=None,
                  style_layer_weights=None) -> LossWeights:
   """Builds `LossWeights`; layer weights default to 1/|L| (the paper's w_l)."""
+  # NumPy: these are inputs, placed on devices with the other arguments.
   def layer_weights(given, layers):
     if given is None:
-      return jnp.full((len(layers),), 1.0 / max(len(layers), 1), jnp.float32)
-    return jnp.asarray(given, jnp.float32)
-  f32 = lambda v: jnp.asarray(v, jnp.float32)
+      return np.full((len(layers),), 1.0 / max(len(layers), 1), np.float32)
+    return np.asarray(given, np.float32)
+  f32 = lambda v: np.asarray(v, np.float32)
   return LossWeights(
       content_weight=f32(content_weight), style_weight=f32(style_weight),
       tv_weight=f32(tv_weight),

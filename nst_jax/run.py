@@ -302,7 +302,10 @@ class _Progress:
 # Several members on several devices.
 
 def _stack(trees):
-  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+  """Members' pytrees -> one pytree with a leading member axis, on the host
+  (NumPy: no small XLA programs to compile before the real ones)."""
+  return jax.tree_util.tree_map(
+      lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
 def member_devices(count: int, shard_rows: bool = False) -> list:
@@ -587,8 +590,8 @@ def _optimize(settings, spec, variables, members, content, style_images,
                                padded))
   targets = _stack(pad_members(
       [targets_by_styles[m['styles']] for m in members], padded))
-  pixels = jnp.asarray(np.stack(pad_members(starts, padded)), jnp.float32)
-  learning_rate = jnp.full((padded,), settings.learning_rate, jnp.float32)
+  pixels = np.stack(pad_members(starts, padded)).astype(np.float32)
+  learning_rate = np.full((padded,), settings.learning_rate, np.float32)
   criteria = _stack([optim.stop_criteria(
       iterations, settings.stop_loss, settings.tolerance)] * padded)
   step_offset, evaluation_offset = offsets
@@ -699,7 +702,8 @@ def _run(config, overrides, catcher) -> dict:
   spec = dataclasses.replace(settings.spec,
                              preprocessing=meta['preprocessing'])
   variables = vgg.prepare_variables(
-      jax.tree_util.tree_map(jnp.asarray, params))
+      # device_put, not jnp.asarray: that compiles a tiny program per shape.
+      jax.device_put(params))
   mode = settings.sweep_mode
   if mode == 'auto':
     mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
@@ -832,8 +836,9 @@ _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 def _targets(variables, content, style_list, blend_weights, spec,
              program_cache):
   """`losses.make_targets`, compiled (and traced once per machine)."""
-  args = (variables, jnp.asarray(content), [jnp.asarray(s) for s in style_list],
-          jnp.asarray(blend_weights, jnp.float32))
+  args = jax.device_put((variables, np.asarray(content, np.float32),
+                         [np.asarray(s, np.float32) for s in style_list],
+                         np.asarray(blend_weights, np.float32)))
   if program_cache is None or jax.process_count() > 1:
     variables, content, style_list, blend_weights = args
     return _make_targets(variables, content, style_list, spec=spec,

@@ -588,19 +588,32 @@ def memory_only(size, remat=False, row_shards=1):
 
 
 def bench_startup(runs=3, iterations=10):
-  """Seconds from launching `python -m nst_jax.main --config=configs/
-  demo.py` (128 px) to its first optimisation step, in fresh processes
-  sharing a new cache folder: the first fills it (traces and compiles), the
-  others load the traced programs and the compiled code from it."""
+  """Seconds from launching `python -m nst_jax.main` to its first
+  optimisation step, at 128 px from PNG files and a weights file (as a user
+  runs it), in fresh processes sharing a new cache folder: the first fills
+  it (traces and compiles), the others load the traced programs and the
+  compiled code from it."""
   cache = tempfile.mkdtemp(prefix='nst_jax_startup_cache_')
   out = tempfile.mkdtemp(prefix='nst_jax_startup_out_')
   rows = []
   try:
+    content, style, _ = content_and_style(128)
+    paths = {}
+    for name, pixels in (('content', content), ('style', style)):
+      paths[name] = os.path.join(out, f'{name}.png')
+      nst_images.save_image(paths[name], pixels)
+    weights = os.path.join(out, 'weights.npz')
+    subprocess.run([sys.executable, '-m', 'nst_jax.weights', 'random',
+                    f'--seed={WEIGHTS_SEED}', weights], cwd=REPO, check=True,
+                   capture_output=True)
     for index in range(runs):
       output = os.path.join(out, f'run{index}.png')
       launched = time.time()
       proc = subprocess.run(
-          [sys.executable, '-m', 'nst_jax.main', '--config=configs/demo.py',
+          [sys.executable, '-m', 'nst_jax.main',
+           '--config=configs/default.py', f'--config.content={paths["content"]}',
+           f'--config.style={paths["style"]}', f'--config.weights={weights}',
+           '--config.image_size=128', '--config.init=content',
            f'--config.iterations={iterations}',
            f'--config.compilation_cache={cache}',
            f'--config.output={output}'],
@@ -956,10 +969,10 @@ def print_memory_table(memory):
 
 def print_startup_table(rows):
   print()
-  print('Start-up: `python -m nst_jax.main --config=configs/demo.py` (128 px, '
-        'built-in images, random weights) in a fresh process, from launch to '
-        'its first optimisation step; run 1 fills a new cache folder, the '
-        'others read it:')
+  print('Start-up: `python -m nst_jax.main` at 128 px (PNG content and '
+        'style, a converted weights file, init=content) in a fresh process, '
+        'from launch to its first optimisation step; run 1 fills a new cache '
+        'folder, the others read it:')
   print()
   print('| run | launch → first step | of which in run() | compile | '
         'programs loaded / traced |')
