@@ -4,6 +4,10 @@ sums and losses stay float32), long compiled chunks.
 Run:
   python -m nst_jax.main --config=configs/tpu.py \
       --config.content=photo.jpg --config.style=painting.jpg
+
+On a pod slice, run the same command on every host with
+--config.distributed=True; to split one large image over the chips add
+--config.shard_rows=True (the image height should divide by the chip count).
 """
 
 from configs import default
