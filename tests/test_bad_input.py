@@ -174,6 +174,17 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
   assert len(stderr.strip().splitlines()) == 1
 
 
+def test_cli_distributed_without_cluster_is_one_line_exit_2(tmp_path,
+                                                            monkeypatch):
+  monkeypatch.delenv('JAX_COORDINATOR_ADDRESS', raising=False)
+  code, _, stderr = _cli(tmp_path, '--config.distributed=True')
+  assert code == 2
+  (line,) = stderr.strip().splitlines()
+  assert line.startswith('error: config.distributed: '
+                         'jax.distributed.initialize() failed: ')
+  assert not (tmp_path / 'out' / 'r.png').exists()
+
+
 def test_cli_non_finite_exit_1(tmp_path):
   code, _, stderr = _cli(tmp_path, '--config.optimizer=adam',
                          '--config.learning_rate=1e30',
