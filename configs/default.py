@@ -63,9 +63,14 @@ def get_config():
 
   # Compute.
   config.dtype = 'float32'       # convolution dtype: 'float32' | 'bfloat16'
-  config.remat = False           # recompute inside VGG blocks in the
-                                 # backward pass (less memory, more compute)
-  config.compilation_cache = 'auto'  # folder, 'auto' (~/.cache/nst_jax) or ''
+  config.remat = False           # jax.checkpoint per VGG block: recompute
+                                 # inner layers in the backward pass (more
+                                 # compute; measured no lower peak for the
+                                 # paper's layers, see README: shard_rows
+                                 # is what fits larger images)
+  # Compilation cache folder, 'auto' (~/.cache/nst_jax/jax) or '' (off);
+  # traced programs are kept beside it in programs/.
+  config.compilation_cache = 'auto'
   config.max_memory_gb = 0.0     # refuse sizes estimated to need more (0: the
                                  # device's memory)
   # Devices. A sweep's members are split over the devices; shard_rows=True
