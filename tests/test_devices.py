@@ -1,4 +1,10 @@
-"""A sweep sharded over 4 simulated CPU devices equals the 1-device sweep."""
+"""Several devices and hosts, simulated on the CPU, give the 1-device results.
+
+Each case runs `RUN_SCRIPT` in fresh processes (the device count is fixed
+when JAX starts): members of a sweep split over devices, one image's rows
+split over devices, and both across two processes joined by
+`jax.distributed` (gloo collectives on 127.0.0.1).
+"""
 
 import json
 import os
@@ -14,7 +20,9 @@ from nst_jax import run as run_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SWEEP_SCRIPT = '''
+# argv: output, devices per process, 'hosts' | 'local', 'members' | 'rows',
+# optimizer.
+RUN_SCRIPT = '''
 import json, sys
 import jax
 jax.config.update('jax_num_cpu_devices', int(sys.argv[2]))
@@ -24,30 +32,49 @@ from nst_jax import run
 config = default.get_config()
 config.update(dict(content='builtin:scene', style='builtin:painting',
                    weights='random', image_size=32, iterations=4, log_every=2,
-                   optimizer='lbfgs_nols', init='content',
+                   optimizer=sys.argv[5], init='content',
                    content_layers='conv2_1', style_layers='conv1_1,conv2_1',
-                   compilation_cache='', output=sys.argv[1]))
-config.sweep.style_weight = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+                   compilation_cache='', output=sys.argv[1],
+                   distributed=sys.argv[3] == 'hosts',
+                   shard_rows=sys.argv[4] == 'rows'))
+if sys.argv[4] == 'members':
+  config.sweep.style_weight = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 manifest = run.run(config)
-print(json.dumps({'used': manifest['device']['used'],
-                  'finals': [r['final']['total'] for r in manifest['runs']],
-                  'evaluations': [r['evaluations'] for r in manifest['runs']]}))
+runs = manifest.get('runs', [manifest])
+(programs,) = run._PROGRAMS.values()
+temp = {name: compiled.memory_analysis().temp_size_in_bytes
+        for (name, *_), compiled in programs._compiled.items()}
+print(json.dumps({'process': jax.process_index(),
+                  'processes': jax.process_count(),
+                  'used': manifest['device']['used'],
+                  'finals': [r['final']['total'] for r in runs],
+                  'evaluations': [r['evaluations'] for r in runs],
+                  'chunk_temp_bytes': temp['chunk'],
+                  'warnings': manifest['warnings']}))
 '''
 
 
-def _sweep(tmp_path, devices):
-  env = dict(os.environ, NST_JAX_OFFLINE='1')
-  result = subprocess.run(
-      [sys.executable, '-c', SWEEP_SCRIPT,
-       str(tmp_path / f'd{devices}' / 'r.png'), str(devices)],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+def _start(folder, devices, where, split, optimizer='lbfgs_nols', env=None):
+  return subprocess.Popen(
+      [sys.executable, '-c', RUN_SCRIPT, str(folder / 'r.png'), str(devices),
+       where, split, optimizer], cwd=REPO,
+      env=dict(os.environ, NST_JAX_OFFLINE='1', **(env or {})),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(process):
+  out, err = process.communicate(timeout=300)
+  assert process.returncode == 0, err[-3000:]
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def _run(folder, devices, split, optimizer='lbfgs_nols'):
+  return _result(_start(folder, devices, 'local', split, optimizer))
 
 
 def test_sweep_sharded_over_four_devices_matches_one(tmp_path):
-  one = _sweep(tmp_path, 1)
-  four = _sweep(tmp_path, 4)
+  one = _run(tmp_path / 'd1', 1, 'members')
+  four = _run(tmp_path / 'd4', 4, 'members')
   assert one['used'] == 1 and four['used'] == 4  # 5 members: 2 rounds
   assert four['evaluations'] == one['evaluations']
   np.testing.assert_allclose(four['finals'], one['finals'], rtol=1e-5)
@@ -71,78 +98,16 @@ def test_member_devices_and_padding():
   assert padded == [1, 2, 3, 3]
 
 
-ROWS_SCRIPT = '''
-import json, sys
-import jax
-jax.config.update('jax_num_cpu_devices', int(sys.argv[2]))
-jax.config.update('jax_disable_most_optimizations', True)
-from configs import default
-from nst_jax import run
-config = default.get_config()
-config.update(dict(content='builtin:scene', style='builtin:painting',
-                   weights='random', image_size=32, iterations=3, log_every=3,
-                   optimizer=sys.argv[3], init='content', shard_rows=True,
-                   content_layers='conv2_1', style_layers='conv1_1,conv2_1',
-                   compilation_cache='', output=sys.argv[1]))
-manifest = run.run(config)
-(programs,) = run._PROGRAMS.values()
-temp = {name: compiled.memory_analysis().temp_size_in_bytes
-        for (name, *_), compiled in programs._compiled.items()}
-print(json.dumps({'used': manifest['device']['used'],
-                  'final': manifest['final']['total'],
-                  'evaluations': manifest['evaluations'],
-                  'chunk_temp_bytes': temp['chunk'],
-                  'warnings': manifest['warnings']}))
-'''
-
-
-def _rows(tmp_path, devices, optimizer):
-  env = dict(os.environ, NST_JAX_OFFLINE='1')
-  result = subprocess.run(
-      [sys.executable, '-c', ROWS_SCRIPT,
-       str(tmp_path / f'd{devices}' / 'r.png'), str(devices), optimizer],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def test_rows_sharded_over_four_devices_matches_one(tmp_path):
   # The line-search L-BFGS: its dot products and Grams are sums over shards.
-  one = _rows(tmp_path, 1, 'lbfgs')
-  four = _rows(tmp_path, 4, 'lbfgs')
+  one = _run(tmp_path / 'd1', 1, 'rows', 'lbfgs')
+  four = _run(tmp_path / 'd4', 4, 'rows', 'lbfgs')
   assert one['used'] == 1 and four['used'] == 4
   assert four['evaluations'] == one['evaluations']
-  np.testing.assert_allclose(four['final'], one['final'], rtol=1e-4)
+  np.testing.assert_allclose(four['finals'], one['finals'], rtol=1e-4)
   assert not any('shard_rows' in w for w in four['warnings'])
   # Each device holds a share of the activations and optimiser state.
   assert four['chunk_temp_bytes'] < 0.5 * one['chunk_temp_bytes']
-
-
-HOSTS_SCRIPT = '''
-import json, os, sys
-import jax
-jax.config.update('jax_num_cpu_devices', int(sys.argv[2]))
-jax.config.update('jax_disable_most_optimizations', True)
-from configs import default
-from nst_jax import run
-config = default.get_config()
-config.update(dict(content='builtin:scene', style='builtin:painting',
-                   weights='random', image_size=32, iterations=4, log_every=2,
-                   optimizer='lbfgs_nols', init='content',
-                   content_layers='conv2_1', style_layers='conv1_1,conv2_1',
-                   compilation_cache='', output=sys.argv[1],
-                   distributed=sys.argv[3] == 'hosts',
-                   shard_rows=sys.argv[4] == 'rows'))
-if sys.argv[4] == 'members':
-  config.sweep.style_weight = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-manifest = run.run(config)
-runs = manifest.get('runs', [manifest])
-print(json.dumps({'process': jax.process_index(),
-                  'processes': jax.process_count(),
-                  'used': manifest['device']['used'],
-                  'finals': [r['final']['total'] for r in runs],
-                  'evaluations': [r['evaluations'] for r in runs]}))
-'''
 
 
 def _free_port():
@@ -156,28 +121,14 @@ def test_two_processes_match_one(tmp_path, split):
   """jax.distributed over 2 processes x 2 CPU devices (a simulated 2-host
   cluster, gloo collectives) gives the single-device results; only process 0
   writes."""
-  def launch(process_id, folder):
-    env = dict(os.environ, NST_JAX_OFFLINE='1',
-               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-               NST_JAX_NUM_PROCESSES='2', NST_JAX_PROCESS_ID=str(process_id))
-    return subprocess.Popen(
-        [sys.executable, '-c', HOSTS_SCRIPT, str(folder / 'r.png'), '2',
-         'hosts', split], cwd=REPO, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-
   port = _free_port()
-  procs = [launch(k, tmp_path / f'p{k}') for k in range(2)]
-  results = []
-  for proc in procs:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    results.append(json.loads(out.strip().splitlines()[-1]))
-  single = subprocess.run(
-      [sys.executable, '-c', HOSTS_SCRIPT, str(tmp_path / 's' / 'r.png'), '1',
-       'local', split], cwd=REPO, env=dict(os.environ, NST_JAX_OFFLINE='1'),
-      capture_output=True, text=True, timeout=300)
-  assert single.returncode == 0, single.stderr[-3000:]
-  single = json.loads(single.stdout.strip().splitlines()[-1])
+  processes = [
+      _start(tmp_path / f'p{k}', 2, 'hosts', split,
+             env={'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}',
+                  'NST_JAX_NUM_PROCESSES': '2',
+                  'NST_JAX_PROCESS_ID': str(k)}) for k in range(2)]
+  results = [_result(process) for process in processes]
+  single = _run(tmp_path / 's', 1, split)
 
   assert [r['processes'] for r in results] == [2, 2]
   assert [r['used'] for r in results] == [4, 4]
