@@ -727,6 +727,29 @@ def torch_lbfgs_child(size, evaluations, threads):
                                threads)
 
 
+def compile_loop(spec, problem, pixels, name, lr, criteria, chunk_size):
+  """AOT-compiled (init, chunk) functions of optimiser `name`."""
+  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
+  abstract_state = jax.eval_shape(
+      lambda p, pr, l: optim.init_state(p, pr, spec, name, l), pixels,
+      problem, lr)
+  chunk = optim.run_chunk.lower(abstract_state, problem, spec, name, lr,
+                                criteria, chunk_size).compile()
+  return init, chunk
+
+
+def run_until_stopped(chunk, state, problem, lr, criteria, clock_start,
+                      curve=None):
+  """Runs chunks until `state` stops; after each appends (evaluations,
+  seconds since `clock_start`, loss) to `curve` if given."""
+  while int(state.stop_reason) == optim.RUNNING:
+    state, _, _ = chunk(state, problem, lr, criteria)
+    if curve is not None:
+      curve.append((int(state.evaluations), time.perf_counter() - clock_start,
+                    float(state.value)))
+  return state
+
+
 def ttq_jax_child(name, size, stop_loss, max_steps, chunk_size):
   """Child (fresh process, no persistent cache): nst_jax optimiser `name`
   from the content image until the loss is <= stop_loss."""
@@ -740,19 +763,12 @@ def ttq_jax_child(name, size, stop_loss, max_steps, chunk_size):
   lr = jnp.asarray(LEARNING_RATES[name], jnp.float32)
   criteria = optim.stop_criteria(max_steps, stop_loss=stop_loss)
   t1 = time.perf_counter()
-  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
-  abstract_state = jax.eval_shape(
-      lambda p, pr, l: optim.init_state(p, pr, spec, name, l), pixels,
-      problem, lr)
-  chunk = optim.run_chunk.lower(abstract_state, problem, spec, name, lr,
-                                criteria, chunk_size).compile()
+  init, chunk = compile_loop(spec, problem, pixels, name, lr, criteria,
+                             chunk_size)
   t2 = time.perf_counter()
   state = init(pixels, problem, lr)
   curve = [(int(state.evaluations), 0.0, float(state.value))]
-  while int(state.stop_reason) == optim.RUNNING:
-    state, _, _ = chunk(state, problem, lr, criteria)
-    curve.append((int(state.evaluations), time.perf_counter() - t2,
-                  float(state.value)))
+  state = run_until_stopped(chunk, state, problem, lr, criteria, t2, curve)
   t3 = time.perf_counter()
   reason = optim.STOP_REASONS[int(state.stop_reason)]
   return {'optimizer': name, 'reached': reason == 'stop_loss',
@@ -773,25 +789,18 @@ def coarse_to_fine_to(size, target, torch_s=None, coarse_steps=100,
   spec, problem, start, _ = make_problem(size)
   setup_s = time.perf_counter() - t0
 
-  def compile_chunk(problem, pixels, criteria):
-    init = optim.init_state_jit.lower(pixels, problem, spec, 'lbfgs_nols',
-                                      lr).compile()
-    state = jax.eval_shape(
-        lambda p, pr, l: optim.init_state(p, pr, spec, 'lbfgs_nols', l),
-        pixels, problem, lr)
-    return init, optim.run_chunk.lower(state, problem, spec, 'lbfgs_nols',
-                                       lr, criteria, chunk_size).compile()
-
   coarse_criteria = optim.stop_criteria(coarse_steps)
   fine_criteria = optim.stop_criteria(max_steps, stop_loss=target)
   t1 = time.perf_counter()
-  coarse_init, coarse_chunk = compile_chunk(coarse_problem, coarse_start,
-                                            coarse_criteria)
-  fine_init, fine_chunk = compile_chunk(problem, start, fine_criteria)
+  coarse_init, coarse_chunk = compile_loop(
+      spec, coarse_problem, coarse_start, 'lbfgs_nols', lr, coarse_criteria,
+      chunk_size)
+  fine_init, fine_chunk = compile_loop(spec, problem, start, 'lbfgs_nols', lr,
+                                       fine_criteria, chunk_size)
   t2 = time.perf_counter()
-  state = coarse_init(coarse_start, coarse_problem, lr)
-  while int(state.stop_reason) == optim.RUNNING:
-    state, _, _ = coarse_chunk(state, coarse_problem, lr, coarse_criteria)
+  state = run_until_stopped(coarse_chunk,
+                            coarse_init(coarse_start, coarse_problem, lr),
+                            coarse_problem, lr, coarse_criteria, t2)
   coarse_evaluations = int(state.evaluations)
   if nst_images is not None and hasattr(nst_images, 'resize'):
     upsampled = nst_images.resize(np.asarray(state.pixels), (size, size))
@@ -801,10 +810,8 @@ def coarse_to_fine_to(size, target, torch_s=None, coarse_steps=100,
   state = fine_init(upsampled, problem, lr)
   curve = [(int(state.evaluations), time.perf_counter() - t2,
             float(state.value))]
-  while int(state.stop_reason) == optim.RUNNING:
-    state, _, _ = fine_chunk(state, problem, lr, fine_criteria)
-    curve.append((int(state.evaluations), time.perf_counter() - t2,
-                  float(state.value)))
+  state = run_until_stopped(fine_chunk, state, problem, lr, fine_criteria, t2,
+                            curve)
   t3 = time.perf_counter()
   reason = optim.STOP_REASONS[int(state.stop_reason)]
   result = {'optimizer': 'lbfgs_nols_c2f', 'reached': reason == 'stop_loss',
