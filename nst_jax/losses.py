@@ -71,6 +71,9 @@ class LossSpec:
   # outputs for the backward pass and recompute the rest block by block
   # (less memory, about a third more compute; see vgg.py).
   remat: bool = False
+  # 'winograd' computes most convolutions with Winograd's algorithm (fewer
+  # multiply-adds; see vgg.winograd_tile), 'direct' with lax.conv.
+  conv_algorithm: str = 'direct'
 
   def __post_init__(self):
     # Canonical names, so 'relu4_2' and 'conv4_2' are one spec.
@@ -203,7 +206,8 @@ def image_features(variables, pixels, spec: LossSpec, layers=None) -> dict:
                                  spec.preprocessing)
   features = vgg.extract_features(
       variables, network_input[None], tuple(layers or spec.layers),
-      pooling=spec.pooling, dtype=jnp.dtype(spec.dtype), remat=spec.remat)
+      pooling=spec.pooling, dtype=jnp.dtype(spec.dtype), remat=spec.remat,
+      conv_algorithm=spec.conv_algorithm)
   return {name: f[0] for name, f in features.items()}
 
 

@@ -56,6 +56,8 @@ class Settings:
   shard_rows: bool
   lbfgs_memory: int
   distributed: bool
+  # 'auto' (winograd on CPU with float32, else direct), 'direct', 'winograd'.
+  conv_algorithm: str = 'auto'
 
 
 def _split(value) -> tuple:
@@ -188,6 +190,9 @@ def check(config) -> Settings:
   normalization = _choice(config, 'loss_normalization', losses.NORMALIZATIONS)
   pooling = _choice(config, 'pooling', vgg.POOLINGS)
   dtype = _choice(config, 'dtype', DTYPES)
+  conv_algorithm = (_choice(config, 'conv_algorithm',
+                            ('auto',) + vgg.CONV_ALGORITHMS)
+                    if 'conv_algorithm' in config else 'auto')
   optimizer = _choice(config, 'optimizer', optim.OPTIMIZERS)
   init = _choice(config, 'init', INITS)
   if init == 'image' and not config.get('init_image'):
@@ -216,6 +221,7 @@ def check(config) -> Settings:
                            style_layers=style_layers,
                            normalization=normalization, pooling=pooling,
                            dtype=dtype, remat=_flag(config, 'remat')),
+      conv_algorithm=conv_algorithm,
       content_layer_weights=None,
       style_layer_weights=_layer_weights(config, 'style_layer_weights',
                                          'style_layers', style_layers),

@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterable, Sequence
 
 import flax.linen as nn
@@ -41,6 +42,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from nst_jax import winograd
 from nst_jax.errors import UserError
 
 # Output channels of each block's convolutions.
@@ -58,6 +60,7 @@ LAYER_ORDER = tuple(
                  + [f'pool{block + 1}']))
 
 POOLINGS = ('avg', 'max')
+CONV_ALGORITHMS = ('direct', 'winograd')
 
 # (input channels, output channels) of each convolution.
 CONV_SHAPES = {}
@@ -165,10 +168,46 @@ def _conv_relu_bwd(residuals, grad_y):
 conv_relu.defvjp(_conv_relu_fwd, _conv_relu_bwd)
 
 
+def _tile(u):
+  return {4: 'F2', 6: 'F4'}[u.shape[0]]
+
+
+@jax.custom_vjp
+def winograd_conv_relu(x, kernel, bias, u, u_backward):
+  """`conv_relu` by Winograd's algorithm (`nst_jax.winograd`).
+
+  `u` and `u_backward` are `winograd.transform_kernel` of the kernel and of
+  its `flip_kernel`; the tile size is read from their shape.
+  """
+  del kernel
+  return jax.nn.relu(winograd.conv(x, u, _tile(u)) + bias)
+
+
+def _winograd_fwd(x, kernel, bias, u, u_backward):
+  y = jax.nn.relu(winograd.conv(x, u, _tile(u)) + bias)
+  return y, (x, kernel, y, u, u_backward)
+
+
+def _winograd_bwd(residuals, grad_y):
+  x, kernel, y, u, u_backward = residuals
+  grad_pre = jnp.where(y > 0, grad_y, jnp.zeros_like(grad_y))
+  grad_x = winograd.conv(grad_pre, u_backward, _tile(u_backward))
+  _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)
+  (grad_kernel,) = kernel_vjp(grad_pre)
+  grad_bias = jnp.sum(grad_pre, axis=(0, 1, 2))
+  return (grad_x, grad_kernel, grad_bias, jnp.zeros_like(u),
+          jnp.zeros_like(u_backward))
+
+
+winograd_conv_relu.defvjp(_winograd_fwd, _winograd_bwd)
+
+
 class ConvReLU(nn.Module):
-  """A 3x3 SAME convolution with bias and ReLU, using `conv_relu`."""
+  """A 3x3 SAME convolution with bias and ReLU, using `conv_relu` (or
+  `winograd_conv_relu` where `winograd_tile` picks a tile)."""
   features: int
   dtype: Any = jnp.float32
+  conv_algorithm: str = 'direct'
 
   @nn.compact
   def __call__(self, x):
@@ -176,12 +215,24 @@ class ConvReLU(nn.Module):
                         (3, 3, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,),
                       jnp.float32)
+    cast = lambda a: a.astype(self.dtype)
+    tile = None
+    if self.conv_algorithm == 'winograd':
+      tile = winograd_tile(x.shape[-3], x.shape[-2], x.shape[-1],
+                           self.features)
+    if tile is not None:
+      if self.has_variable('winograd', tile):
+        transformed = self.get_variable('winograd', tile)
+      else:  # Correct but slower: transforms the kernel every evaluation.
+        transformed = _winograd_kernels(kernel, tile)
+      return winograd_conv_relu(cast(x), cast(kernel), cast(bias),
+                                cast(transformed['forward']),
+                                cast(transformed['backward']))
     if self.has_variable('flipped', 'kernel'):
       flipped = self.get_variable('flipped', 'kernel')
     else:  # Correct but slower: flips the kernel on every evaluation.
       flipped = flip_kernel(kernel)
-    return conv_relu(x.astype(self.dtype), kernel.astype(self.dtype),
-                     bias.astype(self.dtype), flipped.astype(self.dtype))
+    return conv_relu(cast(x), cast(kernel), cast(bias), cast(flipped))
 
 
 def avg_pool(x):
@@ -203,10 +254,12 @@ class VGG19(nn.Module):
       features are returned in this dtype, callers sum Grams in float32.
     remat: rematerialise each block in the backward pass (see module
       docstring).
+    conv_algorithm: 'direct' or 'winograd' (see `winograd_tile`).
   """
   pooling: str = 'avg'
   dtype: Any = jnp.float32
   remat: bool = False
+  conv_algorithm: str = 'direct'
 
   @nn.compact
   def __call__(self, x: jax.Array, layers: Sequence[str]) -> dict:
@@ -235,7 +288,8 @@ class VGG19(nn.Module):
     features = {}
     for name in names:
       if name.startswith('conv'):
-        x = ConvReLU(CONV_SHAPES[name][1], self.dtype, name=name)(x)
+        x = ConvReLU(CONV_SHAPES[name][1], self.dtype, self.conv_algorithm,
+                     name=name)(x)
       else:
         x = _pool(x, self.pooling)
       if name in wanted:
@@ -253,13 +307,76 @@ def _init(rng):
   return VGG19().init(rng, jnp.zeros((1, 32, 32, 3)), ('conv5_4',))
 
 
-def prepare_variables(params: dict) -> dict:
-  """Flax variables for `VGG19.apply`: the params plus pre-flipped kernels.
+def prepare_variables(params: dict, winograd_sizes: Sequence = ()) -> dict:
+  """Flax variables for `VGG19.apply`: the params plus transformed kernels.
 
   Call once per weights (outside the optimisation loop); the result is an
-  ordinary pytree argument of the jitted loss.
+  ordinary pytree argument of the jitted loss. It always holds the
+  pre-flipped kernels; with `winograd_sizes`, also the Winograd transforms
+  (forward and backward) of every tile that `winograd_tile` picks for some
+  layer at one of those image sizes.
+
+  Args:
+    params: {'conv1_1': {'kernel', 'bias'}, ...}.
+    winograd_sizes: (height, width) of the images the network will see with
+      `conv_algorithm='winograd'`.
+  Returns:
+    {'params', 'flipped'[, 'winograd': {layer: {tile: {'forward',
+    'backward'}}}]}.
   """
-  return {'params': params, 'flipped': _flip_all(params)}
+  variables = {'params': params, 'flipped': _flip_all(params)}
+  tiles = winograd_tiles(params, winograd_sizes)
+  if tiles:
+    variables['winograd'] = _transform_all(
+        {name: params[name]['kernel'] for name in tiles},
+        tuple(sorted((name, tuple(sorted(t))) for name, t in tiles.items())))
+  return variables
+
+
+def winograd_tile(height: int, width: int, channels_in: int,
+                  channels_out: int):
+  """The Winograd tile ('F2', 'F4') for a layer's input shape, or None for a
+  direct convolution.
+
+  Measured per layer on a 2-core AVX-512 CPU (forward + input gradient,
+  `scripts/benchmark.py`): the transforms are memory-bound, so feature maps
+  of 256 x 256 and more stay direct; F(4x4) pays off on large maps and wide
+  layers, F(2x2) on the small, narrower ones. The input layer (3 channels)
+  has too little to gain.
+  """
+  pixels = height * width
+  if channels_in < 16 or pixels >= 256 * 256:
+    return None
+  if (pixels >= 128 * 128 or (pixels >= 64 * 64 and channels_out >= 256)
+      or (pixels >= 16 * 16 and channels_out >= 512)):
+    return 'F4'
+  return 'F2'
+
+
+def winograd_tiles(params: dict, image_sizes: Sequence) -> dict:
+  """{layer: set of tiles} that `winograd_tile` picks at `image_sizes`."""
+  tiles = {}
+  for height, width in image_sizes:
+    for name in CONV_LAYERS:
+      if name not in params:
+        continue
+      scale = 2 ** (int(name[4]) - 1)  # Pools before block b: b - 1.
+      tile = winograd_tile(height // scale, width // scale,
+                           *CONV_SHAPES[name])
+      if tile is not None:
+        tiles.setdefault(name, set()).add(tile)
+  return tiles
+
+
+def _winograd_kernels(kernel, tile):
+  return {'forward': winograd.transform_kernel(kernel, tile),
+          'backward': winograd.transform_kernel(flip_kernel(kernel), tile)}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _transform_all(kernels, tiles):
+  return {name: {tile: _winograd_kernels(kernels[name], tile)
+                 for tile in layer_tiles} for name, layer_tiles in tiles}
 
 
 @jax.jit
@@ -270,7 +387,8 @@ def _flip_all(params):
 
 def extract_features(variables: dict, images: jax.Array,
                      layers: Sequence[str], pooling: str = 'avg',
-                     dtype: Any = jnp.float32, remat: bool = False) -> dict:
+                     dtype: Any = jnp.float32, remat: bool = False,
+                     conv_algorithm: str = 'direct') -> dict:
   """Rectified features of preprocessed NHWC `images` at `layers`.
 
   Args:
@@ -280,11 +398,15 @@ def extract_features(variables: dict, images: jax.Array,
     pooling: 'avg' or 'max'.
     dtype: compute dtype of the convolutions.
     remat: recompute each block in the backward pass (less memory).
+    conv_algorithm: 'direct', or 'winograd' where `winograd_tile` picks a
+      tile (pass `winograd_sizes` to `prepare_variables` so the transformed
+      kernels are computed once, not per call).
   Returns:
     {canonical layer name: (batch, h, w, channels)}; the keys are canonical
     names (relu aliases map to conv names).
   """
-  return VGG19(pooling=pooling, dtype=dtype, remat=remat).apply(
+  return VGG19(pooling=pooling, dtype=dtype, remat=remat,
+               conv_algorithm=conv_algorithm).apply(
       variables, images, tuple(layers))
 
 
