@@ -96,6 +96,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from nst_jax import losses, optim, vgg  # pylint: disable=g-import-not-at-top,wrong-import-position
+from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 try:
   from nst_jax import images as nst_images  # pylint: disable=g-import-not-at-top
 except ImportError:  # being written: fall back to synthetic images
@@ -164,12 +165,22 @@ def random_params(seed=WEIGHTS_SEED):
 _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 
 
-def make_problem(size, normalization='paper', remat=False, style_weight=BETA):
+def conv_algorithm_for(requested='auto'):
+  """What nst_jax.run uses on this platform for `requested`."""
+  return run_lib.resolve_conv_algorithm(requested, jax.devices()[0].platform,
+                                        'float32')
+
+
+def make_problem(size, normalization='paper', remat=False, style_weight=BETA,
+                 conv_algorithm='auto'):
   """(spec, problem, start pixels = the content image, NumPy params)."""
   params = random_params()
-  variables = vgg.prepare_variables(jax.tree_util.tree_map(jnp.asarray,
-                                                           params))
-  spec = losses.LossSpec(normalization=normalization, remat=remat)
+  conv_algorithm = conv_algorithm_for(conv_algorithm)
+  variables = vgg.prepare_variables(
+      jax.tree_util.tree_map(jnp.asarray, params),
+      winograd_sizes=[(size, size)] if conv_algorithm == 'winograd' else ())
+  spec = losses.LossSpec(normalization=normalization, remat=remat,
+                         conv_algorithm=conv_algorithm)
   content, style, _ = content_and_style(size)
   targets = _make_targets(variables, jnp.asarray(content),
                          [jnp.asarray(style)], spec)
@@ -181,7 +192,9 @@ def make_problem(size, normalization='paper', remat=False, style_weight=BETA):
 def abstract_problem(size, normalization='paper'):
   """Like `make_problem` but only shapes (jax.ShapeDtypeStruct): for
   compiling without computing anything."""
-  spec = losses.LossSpec(normalization=normalization)
+  conv_algorithm = conv_algorithm_for()
+  spec = losses.LossSpec(normalization=normalization,
+                         conv_algorithm=conv_algorithm)
   params = {name: {'kernel': jax.ShapeDtypeStruct((3, 3, cin, cout),
                                                   jnp.float32),
                    'bias': jax.ShapeDtypeStruct((cout,), jnp.float32)}
@@ -189,7 +202,9 @@ def abstract_problem(size, normalization='paper'):
   pixels = jax.ShapeDtypeStruct((size, size, 3), jnp.float32)
 
   def build(params, content, style):
-    variables = vgg.prepare_variables(params)
+    variables = vgg.prepare_variables(
+        params, winograd_sizes=[(size, size)] if conv_algorithm == 'winograd'
+        else ())
     targets = losses.make_targets(variables, content, [style], spec)
     return optim.Problem(variables, targets,
                          losses.loss_weights(spec, ALPHA, BETA))
@@ -404,6 +419,15 @@ def bench_size(size, optimizers, repeats, steps, rounds=1,
   spec, problem, pixels, _ = make_problem(size)
   row, compiled = bench_evaluation(size, spec, problem, pixels, repeats,
                                    remat_memory)
+  row['conv_algorithm'] = spec.conv_algorithm
+  if spec.conv_algorithm != 'direct':  # The same with lax convolutions.
+    direct_spec, direct_problem, _, _ = make_problem(size,
+                                                     conv_algorithm='direct')
+    direct = optim.loss_and_grad_jit.lower(pixels, direct_problem,
+                                           direct_spec).compile()
+    row['evaluation_direct_s'], _ = median_time(
+        lambda: direct(pixels, direct_problem), len(row['evaluation_times_s']))
+    del direct, direct_problem
   evaluate = lambda: compiled(pixels, problem)
   row['steps'] = {}
   for name in optimizers:
@@ -1014,11 +1038,12 @@ def print_table(report):
   print('One evaluation (loss + gradient w.r.t. the pixels, VGG19 to conv5_1,'
         ' 5 style + 1 content layers, float32):')
   print()
-  print('| size | JAX | GFLOP/s | XLA FLOPs / analytic | PyTorch | '
+  print('| size | JAX | JAX, direct convolutions | GFLOP/s | '
+        'XLA FLOPs / analytic | PyTorch | '
         'PyTorch GFLOP/s | JAX / PyTorch | peak RSS − baseline | '
         'RSS rise in evaluation | XLA temp+arg+out (temp; remat temp) | '
         'other load JAX / PyTorch |')
-  print('|---|---|---|---|---|---|---|---|---|---|---|')
+  print('|---|---|---|---|---|---|---|---|---|---|---|---|')
   for row in report['sizes']:
     torch_row = row.get('torch') or {}
     mem = row.get('memory') or {}
@@ -1026,7 +1051,9 @@ def print_table(report):
     remat = row.get('xla_memory_remat') or {}
     mib = lambda b: f'{b / 2**20:.0f}' if b is not None else '-'
     cells = [
-        f'{row["size"]}', _fmt_s(row['evaluation_s']),
+        f'{row["size"]}',
+        f'{_fmt_s(row["evaluation_s"])} ({row.get("conv_algorithm", "direct")})',
+        _fmt_s(row.get('evaluation_direct_s', row['evaluation_s'])),
         f'{row["gflops_per_s"]:.0f}',
         (f'{row["xla_over_analytic_flops"]:.3f}'
          if row.get('xla_over_analytic_flops') else '-'),
@@ -1047,7 +1074,8 @@ def print_table(report):
   baseline = report.get('memory_baseline') or {}
   baseline = baseline.get('vmhwm_kib') or baseline.get('ru_maxrss_kib')
   print()
-  print('GFLOP/s: analytic FLOPs / time. Peak RSS − baseline: peak RSS '
+  print('GFLOP/s: analytic FLOPs (of direct convolutions; Winograd\'s '
+        'algorithm does fewer multiply-adds) / time. Peak RSS − baseline: peak RSS '
         '(VmHWM; getrusage\'s ru_maxrss would include this parent\'s peak) '
         'of a fresh process that builds the problem (weights, targets), compiles '
         'and runs one evaluation, minus that of a process that only imported '
