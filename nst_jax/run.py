@@ -84,12 +84,14 @@ def initial_pixels(settings, seed, content, styles):
 
 def estimate_memory_bytes(height, width, spec: losses.LossSpec,
                           optimizer: str, shards: int = 1,
-                          lbfgs_memory: int = optim.LBFGS_MEMORY) -> int:
+                          lbfgs_memory: int = optim.LBFGS_MEMORY,
+                          winograd: bool = False) -> int:
   """Rough peak bytes per device of one evaluation plus optimiser state.
 
   Counts (float32) each layer's activation up to the deepest layer three
   times (kept for the backward pass, its gradient, a temporary), the weights
-  twice (they and their pre-flipped copy) and the optimiser's copies of the
+  twice (they and their pre-flipped copy) plus, with `winograd`, their
+  transforms (`vgg.prepare_variables`), and the optimiser's copies of the
   pixels. With rows split over `shards` devices, each holds 1/shards of the
   activations and pixel copies and all of the weights.
   """
@@ -103,6 +105,13 @@ def estimate_memory_bytes(height, width, spec: losses.LossSpec,
       h, w = h // 2, w // 2
     activations += h * w * channels
   weights = sum(9 * cin * cout + cout for cin, cout in vgg.CONV_SHAPES.values())
+  if winograd:  # Forward and backward transforms, (m + 2)^2 per kernel.
+    tile_side = {'F2': 4, 'F4': 6}
+    weights += sum(
+        2 * tile_side[tile] ** 2 * cin * cout
+        for name, tiles in vgg.winograd_tiles(
+            vgg.CONV_SHAPES, [(height, width)]).items()
+        for tile in tiles for cin, cout in [vgg.CONV_SHAPES[name]])
   pixel_copies = {'lbfgs': 2 * lbfgs_memory + 6,
                   'lbfgs_nols': 2 * lbfgs_memory + 4}.get(optimizer, 6)
   per_image = 3 * activations + pixel_copies * height * width * 3
@@ -121,10 +130,10 @@ def available_memory_bytes() -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
-def check_memory(settings, height, width, shards=1):
+def check_memory(settings, height, width, shards=1, winograd=False):
   needed = estimate_memory_bytes(height, width, settings.spec,
                                  settings.optimizer, shards,
-                                 settings.lbfgs_memory)
+                                 settings.lbfgs_memory, winograd)
   limit = (settings.max_memory_gb * 2**30 if settings.max_memory_gb
            else available_memory_bytes())
   if needed > limit:
@@ -384,6 +393,9 @@ class MemberPrograms:
                                    _spatial_spec(x, len(devices)))), tree)
 
     def init_fn(variables, pixels, targets, weights, lr):
+      # The same convolutions as the loop: L-BFGS's first curvature pair
+      # subtracts this gradient from the next one after a tiny first step,
+      # and would amplify the rounding differences of two algorithms.
       return constrained(optim.init_state_batched(
           pixels, optim.Problem(variables, targets, weights), spec, optimizer,
           lr, mode))
@@ -697,8 +709,12 @@ def _run(config, overrides, catcher) -> dict:
   content, style_images = inputs[-1]
   height, width = content.shape[:2]
   devices = member_devices(len(members), settings.shard_rows)
+  conv_algorithm = resolve_conv_algorithm(
+      settings.conv_algorithm, devices[0].platform, settings.spec.dtype,
+      settings.shard_rows)
   check_memory(settings, height, width,
-               shards=len(devices) if settings.shard_rows else 1)
+               shards=len(devices) if settings.shard_rows else 1,
+               winograd=conv_algorithm == 'winograd')
 
   warnings = []
   if settings.shard_rows and height % len(devices):
@@ -717,9 +733,6 @@ def _run(config, overrides, catcher) -> dict:
                f'{meta.get("seed")}), not pretrained ones: see weights/README.md')
     warnings.append(warning)
     logging.warning('%s', warning)
-  conv_algorithm = resolve_conv_algorithm(
-      settings.conv_algorithm, devices[0].platform, settings.spec.dtype,
-      settings.shard_rows)
   spec = dataclasses.replace(settings.spec,
                              preprocessing=meta['preprocessing'],
                              conv_algorithm=conv_algorithm)
@@ -729,7 +742,7 @@ def _run(config, overrides, catcher) -> dict:
       # device_put, not jnp.asarray: that compiles a tiny program per shape.
       jax.device_put(params),
       winograd_sizes=sorted(network_sizes) if conv_algorithm == 'winograd'
-      else ())
+      else (), layers=spec.layers)
   mode = settings.sweep_mode
   if mode == 'auto':
     mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
@@ -810,7 +823,8 @@ def _run(config, overrides, catcher) -> dict:
                   'random': bool(meta.get('random'))},
       'warnings': warnings,
       'device': dict(device_info(), used=len(devices), sweep_mode=mode,
-                     shard_rows=settings.shard_rows),
+                     shard_rows=settings.shard_rows,
+                     conv_algorithm=conv_algorithm),
       'versions': versions(),
       'image_size': {'content': [width, height],
                      'styles': {p: list(s.shape[1::-1])
@@ -861,7 +875,14 @@ _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 
 def _targets(variables, content, style_list, blend_weights, spec,
              program_cache):
-  """`losses.make_targets`, compiled (and traced once per machine)."""
+  """`losses.make_targets`, compiled (and traced once per machine).
+
+  With direct convolutions whatever `spec.conv_algorithm`: the targets are
+  computed once, and Winograd's transforms make a program's machine code
+  several times larger (loading this one from the compilation cache took
+  0.5 s longer at 128 px).
+  """
+  spec = dataclasses.replace(spec, conv_algorithm='direct')
   args = jax.device_put((variables, np.asarray(content, np.float32),
                          [np.asarray(s, np.float32) for s in style_list],
                          np.asarray(blend_weights, np.float32)))

@@ -19,6 +19,11 @@ When the kernel is a function argument XLA re-flips all 80 MB of kernels every
 evaluation. `prepare_variables` flips them once; `conv_relu` is a
 `jax.custom_vjp` whose backward pass uses the pre-flipped kernel.
 
+With `conv_algorithm='winograd'` each layer whose input shape
+`winograd_tile` picks a tile for runs Winograd's algorithm (`nst_jax.winograd`:
+2.25x or 4x fewer multiply-adds) forward and backward, with kernels
+transformed once in `prepare_variables(params, winograd_sizes=...)`.
+
 Memory: the backward pass needs every layer's output. With `remat=True` each
 block is a `jax.checkpoint`: only the block's input and the requested
 layers' outputs are kept, and the backward pass recomputes the block's other
@@ -307,7 +312,8 @@ def _init(rng):
   return VGG19().init(rng, jnp.zeros((1, 32, 32, 3)), ('conv5_4',))
 
 
-def prepare_variables(params: dict, winograd_sizes: Sequence = ()) -> dict:
+def prepare_variables(params: dict, winograd_sizes: Sequence = (),
+                      layers: Sequence[str] = ('conv5_4',)) -> dict:
   """Flax variables for `VGG19.apply`: the params plus transformed kernels.
 
   Call once per weights (outside the optimisation loop); the result is an
@@ -320,12 +326,19 @@ def prepare_variables(params: dict, winograd_sizes: Sequence = ()) -> dict:
     params: {'conv1_1': {'kernel', 'bias'}, ...}.
     winograd_sizes: (height, width) of the images the network will see with
       `conv_algorithm='winograd'`.
+    layers: the layers the network will be asked for; only the convolutions
+      up to the deepest of them get Winograd transforms.
   Returns:
     {'params', 'flipped'[, 'winograd': {layer: {tile: {'forward',
     'backward'}}}]}.
   """
   variables = {'params': params, 'flipped': _flip_all(params)}
-  tiles = winograd_tiles(params, winograd_sizes)
+  last = CONV_LAYERS.index(
+      max((n for n in CONV_LAYERS
+           if LAYER_ORDER.index(n) <= LAYER_ORDER.index(deepest_layer(layers))),
+          key=CONV_LAYERS.index))
+  tiles = {name: tile for name, tile in winograd_tiles(
+      params, winograd_sizes).items() if CONV_LAYERS.index(name) <= last}
   if tiles:
     variables['winograd'] = _transform_all(
         {name: params[name]['kernel'] for name in tiles},

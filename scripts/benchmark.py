@@ -178,7 +178,8 @@ def make_problem(size, normalization='paper', remat=False, style_weight=BETA,
   conv_algorithm = conv_algorithm_for(conv_algorithm)
   variables = vgg.prepare_variables(
       jax.tree_util.tree_map(jnp.asarray, params),
-      winograd_sizes=[(size, size)] if conv_algorithm == 'winograd' else ())
+      winograd_sizes=[(size, size)] if conv_algorithm == 'winograd' else (),
+      layers=losses.LossSpec().layers)
   spec = losses.LossSpec(normalization=normalization, remat=remat,
                          conv_algorithm=conv_algorithm)
   content, style, _ = content_and_style(size)
@@ -204,7 +205,7 @@ def abstract_problem(size, normalization='paper'):
   def build(params, content, style):
     variables = vgg.prepare_variables(
         params, winograd_sizes=[(size, size)] if conv_algorithm == 'winograd'
-        else ())
+        else (), layers=spec.layers)
     targets = losses.make_targets(variables, content, [style], spec)
     return optim.Problem(variables, targets,
                          losses.loss_weights(spec, ALPHA, BETA))

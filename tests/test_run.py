@@ -64,8 +64,25 @@ def test_single_run_writes_image_and_manifest(tmp_path):
   assert written['history'][-1]['evaluations'] == 7
   assert written['stop_reason'] == 'iterations'
   assert not written['partial']
+  assert written['device']['conv_algorithm'] == 'winograd'  # auto on CPU
   saved = images.load_image(str(out / 'result.png'))
   assert saved.shape[:2] == (32, 32)
+
+
+def test_direct_and_winograd_convolutions_agree(tmp_path):
+  """config.conv_algorithm reaches the network: both give the same run
+  up to rounding, and the manifest says which ran. (With SGD: L-BFGS's
+  first curvature pair, after torch's tiny first step, is the difference of
+  two nearly equal gradients and amplifies rounding differences.)"""
+  finals = {}
+  for algorithm in ('direct', 'winograd'):
+    manifest = run_lib.run(small_config(
+        tmp_path / algorithm, iterations=3, optimizer='sgd',
+        learning_rate=0.3, conv_algorithm=algorithm))
+    assert manifest['device']['conv_algorithm'] == algorithm
+    assert manifest['final']['total'] < 0.99 * manifest['initial']['total']
+    finals[algorithm] = manifest['final']['total']
+  np.testing.assert_allclose(finals['winograd'], finals['direct'], rtol=1e-4)
 
 
 def test_zero_iterations_evaluates_initial(tmp_path):

@@ -81,6 +81,10 @@ def test_prepare_variables_holds_the_tiles_of_each_size(random_params):
   assert variables['winograd']['conv3_1']['F2']['backward'].shape == (
       4, 4, 256, 128)
   assert 'winograd' not in vgg.prepare_variables(random_params)
+  # Only the convolutions the requested layers need.
+  shallow = vgg.prepare_variables(random_params, winograd_sizes=[(64, 64)],
+                                  layers=('conv2_1', 'conv1_1'))
+  assert sorted(shallow['winograd']) == ['conv1_2', 'conv2_1']
 
 
 def test_vgg_loss_and_gradient_match_direct(random_params, variables,
