@@ -99,11 +99,13 @@ def test_vgg_loss_and_gradient_match_direct(random_params, variables,
       random_params, winograd_sizes=[(32, 32), (40, 40)])
 
   def value_and_grad(spec, variables):
-    targets = losses.make_targets(variables, jnp.asarray(content),
-                                  [jnp.asarray(style)], spec)
-    problem = optim.Problem(variables, targets,
-                            losses.loss_weights(spec, 1.0, 1e3))
-    return optim.loss_and_grad(jnp.asarray(noise), problem, spec)
+    @jax.jit
+    def compiled(variables, content, style, noise):
+      targets = losses.make_targets(variables, content, [style], spec)
+      problem = optim.Problem(variables, targets,
+                              losses.loss_weights(spec, 1.0, 1e3))
+      return optim.loss_and_grad(noise, problem, spec)
+    return compiled(variables, content, style, noise)
 
   value, grad = value_and_grad(spec, variables)
   w_value, w_grad = value_and_grad(winograd_spec, winograd_variables)
