@@ -614,7 +614,7 @@ def memory_only(size, remat=False, row_shards=1):
   return result
 
 
-def bench_startup(runs=3, iterations=10):
+def bench_startup(runs=3, iterations=10, conv_algorithm='auto'):
   """Seconds from launching `python -m nst_jax.main` to its first
   optimisation step, at 128 px from PNG files and a weights file (as a user
   runs it), in fresh processes sharing a new cache folder: the first fills
@@ -643,6 +643,7 @@ def bench_startup(runs=3, iterations=10):
            '--config.image_size=128', '--config.init=content',
            f'--config.iterations={iterations}',
            f'--config.compilation_cache={cache}',
+           f'--config.conv_algorithm={conv_algorithm}',
            f'--config.output={output}'],
           cwd=REPO, capture_output=True, text=True, check=False,
           env=dict(os.environ, NST_JAX_OFFLINE='1'))
@@ -656,6 +657,7 @@ def bench_startup(runs=3, iterations=10):
           'launch_to_loop_s': timing['loop_start_unix'] - launched,
           'run_to_loop_s': timing['start_to_loop_s'],
           'compile_s': timing['compile_s'],
+          'conv_algorithm': manifest['device'].get('conv_algorithm'),
           'programs': manifest['programs']})
   finally:
     shutil.rmtree(cache, ignore_errors=True)
@@ -1008,14 +1010,16 @@ def print_startup_table(rows):
         'from launch to its first optimisation step; run 1 fills a new cache '
         'folder, the others read it:')
   print()
-  print('| run | launch → first step | of which in run() | compile | '
-        'programs loaded / traced |')
-  print('|---|---|---|---|---|')
+  print('| run | convolutions | launch → first step | of which in run() | '
+        'compile | programs loaded / traced |')
+  print('|---|---|---|---|---|---|')
   for index, row in enumerate(rows):
     if 'error' in row:
-      print(f'| {index + 1} | error: {row["error"][:100]} | | | |')
+      print(f'| {index + 1} | error: {row["error"][:100]} | | | | |')
       continue
-    print(f'| {index + 1} | {row["launch_to_loop_s"]:.2f} s | '
+    print(f'| {row.get("run", index + 1)} | '
+          f'{row.get("conv_algorithm") or "direct"} | '
+          f'{row["launch_to_loop_s"]:.2f} s | '
           f'{row["run_to_loop_s"]:.2f} s | {row["compile_s"]:.2f} s | '
           f'{row["programs"]["loaded"]} / {row["programs"]["traced"]} |')
 
@@ -1342,7 +1346,14 @@ def finish(args, report, have_torch, started):
   if args.sweep:
     report['sweep_64px_4_members'] = bench_sweep(64, 4, 10)
   if args.startup:
-    report['startup'] = bench_startup()
+    # The default (Winograd on CPU), then direct convolutions: Winograd's
+    # larger programs take longer to load from the cache.
+    report['startup'] = []
+    for conv_algorithm in ('auto', 'direct'):
+      rows = bench_startup(conv_algorithm=conv_algorithm)
+      for index, row in enumerate(rows):
+        row['run'] = index + 1
+      report['startup'] += rows
   if args.memory_sizes:
     report['memory_by_size'] = bench_memory_sizes(
         [int(x) for x in args.memory_sizes.split(',') if x.strip()])
