@@ -589,7 +589,12 @@ def memory_only(size, remat=False, row_shards=1):
   over them (as `shard_rows` does), and XLA's bytes per device."""
   if row_shards > 1:
     jax.config.update('jax_num_cpu_devices', row_shards)
-  spec, problem, pixels, _ = make_problem(size, remat=remat)
+  # As nst_jax.run: shard_rows means direct convolutions.
+  spec, problem, pixels, _ = make_problem(
+      size, remat=remat,
+      conv_algorithm=run_lib.resolve_conv_algorithm(
+          'auto', jax.devices()[0].platform, 'float32',
+          shard_rows=row_shards > 1))
   if row_shards > 1:
     mesh = jax.make_mesh((row_shards,), ('rows',),
                          axis_types=(jax.sharding.AxisType.Auto,))
