@@ -553,8 +553,8 @@ def resolve_conv_algorithm(conv_algorithm: str, platform: str, dtype: str,
                            shard_rows: bool = False) -> str:
   """'auto' -> 'winograd' on CPU in float32, else 'direct'.
 
-  On CPU Winograd's algorithm cuts an evaluation's time by a third to a
-  half (README, Performance). GPU libraries (cuDNN) pick Winograd kernels
+  On CPU Winograd's algorithm cuts an evaluation's time by 32-43% at
+  128-512 px (README, Performance). GPU libraries (cuDNN) pick Winograd kernels
   themselves and TPUs run convolutions on their matrix units, where the
   transforms would only add memory traffic; in bfloat16 the transforms lose
   too much precision; with rows split over devices the direct convolution's
@@ -879,8 +879,7 @@ def _targets(variables, content, style_list, blend_weights, spec,
 
   With direct convolutions whatever `spec.conv_algorithm`: the targets are
   computed once, and Winograd's transforms make a program's machine code
-  several times larger (loading this one from the compilation cache took
-  0.5 s longer at 128 px).
+  several times larger and slower to load from the compilation cache.
   """
   spec = dataclasses.replace(spec, conv_algorithm='direct')
   args = jax.device_put((variables, np.asarray(content, np.float32),
