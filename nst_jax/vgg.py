@@ -333,12 +333,9 @@ def prepare_variables(params: dict, winograd_sizes: Sequence = (),
     'backward'}}}]}.
   """
   variables = {'params': params, 'flipped': _flip_all(params)}
-  last = CONV_LAYERS.index(
-      max((n for n in CONV_LAYERS
-           if LAYER_ORDER.index(n) <= LAYER_ORDER.index(deepest_layer(layers))),
-          key=CONV_LAYERS.index))
-  tiles = {name: tile for name, tile in winograd_tiles(
-      params, winograd_sizes).items() if CONV_LAYERS.index(name) <= last}
+  deepest = LAYER_ORDER.index(deepest_layer(layers))
+  tiles = {name: layer_tiles for name, layer_tiles in winograd_tiles(
+      params, winograd_sizes).items() if LAYER_ORDER.index(name) <= deepest}
   if tiles:
     variables['winograd'] = _transform_all(
         {name: params[name]['kernel'] for name in tiles},
@@ -351,14 +348,16 @@ def winograd_tile(height: int, width: int, channels_in: int,
   """The Winograd tile ('F2', 'F4') for a layer's input shape, or None for a
   direct convolution.
 
-  Measured per layer on a 2-core AVX-512 CPU (forward + input gradient,
-  `scripts/benchmark.py`): the transforms are memory-bound, so feature maps
-  of 256 x 256 and more stay direct; F(4x4) pays off on large maps and wide
-  layers, F(2x2) on the small, narrower ones. The input layer (3 channels)
-  has too little to gain.
+  From per-layer timings on a 2-core AVX-512 CPU (forward + input gradient;
+  `scripts/benchmark.py --layer-sizes=128,256`): the transforms are
+  memory-bound, so feature maps of 256 x 256 and more stay direct, and so
+  do 128 x 128 maps of only 64 channels; F(4x4) pays off on large maps and
+  wide layers, F(2x2) on the small, narrower ones. The input layer (3
+  channels) has too little to gain.
   """
   pixels = height * width
-  if channels_in < 16 or pixels >= 256 * 256:
+  if (channels_in < 16 or pixels >= 256 * 256
+      or (pixels >= 128 * 128 and channels_out <= 64)):
     return None
   if (pixels >= 128 * 128 or (pixels >= 64 * 64 and channels_out >= 256)
       or (pixels >= 16 * 16 and channels_out >= 512)):

@@ -670,6 +670,62 @@ def bench_startup(runs=3, iterations=10, conv_algorithm='auto'):
   return rows
 
 
+def bench_layers(size, repeats=5):
+  """Per convolution layer of VGG19 up to conv5_1 for a `size` px image:
+  forward + input gradient (the ReLU'd output against a random cotangent),
+  direct and with each Winograd tile, and the tile `vgg.winograd_tile`
+  picks. The basis of that rule."""
+  from nst_jax import winograd  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  rows = []
+  for name in vgg.CONV_LAYERS[:vgg.CONV_LAYERS.index('conv5_1') + 1]:
+    side = size // 2 ** (int(name[4]) - 1)
+    cin, cout = vgg.CONV_SHAPES[name]
+    x = jnp.asarray(rng.normal(size=(1, side, side, cin)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, cin, cout))
+                         * np.sqrt(2 / (9 * cin)), jnp.float32)
+    bias = jnp.zeros((cout,), jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=(1, side, side, cout)),
+                            jnp.float32)
+    flipped = vgg.flip_kernel(kernel)
+    row = {'layer': name, 'side': side, 'channels': [cin, cout],
+           'picked': vgg.winograd_tile(side, side, cin, cout) or 'direct'}
+    candidates = {'direct': (lambda x, k, b, f: vgg.conv_relu(x, k, b, f),
+                             (kernel, bias, flipped))}
+    if cin >= 16:
+      for tile in winograd.TILES:
+        candidates[tile] = (vgg.winograd_conv_relu, (
+            kernel, bias, winograd.transform_kernel(kernel, tile),
+            winograd.transform_kernel(flipped, tile)))
+    for label, (fn, args) in candidates.items():
+      grad = jax.jit(jax.grad(
+          lambda x, *args, fn=fn: jnp.vdot(fn(x, *args), cotangent)))
+      seconds, _ = median_time(lambda grad=grad, args=args: grad(x, *args),
+                               repeats)
+      row[f'{label}_s'] = seconds
+    rows.append(row)
+  return {'size': size, 'layers': rows}
+
+
+def print_layers_table(results):
+  for result in results:
+    print()
+    print(f'Per layer at {result["size"]} px (forward + input gradient; '
+          '`--layer-sizes`):')
+    print()
+    print('| layer | map | channels | direct | F(2x2) | F(4x4) | picked |')
+    print('|---|---|---|---|---|---|---|')
+    for row in result['layers']:
+      print(f'| {row["layer"]} | {row["side"]} | {row["channels"][0]} → '
+            f'{row["channels"][1]} | {_fmt_ms(row.get("direct_s"))} | '
+            f'{_fmt_ms(row.get("F2_s"))} | {_fmt_ms(row.get("F4_s"))} | '
+            f'{row["picked"]} |')
+
+
+def _fmt_ms(seconds):
+  return '-' if seconds is None else f'{1000 * seconds:.2f} ms'
+
+
 def bench_memory_sizes(sizes, row_shards=4):
   """Peak memory of one evaluation at each size, with and without remat,
   and XLA's bytes per device with the rows split over `row_shards`
@@ -1030,6 +1086,8 @@ def print_startup_table(rows):
 
 
 def print_table(report):
+  if report.get('layers'):
+    print_layers_table(report['layers'])
   if report.get('startup'):
     print_startup_table(report['startup'])
   if report.get('memory_by_size'):
@@ -1248,6 +1306,10 @@ def parse_args(argv=None):
   parser.add_argument('--startup', action='store_true',
                       help='launch-to-first-step of the demo config in '
                            'fresh processes: cold, then from the caches')
+  parser.add_argument('--layer-sizes', default='',
+                      help='e.g. 128,256: each convolution layer timed '
+                           'direct and with each Winograd tile (the basis '
+                           'of vgg.winograd_tile)')
   parser.add_argument('--memory-sizes', default='',
                       help='e.g. 512,1024,2048: peak memory of one '
                            'evaluation with and without remat, and XLA '
@@ -1350,6 +1412,9 @@ def finish(args, report, have_torch, started):
   """The optional extras, then the JSON file and the tables."""
   if args.sweep:
     report['sweep_64px_4_members'] = bench_sweep(64, 4, 10)
+  if args.layer_sizes:
+    report['layers'] = [bench_layers(int(size))
+                        for size in args.layer_sizes.split(',')]
   if args.startup:
     # The default (Winograd on CPU), then direct convolutions: Winograd's
     # larger programs take longer to load from the cache.
