@@ -60,8 +60,7 @@ def test_conv_relu_gradient_matches_direct(tile):
 def test_tile_rule():
   assert vgg.winograd_tile(32, 32, 3, 64) is None        # input layer
   assert vgg.winograd_tile(256, 256, 64, 64) is None     # memory-bound
-  assert vgg.winograd_tile(128, 128, 64, 64) is None     # narrow, large
-  assert vgg.winograd_tile(128, 128, 64, 128) == 'F4'
+  assert vgg.winograd_tile(128, 128, 64, 64) == 'F4'
   assert vgg.winograd_tile(64, 64, 64, 128) == 'F2'
   assert vgg.winograd_tile(64, 64, 256, 256) == 'F4'
   assert vgg.winograd_tile(32, 32, 256, 256) == 'F2'
@@ -74,7 +73,7 @@ def test_prepare_variables_holds_the_tiles_of_each_size(random_params):
                                     winograd_sizes=[(128, 128), (64, 64)])
   tiles = {name: set(layer) for name, layer in variables['winograd'].items()}
   assert 'conv1_1' not in tiles
-  assert tiles['conv1_2'] == {'F2'}                # direct at 128 px
+  assert tiles['conv1_2'] == {'F4', 'F2'}          # 128 px, then 64 px
   assert tiles['conv2_1'] == {'F2'}                # 64 x 64, then 32 x 32
   assert tiles['conv4_2'] == {'F4', 'F2'}          # 16 x 16, then 8 x 8
   assert variables['winograd']['conv4_2']['F4']['forward'].shape == (
