@@ -30,6 +30,7 @@ import nst_jax
 from nst_jax import images, losses, optim, settings as settings_lib, vgg
 from nst_jax import program_cache as program_cache_lib
 from nst_jax import weights as weights_lib
+from nst_jax import winograd as winograd_lib
 from nst_jax.errors import UserError
 
 BUILTIN_IMAGES = {'builtin:scene': images.demo_content,
@@ -106,9 +107,8 @@ def estimate_memory_bytes(height, width, spec: losses.LossSpec,
     activations += h * w * channels
   weights = sum(9 * cin * cout + cout for cin, cout in vgg.CONV_SHAPES.values())
   if winograd:  # Forward and backward transforms, (m + 2)^2 per kernel.
-    tile_side = {'F2': 4, 'F4': 6}
     weights += sum(
-        2 * tile_side[tile] ** 2 * cin * cout
+        2 * winograd_lib.tile_side(tile) ** 2 * cin * cout
         for name, tiles in vgg.winograd_tiles(
             vgg.CONV_SHAPES, [(height, width)]).items()
         for tile in tiles for cin, cout in [vgg.CONV_SHAPES[name]])

@@ -57,7 +57,7 @@ class Settings:
   lbfgs_memory: int
   distributed: bool
   # 'auto' (winograd on CPU with float32, else direct), 'direct', 'winograd'.
-  conv_algorithm: str = 'auto'
+  conv_algorithm: str
 
 
 def _split(value) -> tuple:
@@ -104,8 +104,8 @@ def _flag(config, field) -> bool:
   raise UserError(f'config.{field}: must be True or False, got {value!r}')
 
 
-def _choice(config, field, valid: Sequence[str]) -> str:
-  value = config[field]
+def _choice(config, field, valid: Sequence[str], default=None) -> str:
+  value = config[field] if default is None else config.get(field, default)
   if value not in valid:
     raise UserError(f'config.{field}: unknown {value!r}; valid are '
                     + ', '.join(valid))
@@ -190,9 +190,8 @@ def check(config) -> Settings:
   normalization = _choice(config, 'loss_normalization', losses.NORMALIZATIONS)
   pooling = _choice(config, 'pooling', vgg.POOLINGS)
   dtype = _choice(config, 'dtype', DTYPES)
-  conv_algorithm = (_choice(config, 'conv_algorithm',
-                            ('auto',) + vgg.CONV_ALGORITHMS)
-                    if 'conv_algorithm' in config else 'auto')
+  conv_algorithm = _choice(config, 'conv_algorithm',
+                           ('auto',) + vgg.CONV_ALGORITHMS, default='auto')
   optimizer = _choice(config, 'optimizer', optim.OPTIMIZERS)
   init = _choice(config, 'init', INITS)
   if init == 'image' and not config.get('init_image'):

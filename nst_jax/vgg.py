@@ -158,23 +158,31 @@ def _conv_relu_fwd(x, kernel, bias, flipped_kernel):
   return y, (x, kernel, y, flipped_kernel)
 
 
-def _conv_relu_bwd(residuals, grad_y):
-  x, kernel, y, flipped_kernel = residuals
+def _relu_conv_grads(x, kernel, y, grad_y, input_gradient):
+  """(grad_x, grad_kernel, grad_bias) of relu(conv(x, kernel) + bias) = y,
+  with `input_gradient(grad_pre)` the convolution that gives grad_x."""
   grad_pre = jnp.where(y > 0, grad_y, jnp.zeros_like(grad_y))
-  grad_x = _conv(grad_pre, flipped_kernel)
   # Kernel and bias gradients are dead code (removed by XLA) when only the
   # pixel gradient is asked for, as in style transfer.
   _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)
   (grad_kernel,) = kernel_vjp(grad_pre)
   grad_bias = jnp.sum(grad_pre, axis=(0, 1, 2))
-  return grad_x, grad_kernel, grad_bias, jnp.zeros_like(flipped_kernel)
+  return input_gradient(grad_pre), grad_kernel, grad_bias
+
+
+def _conv_relu_bwd(residuals, grad_y):
+  x, kernel, y, flipped_kernel = residuals
+  grads = _relu_conv_grads(x, kernel, y, grad_y,
+                           lambda g: _conv(g, flipped_kernel))
+  return grads + (jnp.zeros_like(flipped_kernel),)
 
 
 conv_relu.defvjp(_conv_relu_fwd, _conv_relu_bwd)
 
 
 def _tile(u):
-  return {4: 'F2', 6: 'F4'}[u.shape[0]]
+  """The tile of a transformed kernel, from its side (m + 2)."""
+  return {winograd.tile_side(t): t for t in winograd.TILES}[u.shape[0]]
 
 
 @jax.custom_vjp
@@ -195,13 +203,10 @@ def _winograd_fwd(x, kernel, bias, u, u_backward):
 
 def _winograd_bwd(residuals, grad_y):
   x, kernel, y, u, u_backward = residuals
-  grad_pre = jnp.where(y > 0, grad_y, jnp.zeros_like(grad_y))
-  grad_x = winograd.conv(grad_pre, u_backward, _tile(u_backward))
-  _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)
-  (grad_kernel,) = kernel_vjp(grad_pre)
-  grad_bias = jnp.sum(grad_pre, axis=(0, 1, 2))
-  return (grad_x, grad_kernel, grad_bias, jnp.zeros_like(u),
-          jnp.zeros_like(u_backward))
+  grads = _relu_conv_grads(
+      x, kernel, y, grad_y,
+      lambda g: winograd.conv(g, u_backward, _tile(u_backward)))
+  return grads + (jnp.zeros_like(u), jnp.zeros_like(u_backward))
 
 
 winograd_conv_relu.defvjp(_winograd_fwd, _winograd_bwd)

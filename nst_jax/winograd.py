@@ -64,6 +64,11 @@ TILES = {
 }
 
 
+def tile_side(tile: str) -> int:
+  """m + 2: the side of an input tile and of a transformed kernel."""
+  return TILES[tile][0].shape[0]
+
+
 def transform_kernel(kernel: jax.Array, tile: str) -> jax.Array:
   """HWIO 3x3 kernel -> U = G g G^T, shape (m+2, m+2, C_in, C_out)."""
   g = jnp.asarray(TILES[tile][1], jnp.float32)

@@ -165,23 +165,22 @@ def random_params(seed=WEIGHTS_SEED):
 _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 
 
-def conv_algorithm_for(requested='auto'):
+def conv_algorithm_for(requested='auto', shard_rows=False):
   """What nst_jax.run uses on this platform for `requested`."""
   return run_lib.resolve_conv_algorithm(requested, jax.devices()[0].platform,
-                                        'float32')
+                                        'float32', shard_rows)
 
 
 def make_problem(size, normalization='paper', remat=False, style_weight=BETA,
                  conv_algorithm='auto'):
   """(spec, problem, start pixels = the content image, NumPy params)."""
   params = random_params()
-  conv_algorithm = conv_algorithm_for(conv_algorithm)
+  spec = losses.LossSpec(normalization=normalization, remat=remat,
+                         conv_algorithm=conv_algorithm_for(conv_algorithm))
   variables = vgg.prepare_variables(
       jax.tree_util.tree_map(jnp.asarray, params),
-      winograd_sizes=[(size, size)] if conv_algorithm == 'winograd' else (),
-      layers=losses.LossSpec().layers)
-  spec = losses.LossSpec(normalization=normalization, remat=remat,
-                         conv_algorithm=conv_algorithm)
+      winograd_sizes=([(size, size)] if spec.conv_algorithm == 'winograd'
+                      else ()), layers=spec.layers)
   content, style, _ = content_and_style(size)
   targets = _make_targets(variables, jnp.asarray(content),
                          [jnp.asarray(style)], spec)
@@ -592,9 +591,7 @@ def memory_only(size, remat=False, row_shards=1):
   # As nst_jax.run: shard_rows means direct convolutions.
   spec, problem, pixels, _ = make_problem(
       size, remat=remat,
-      conv_algorithm=run_lib.resolve_conv_algorithm(
-          'auto', jax.devices()[0].platform, 'float32',
-          shard_rows=row_shards > 1))
+      conv_algorithm=conv_algorithm_for(shard_rows=row_shards > 1))
   if row_shards > 1:
     mesh = jax.make_mesh((row_shards,), ('rows',),
                          axis_types=(jax.sharding.AxisType.Auto,))
