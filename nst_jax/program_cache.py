@@ -1,36 +1,48 @@
-"""Traced programs kept on disk, so a new process skips tracing.
+"""Compiled programs kept on disk, so a new process neither traces nor
+compiles, and loads them while it does other work.
 
 JAX's persistent compilation cache skips XLA compilation in a new process,
 but every program must still be traced (Python runs the whole network, the
-losses and the optimiser) and lowered before the cache is even consulted:
-about 3 s for nst_jax's programs on a 2-core CPU. This module stores each
-program's lowered form with `jax.export` (StableHLO, versioned and
-serialisable) next to the compilation cache; a later process with the same
-program deserialises it and compiles it (from the compilation cache) without
-tracing anything.
+losses and the optimiser) and lowered before that cache is even consulted:
+seconds for nst_jax's programs on a 2-core CPU. This module instead stores
+each compiled executable itself (`jax.experimental.serialize_executable`)
+under a key computed from what shapes the program, so a later process goes
+from the key straight to a loaded executable. Loading runs outside Python's
+lock, so `prefetch` loads several programs on worker threads while the
+caller reads images, prepares weights and runs the earlier programs.
 
-A program is identified by everything that can change it: its name and
-static settings, the argument tree, shapes, dtypes and shardings, the
-versions of jax and jaxlib, and a hash of nst_jax's own source. Anything
-unreadable is ignored and replaced.
+A key covers everything that can change a program: its name and static
+settings, the argument tree, shapes and dtypes (and shardings when the
+arguments are placed arrays), the devices, the versions of jax and jaxlib, a
+hash of nst_jax's own source, and the host's CPU (machine code is specific
+to it). Anything unreadable is ignored and replaced.
 
 Example::
 
   cache = ProgramCache('~/.cache/nst_jax/jax/programs')
-  compiled = cache.compile('chunk', static_key, jitted_chunk, args)
+  key = cache.key('chunk', static, args)
+  cache.prefetch(key, devices)             # starts loading in the background
+  ...
+  compiled = cache.compile(key, jitted_chunk, args, devices)  # or compiled
   state, values, terms = compiled(*args)
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import os
 import pickle
+import platform
 import tempfile
+import threading
+import zlib
 from typing import Any, Callable, Sequence
 
 import jax
+from jax.experimental import serialize_executable
 import jaxlib
 
 
@@ -49,13 +61,49 @@ def source_hash() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def serialization_available() -> bool:
-  """jax.export's serialisation needs the `flatbuffers` package."""
+def host_signature() -> str:
+  """The devices and this host's CPU: a cache folder shared between
+  machines (a network home) must not hand one CPU's code to another."""
+  device = jax.devices()[0]
+  cpu_flags = ''
   try:
-    import flatbuffers  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    return False
-  return True
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith(('flags', 'Features', 'model name')):
+          cpu_flags += line
+  except OSError:
+    pass
+  return '\n'.join([device.platform, device.device_kind,
+                    device.client.platform_version, platform.machine(),
+                    platform.processor(), cpu_flags])
+
+
+@contextlib.contextmanager
+def _fresh_compilation():
+  """Keeps a compilation out of JAX's persistent compilation cache.
+
+  XLA:CPU cannot serialise an executable it deserialised: the copy lacks
+  functions ('Function wrapped_broadcast.3 not found' when it runs). So the
+  programs this module writes must be compiled afresh, never read from that
+  cache, and are not written to it either (this module's copy replaces it).
+  Yields a list that holds an entry if that cache was hit anyway (entries
+  written by an earlier version of nst_jax): such a program is not written.
+  """
+  hits = []
+
+  def listener(event, **unused_kwargs):
+    if event == '/jax/compilation_cache/cache_hits':
+      hits.append(event)
+
+  min_time = jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                    float('inf'))
+  jax.monitoring.register_event_listener(listener)
+  try:
+    yield hits
+  finally:
+    jax.monitoring.unregister_event_listener(listener)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', min_time)
 
 
 def _leaf_signature(x) -> str:
@@ -67,100 +115,105 @@ def _leaf_signature(x) -> str:
 
 
 class ProgramCache:
-  """Exported programs in `folder` (see module docstring)."""
+  """Compiled programs in `folder` (see module docstring).
+
+  Attributes:
+    loaded: programs read from disk (neither traced nor compiled).
+    traced: programs traced and compiled by this process (and written).
+  """
 
   def __init__(self, folder: str):
     self.folder = os.path.expanduser(folder)
-    self.loaded = 0   # programs read from disk (no tracing)
-    self.exported = 0  # programs traced and written
+    self.loaded = 0
+    self.traced = 0
+    self._lock = threading.Lock()
+    self._pending = {}  # key -> Future of a loaded program or None
+    self._pool = None
 
   def key(self, name: str, static: Any, args: Sequence) -> str:
+    """The key of program `name` for arguments like `args`.
+
+    Args:
+      name: the program's name.
+      static: everything static that shapes the program; its repr must be
+        stable across processes.
+      args: arguments, or anything with `.shape` and `.dtype` that fixes them
+        (host arrays, `jax.ShapeDtypeStruct`); placed arrays add their
+        shardings.
+    """
     leaves, tree = jax.tree_util.tree_flatten(args)
     text = '\n'.join([
         name, repr(static), str(tree), jax.__version__, jaxlib.__version__,
-        source_hash(), jax.devices()[0].platform,
+        source_hash(), host_signature(),
         *(_leaf_signature(x) for x in leaves)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-  def compile(self, name: str, static: Any, jitted: Callable, args: Sequence,
-              donate_argnums: Sequence[int] = ()):
-    """The compiled `jitted(*args)` for arguments like `args`.
+  def prefetch(self, key: str, devices: Sequence) -> None:
+    """Starts loading program `key` for `devices` on a worker thread (see
+    `compile`)."""
+    with self._lock:
+      if key in self._pending:
+        return
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix='nst_jax_programs')
+      self._pending[key] = self._pool.submit(self._read, key, devices)
+
+  def compile(self, key: str, jitted: Callable, args: Sequence,
+              devices: Sequence):
+    """The compiled `jitted(*args)`, loaded from disk when key `key` is there.
 
     Args:
-      name: the program's name (part of its key).
-      static: everything static that shapes the program (part of its key;
-        its repr must be stable across processes).
-      jitted: a `jax.jit`-wrapped function of the pytrees `args`.
-      args: example arguments (placed arrays: their shardings count).
-      donate_argnums: positions in `args` whose buffers may be reused.
+      key: from `key(...)`; the caller vouches that it fixes the program for
+        `args`.
+      jitted: a `jax.jit`-wrapped function of the pytrees `args` (donation
+        and shardings included).
+      args: example arguments (placed arrays).
+      devices: the devices the program runs on, in its device assignment's
+        order (a mesh's `devices.flat`).
     Returns:
-      A function of pytrees like `args` returning `jitted`'s pytree.
+      A `jax.stages.Compiled`: call it with pytrees like `args`.
     """
-    leaves, in_tree = jax.tree_util.tree_flatten(args)
-    if not serialization_available():
-      return jitted.lower(*args).compile()
-    path = os.path.join(self.folder, self.key(name, static, args))
-    exported, out_tree = self._read(path)
-    if exported is None:
-      exported, out_tree = self._export(jitted, in_tree, leaves)
-      self._write(path, exported, out_tree)
-    donated = _leaf_positions(args, donate_argnums)
-    compiled = jax.jit(exported.call, donate_argnums=donated).lower(
-        *leaves).compile()
+    self.prefetch(key, devices)
+    compiled = self._pending[key].result()
+    if compiled is None:
+      with _fresh_compilation() as hits:
+        compiled = jitted.lower(*args).compile()
+      with self._lock:
+        self.traced += 1
+      if not hits:
+        self._write(key, compiled)
+    return compiled
 
-    def call(*call_args):
-      return jax.tree_util.tree_unflatten(
-          out_tree, compiled(*jax.tree_util.tree_leaves(call_args)))
-    call.compiled = compiled
-    return call
+  def _path(self, key: str) -> str:
+    return os.path.join(self.folder, key)
 
-  def _export(self, jitted, in_tree, leaves):
-    out_trees = []
-
-    def flat(*flat_leaves):
-      out = jitted(*jax.tree_util.tree_unflatten(in_tree, flat_leaves))
-      out_leaves, out_tree = jax.tree_util.tree_flatten(out)
-      out_trees.append(out_tree)
-      return out_leaves
-
-    exported = jax.export.export(jax.jit(flat))(*leaves)
-    self.exported += 1
-    return exported, out_trees[0]
-
-  def _read(self, path):
+  def _read(self, key: str, devices: Sequence):
     try:
-      with open(path, 'rb') as f:
-        blob = f.read()
-      # Our own cache folder, written by _write below (a tree definition
-      # is pickled; the program itself is jax.export's serialisation).
-      tree_bytes, program = pickle.loads(blob)
-      exported = jax.export.deserialize(bytearray(program))
-      out_tree = pickle.loads(tree_bytes)
+      with open(self._path(key), 'rb') as f:
+        # Our own cache folder, written by _write below.
+        program, in_tree, out_tree = pickle.loads(zlib.decompress(f.read()))
+      compiled = serialize_executable.deserialize_and_load(
+          program, in_tree, out_tree, execution_devices=list(devices))
     except Exception:  # pylint: disable=broad-except
-      return None, None  # Missing, stale or damaged: trace again.
-    self.loaded += 1
-    return exported, out_tree
+      return None  # Missing, stale or damaged: compile again.
+    with self._lock:
+      self.loaded += 1
+    return compiled
 
-  def _write(self, path, exported, out_tree):
-    blob = pickle.dumps((pickle.dumps(out_tree), bytes(exported.serialize())))
+  def _write(self, key: str, compiled) -> None:
+    try:
+      blob = zlib.compress(pickle.dumps(serialize_executable.serialize(
+          compiled)), 1)
+    except (ValueError, NotImplementedError, pickle.PicklingError):
+      return  # This backend cannot serialise: the next process compiles.
     tmp = None
     try:
       os.makedirs(self.folder, exist_ok=True)
       handle, tmp = tempfile.mkstemp(dir=self.folder, prefix='.tmp-')
       with os.fdopen(handle, 'wb') as f:
         f.write(blob)
-      os.replace(tmp, path)
-    except OSError:  # A read-only cache costs the next process the tracing.
+      os.replace(tmp, self._path(key))
+    except OSError:  # A read-only cache costs the next process a compile.
       if tmp and os.path.exists(tmp):
         os.unlink(tmp)
-
-
-def _leaf_positions(args, argnums) -> tuple:
-  """Flat leaf indices of the arguments at positions `argnums`."""
-  positions, start = [], 0
-  for index, arg in enumerate(args):
-    count = len(jax.tree_util.tree_leaves(arg))
-    if index in argnums:
-      positions.extend(range(start, start + count))
-    start += count
-  return tuple(positions)

@@ -317,6 +317,12 @@ def _stack(trees):
       lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
+def _abstract(tree):
+  """Shapes and dtypes only (a program cache key without placements)."""
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+
+
 def member_devices(count: int, shard_rows: bool = False) -> list:
   """The devices a run of `count` members uses.
 
@@ -418,23 +424,39 @@ class MemberPrograms:
     donate_state = () if devices[0].platform == 'cpu' else (1,)
     self._jitted = {'init': sharded(init_fn, 4),
                     'chunk': sharded(chunk_fn, 5, donate_state)}
-    self._donate = {'chunk': donate_state}
     self._compiled = {}
     self.compilations = 0
 
-  def compiled(self, name, *args):
+  def key(self, name, key_args):
+    """Program `name`'s key in the program cache, from `key_args`: host or
+    device arrays (only their shapes and dtypes count; the placement
+    follows from the static settings) that fix the program's arguments.
+    'init' takes (variables, pixels, weights, learning_rate): the targets
+    follow from the variables and the content's size, which the pixels
+    share. 'chunk' takes those and the stop criteria: the loop state is
+    init's output."""
+    return self.program_cache.key(name, self.static, _abstract(key_args))
+
+  def prefetch(self, name, key_args):
+    """Starts loading program `name` from the program cache (if there)."""
+    if self.program_cache:
+      self.program_cache.prefetch(self.key(name, key_args),
+                                  list(self.mesh.devices.flat))
+
+  def compiled(self, name, key_args, *args):
     """The AOT-compiled program `name` for arguments shaped like `args`.
 
     Compiled once per argument shapes and dtypes: new weights, images of the
-    same size or new loss weights reuse it.
+    same size or new loss weights reuse it. With a program cache, loaded
+    from it when an earlier process compiled it (see `key`).
     """
     signature = (name, jax.tree_util.tree_structure(args), tuple(
         (x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(args)))
     if signature not in self._compiled:
-      if self.program_cache:  # Traced in an earlier process: not again.
+      if self.program_cache:
         self._compiled[signature] = self.program_cache.compile(
-            name, self.static, self._jitted[name], args,
-            self._donate.get(name, ()))
+            self.key(name, key_args), self._jitted[name], args,
+            list(self.mesh.devices.flat))
       else:
         self._compiled[signature] = self._jitted[name].lower(
             *args).compile()
@@ -605,6 +627,17 @@ def _optimize(settings, spec, variables, members, content, style_images,
                              program_cache)
   slots = programs.member_slots
   padded = -(-count // slots) * slots
+  weights = _stack(pad_members([
+      losses.loss_weights(spec, m['content_weight'], m['style_weight'],
+                          m['tv_weight'], m['content_layer_weights'],
+                          m['style_layer_weights']) for m in members],
+                               padded))
+  pixels = np.stack(pad_members(starts, padded)).astype(np.float32)
+  learning_rate = np.full((padded,), settings.learning_rate, np.float32)
+  criteria = _stack([optim.stop_criteria(
+      iterations, settings.stop_loss, settings.tolerance)] * padded)
+  init_key_args = (variables, pixels, weights, learning_rate)
+  chunk_key_args = init_key_args + (criteria,)
   targets_by_styles = {}
   for member in members:
     if member['styles'] not in targets_by_styles:
@@ -613,17 +646,12 @@ def _optimize(settings, spec, variables, members, content, style_images,
           variables, content, [style_images[p] for p in styles],
           (settings.style_blend_weights if styles == settings.styles
            else (1.0,) * len(styles)), spec, program_cache)
-  weights = _stack(pad_members([
-      losses.loss_weights(spec, m['content_weight'], m['style_weight'],
-                          m['tv_weight'], m['content_layer_weights'],
-                          m['style_layer_weights']) for m in members],
-                               padded))
+  # Dispatched, not finished: the init and chunk programs load from the
+  # program cache on worker threads while the targets compute.
+  programs.prefetch('init', init_key_args)
+  programs.prefetch('chunk', chunk_key_args)
   targets = _stack(pad_members(
       [targets_by_styles[m['styles']] for m in members], padded))
-  pixels = np.stack(pad_members(starts, padded)).astype(np.float32)
-  learning_rate = np.full((padded,), settings.learning_rate, np.float32)
-  criteria = _stack([optim.stop_criteria(
-      iterations, settings.stop_loss, settings.tolerance)] * padded)
   step_offset, evaluation_offset = offsets
   height, width = content.shape[:2]
 
@@ -633,14 +661,14 @@ def _optimize(settings, spec, variables, members, content, style_images,
     pixels, targets, weights, learning_rate, criteria = programs.place(
         (pixels, targets, weights, learning_rate, criteria))
     compile_start = time.perf_counter()
-    init_fn = programs.compiled('init', variables, pixels, targets, weights,
-                                learning_rate)
+    init_fn = programs.compiled('init', init_key_args, variables, pixels,
+                                targets, weights, learning_rate)
     compile_s = time.perf_counter() - compile_start
     state = init_fn(variables, pixels, targets, weights, learning_rate)
     initial_terms = state.terms
     compile_start = time.perf_counter()
-    chunk_fn = programs.compiled('chunk', variables, state, targets, weights,
-                                 learning_rate, criteria)
+    chunk_fn = programs.compiled('chunk', chunk_key_args, variables, state,
+                                 targets, weights, learning_rate, criteria)
     compile_s += time.perf_counter() - compile_start
 
     initial_terms = _to_host(initial_terms)
@@ -862,7 +890,7 @@ def _run(config, overrides, catcher) -> dict:
   manifest['programs'] = {
       'cache': program_cache.folder if program_cache else None,
       'loaded': program_cache.loaded if program_cache else 0,
-      'traced': program_cache.exported if program_cache else None}
+      'traced': program_cache.traced if program_cache else None}
   if _writes_outputs():
     write_json(settings.manifest, manifest)
   if interrupted is not None:
@@ -890,7 +918,8 @@ def _targets(variables, content, style_list, blend_weights, spec,
     return _make_targets(variables, content, style_list, spec=spec,
                          blend_weights=blend_weights)
   jitted = jax.jit(lambda v, c, s, b: losses.make_targets(v, c, s, spec, b))
-  return program_cache.compile('targets', spec, jitted, args)(*args)
+  key = program_cache.key('targets', spec, _abstract(args))
+  return program_cache.compile(key, jitted, args, jax.devices()[:1])(*args)
 
 
 def _member(tree, k):
