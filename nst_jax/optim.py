@@ -1,9 +1,11 @@
 """Compiled optimisation of the pixel array with optax.
 
 Optimisers (`OPTIMIZERS`):
-  * ``lbfgs``: optax L-BFGS with its zoom line search (strong Wolfe); each
-    step spends as many function+gradient evaluations as the line search
-    needs (usually 1-2 once it has settled).
+  * ``lbfgs``: L-BFGS with a strong Wolfe line search, as torch.optim.LBFGS
+    runs it with `line_search_fn='strong_wolfe'`: the direction of
+    `scale_by_lbfgs_fixed_step`, then `strong_wolfe_line_search` from its
+    step as the first trial. Each step spends as many function+gradient
+    evaluations as the search needs (usually 1 once it has settled).
   * ``lbfgs_nols``: L-BFGS with a fixed step `learning_rate` and no line
     search, exactly as torch.optim.LBFGS runs it for jcjohnson/neural-style
     (`scale_by_lbfgs_fixed_step`): one evaluation per step, the first step
@@ -40,6 +42,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 import optax
 
 from nst_jax import losses
@@ -175,22 +178,202 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
   return optax.GradientTransformation(init, update)
 
 
+# Strong Wolfe line search (torch.optim.LBFGS's `line_search_fn='strong_wolfe'`).
+
+MAX_LINE_SEARCH_EVALUATIONS = 25  # torch's max_ls
+_BRACKETING, _ZOOMING, _DONE = range(3)
+
+
+class _Point(NamedTuple):
+  """A trial step size and what the objective gave there."""
+  t: jax.Array
+  value: jax.Array
+  slope: jax.Array  # directional derivative g(x + t d) . d
+  grad: jax.Array
+  aux: Any
+
+
+class _Search(NamedTuple):
+  phase: jax.Array        # _BRACKETING, _ZOOMING or _DONE
+  evaluations: jax.Array
+  t: jax.Array            # the next trial
+  previous: _Point        # bracketing: the last trial
+  bracket: _Point         # leading axis 2: the interval's ends
+  low: jax.Array          # which end has the lower value
+  insufficient: jax.Array  # zoom: the last trial was too near an end
+
+
+def _cubic_minimum(t1, f1, g1, t2, f2, g2, lower, upper):
+  """Minimiser of the cubic through (t1, f1, g1) and (t2, f2, g2), clipped
+  to [lower, upper]; the interval's middle when the cubic has none."""
+  d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
+  d2_square = d1 ** 2 - g1 * g2
+  d2 = jnp.sqrt(jnp.maximum(d2_square, 0.0))
+  minimum = jnp.where(
+      t1 <= t2, t2 - (t2 - t1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
+      t1 - (t1 - t2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)))
+  usable = (d2_square >= 0) & jnp.isfinite(minimum)
+  return jnp.where(usable, jnp.minimum(jnp.maximum(minimum, lower), upper),
+                   (lower + upper) / 2)
+
+
+def _take(points: _Point, index) -> _Point:
+  return jax.tree_util.tree_map(lambda x: x[index], points)
+
+
+def _pair(first: _Point, second: _Point) -> _Point:
+  return jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), first, second)
+
+
+def _where(condition, new, old):
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), new,
+                                old)
+
+
+def strong_wolfe_line_search(value_and_grad_fn, params, direction, value,
+                             grad, aux, initial_step=1.0,
+                             max_evaluations=MAX_LINE_SEARCH_EVALUATIONS,
+                             c1=1e-4, c2=0.9, tolerance_change=1e-9):
+  """A step size t along `direction` satisfying the strong Wolfe conditions
+
+    f(x + t d) <= f(x) + c1 t g.d   and   |g(x + t d).d| <= c2 |g.d|,
+
+  by torch.optim.LBFGS's `_strong_wolfe` (More-Thuente style): extrapolate
+  by cubic interpolation until a step brackets a minimum, then zoom into the
+  bracket by cubic interpolation, keeping away from its ends. Same trials,
+  decisions and result as torch's (up to float rounding).
+
+  Written as one `lax.while_loop` whose body evaluates the objective once,
+  the phases chosen with `jnp.where`: the compiled program holds a single
+  copy of the evaluation (a `lax.cond` between phases would hold one per
+  branch), and under `vmap` each iteration costs one batched evaluation.
+
+  Args:
+    value_and_grad_fn: params -> ((value, aux), grad).
+    params: x.
+    direction: d, a descent direction (g.d < 0).
+    value, grad, aux: f, g and aux at x.
+    initial_step: the first trial t.
+    max_evaluations: torch's max_ls.
+    c1, c2: the Wolfe constants.
+    tolerance_change: stop zooming once the bracket is this narrow (times
+      max |d|).
+  Returns:
+    (t, value, grad, aux, evaluations): the accepted step (0 if none was
+    better), f, g and aux at x + t d, and the objective calls made.
+  """
+  slope = jnp.vdot(grad, direction)
+  direction_norm = jnp.max(jnp.abs(direction))
+  start = _Point(jnp.zeros((), jnp.float32), value, slope, grad, aux)
+  search = _Search(
+      phase=jnp.asarray(_BRACKETING, jnp.int32),
+      evaluations=jnp.zeros((), jnp.int32),
+      t=jnp.asarray(initial_step, jnp.float32), previous=start,
+      bracket=_pair(start, start), low=jnp.zeros((), jnp.int32),
+      insufficient=jnp.zeros((), bool))
+
+  def sufficient_decrease_fails(point):
+    # A non-finite trial counts as too high: the search backs off from it.
+    return ~jnp.isfinite(point.value) | (
+        point.value > value + c1 * point.t * slope)
+
+  def body(search):
+    (new_value, new_aux), new_grad = value_and_grad_fn(
+        params + search.t * direction)
+    new = _Point(search.t, new_value, jnp.vdot(new_grad, direction),
+                 new_grad, new_aux)
+    iteration = search.evaluations  # torch's ls_iter after this evaluation
+    bracket, low = search.bracket, search.low
+
+    # Bracketing: look for an interval holding a minimum.
+    previous = search.previous
+    rises = sufficient_decrease_fails(new) | (
+        (iteration > 1) & (new.value >= previous.value))
+    wolfe = ~rises & (jnp.abs(new.slope) <= -c2 * slope)
+    turned = ~rises & ~wolfe & (new.slope >= 0)
+    exhausted = iteration >= max_evaluations  # torch: bracket [0, t]
+    bracketed = ~exhausted & (rises | turned)
+    extrapolate = ~exhausted & ~rises & ~wolfe & ~turned
+    b_bracket = _where(
+        exhausted, _pair(start, new),
+        _where(bracketed, _pair(previous, new), _pair(new, new)))
+    b_low = jnp.where(b_bracket.value[0] <= b_bracket.value[1], 0, 1)
+    b_phase = jnp.where(extrapolate, _BRACKETING,
+                        jnp.where(wolfe & ~exhausted, _DONE, _ZOOMING))
+    b_next_t = _cubic_minimum(
+        previous.t, previous.value, previous.slope, new.t, new.value,
+        new.slope, new.t + 0.01 * (new.t - previous.t), new.t * 10)
+
+    # Zooming: shrink the bracket around the trial.
+    high = 1 - low
+    z_rises = sufficient_decrease_fails(new) | (
+        new.value >= bracket.value[low])
+    z_wolfe = ~z_rises & (jnp.abs(new.slope) <= -c2 * slope)
+    flip = ~z_rises & ~z_wolfe & (
+        new.slope * (bracket.t[high] - bracket.t[low]) >= 0)
+    ends = [_take(bracket, 0), _take(bracket, 1)]
+    low_end = _take(bracket, low)
+    for index in range(2):
+      is_low, is_high = low == index, high == index
+      ends[index] = _where(
+          (z_rises & is_high) | (~z_rises & is_low), new,
+          _where(flip & is_high, low_end, ends[index]))
+    z_bracket = _pair(*ends)
+    z_low = jnp.where(z_rises, jnp.where(
+        z_bracket.value[0] <= z_bracket.value[1], 0, 1), low)
+    z_phase = jnp.where(z_wolfe, _DONE, _ZOOMING)
+
+    zooming = search.phase == _ZOOMING
+    bracket = _where(zooming, z_bracket, b_bracket)
+    low = jnp.where(zooming, z_low, b_low)
+    phase = jnp.where(zooming, z_phase, b_phase)
+    insufficient = search.insufficient & zooming
+
+    # The next zoom trial: the cubic's minimum inside the bracket, moved
+    # off its ends when the last trials crept towards one.
+    narrow = (jnp.abs(bracket.t[1] - bracket.t[0]) * direction_norm
+              < tolerance_change)
+    lower = jnp.minimum(bracket.t[0], bracket.t[1])
+    upper = jnp.maximum(bracket.t[0], bracket.t[1])
+    z_next_t = _cubic_minimum(bracket.t[0], bracket.value[0],
+                              bracket.slope[0], bracket.t[1],
+                              bracket.value[1], bracket.slope[1], lower,
+                              upper)
+    margin = 0.1 * (upper - lower)
+    near_end = jnp.minimum(upper - z_next_t, z_next_t - lower) < margin
+    moved = near_end & (insufficient | (z_next_t >= upper)
+                        | (z_next_t <= lower))
+    z_next_t = jnp.where(
+        moved, jnp.where(jnp.abs(z_next_t - upper) < jnp.abs(z_next_t - lower),
+                         upper - margin, lower + margin), z_next_t)
+    insufficient = near_end & ~moved
+    phase = jnp.where(
+        (phase == _ZOOMING) & (narrow | (iteration >= max_evaluations)),
+        _DONE, phase)
+    return _Search(
+        phase=phase, evaluations=search.evaluations + 1,
+        t=jnp.where(phase == _BRACKETING, b_next_t, z_next_t),
+        previous=_where(phase == _BRACKETING, new, previous),
+        bracket=bracket, low=low, insufficient=insufficient)
+
+  search = lax.while_loop(lambda s: s.phase != _DONE, body, search)
+  accepted = _take(search.bracket, search.low)
+  return (accepted.t, accepted.value, accepted.grad, accepted.aux,
+          search.evaluations)
+
+
 def make_optimizer(optimizer, learning_rate) -> optax.GradientTransformation:
   """The optax transformation for an optimiser (see module docstring).
 
   Args:
     optimizer: a name from `OPTIMIZERS` or an `Optimizer`.
-    learning_rate: step size (unused by `lbfgs`, whose line search picks it);
+    learning_rate: step size (for `lbfgs` the line search's first trial);
       may be a traced array so it can be swept without recompiling.
   """
   optimizer = as_optimizer(optimizer)
   name = optimizer.name
-  if name == 'lbfgs':
-    return optax.lbfgs(
-        memory_size=optimizer.lbfgs_memory,
-        linesearch=optax.scale_by_zoom_linesearch(
-            max_linesearch_steps=20, initial_guess_strategy='one'))
-  if name == 'lbfgs_nols':
+  if name in ('lbfgs', 'lbfgs_nols'):
+    # For lbfgs this is the first trial of the line search (`_step`).
     return scale_by_lbfgs_fixed_step(learning_rate, optimizer.lbfgs_memory)
   if name == 'adam':
     return optax.adam(learning_rate)
@@ -224,11 +407,13 @@ class StopCriteria:
 
 
 def stop_criteria(iterations, stop_loss=None, tolerance=0.0) -> StopCriteria:
+  # NumPy scalars: jnp.asarray would compile a small program per dtype,
+  # tenths of a second at start-up.
   return StopCriteria(
-      iterations=jnp.asarray(iterations, jnp.int32),
-      stop_loss=jnp.asarray(-jnp.inf if stop_loss is None else stop_loss,
-                            jnp.float32),
-      tolerance=jnp.asarray(tolerance, jnp.float32))
+      iterations=np.asarray(iterations, np.int32),
+      stop_loss=np.asarray(-np.inf if stop_loss is None else stop_loss,
+                           np.float32),
+      tolerance=np.asarray(tolerance, np.float32))
 
 
 @flax.struct.dataclass
@@ -237,8 +422,7 @@ class LoopState:
 
   `value` and `grad` are the loss and gradient at `pixels`, `terms` its
   `losses.loss_terms` (the evaluation returns them alongside, so logging
-  needs no extra forward pass; `lbfgs`, whose line search evaluates only the
-  total, refreshes them at the end of each chunk).
+  needs no extra forward pass).
   """
   pixels: jax.Array
   opt_state: Any
@@ -281,20 +465,20 @@ def init_state(pixels, problem: Problem, spec: losses.LossSpec,
 def _step(state: LoopState, problem, spec, optimizer, learning_rate,
           criteria: StopCriteria) -> LoopState:
   """One optimiser step from `state` (which must be running)."""
-  objective = _objective(problem, spec)
   opt = make_optimizer(optimizer, learning_rate)
+  updates, opt_state = opt.update(state.grad, state.opt_state, state.pixels)
   if as_optimizer(optimizer).name == 'lbfgs':
-    updates, opt_state = opt.update(
-        state.grad, state.opt_state, state.pixels, value=state.value,
-        grad=state.grad, value_fn=objective)
-    pixels = optax.apply_updates(state.pixels, updates)
-    # The line search evaluated the accepted point: reuse its value and grad.
-    value = optax.tree.get(opt_state, 'value')
-    grad = optax.tree.get(opt_state, 'grad')
-    spent = optax.tree.get(opt_state, 'num_linesearch_steps')
-    terms = state.terms  # refreshed at the end of the chunk
+    # The line search returns the value, gradient and terms at the point
+    # it accepts: nothing is evaluated twice.
+    descent = jnp.vdot(state.grad, updates) < 0
+    direction = jnp.where(descent, updates, -state.grad * (
+        jnp.linalg.norm(updates) / jnp.maximum(jnp.linalg.norm(state.grad),
+                                               1e-30)))
+    step_size, value, grad, terms, spent = strong_wolfe_line_search(
+        lambda p: _value_terms_and_grad(p, problem, spec), state.pixels,
+        direction, state.value, state.grad, state.terms)
+    pixels = state.pixels + step_size * direction
   else:
-    updates, opt_state = opt.update(state.grad, state.opt_state, state.pixels)
     pixels = optax.apply_updates(state.pixels, updates)
     (value, terms), grad = _value_terms_and_grad(pixels, problem, spec)
     spent = 1
@@ -343,11 +527,6 @@ def run_chunk_unjitted(state: LoopState, problem: Problem,
     return state, state.value
 
   state, values = lax.scan(body, state, None, length=chunk_size)
-  if as_optimizer(optimizer).name == 'lbfgs':
-    # One forward pass: the line search kept only the total.
-    state = state.replace(terms=losses.loss_terms(
-        state.pixels, problem.variables, problem.targets, problem.weights,
-        spec))
   return state, values, state.terms
 
 
@@ -370,8 +549,7 @@ def run_chunk(state, problem, spec, optimizer, learning_rate, criteria,
   Returns:
     (state, values, terms): the new state, the loss after each of the
     chunk's steps (repeating once stopped), and `losses.loss_terms` at the
-    final pixels (`state.terms`: free for one-evaluation steps, one forward
-    pass for `lbfgs`).
+    final pixels (`state.terms`, carried with each evaluation).
   """
   return run_chunk_unjitted(state, problem, spec, optimizer, learning_rate,
                             criteria, chunk_size)
@@ -419,17 +597,16 @@ def default_sweep_mode(optimizer: str, platform: str) -> str:
   """How a device runs its members: 'map' (one after another) or 'vmap'.
 
   'map' runs each member's exact stand-alone program, so a member's result
-  is bit-identical to its own run and K members cost K runs. It is the
-  choice on CPU (batching buys nothing on 2 cores) and for the line-search
-  L-BFGS everywhere: under vmap its while_loop runs until the slowest member
-  is done and its conds evaluate every branch (measured 28-31x one run for
-  4 members). Elsewhere (GPU/TPU, fixed-step optimisers) 'vmap' batches the
-  members' convolutions to fill the chip; results then match the stand-alone
-  runs up to floating-point reassociation.
+  is bit-identical to its own run and K members cost K runs: the choice on
+  CPU (batching buys little on 2 cores). On GPU/TPU 'vmap' batches the
+  members' convolutions to fill the chip; results then match the
+  stand-alone runs up to floating-point reassociation. That holds for
+  `lbfgs` too: its line search is one while_loop evaluating once per
+  iteration, so under vmap a step costs the most evaluations any member's
+  search needs (no cond evaluating both branches).
   """
-  if as_optimizer(optimizer).name == 'lbfgs' or platform == 'cpu':
-    return 'map'
-  return 'vmap'
+  del optimizer  # every optimiser batches alike
+  return 'map' if platform == 'cpu' else 'vmap'
 
 
 def _batched(fn, mode):

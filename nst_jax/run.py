@@ -766,11 +766,9 @@ def _run(config, overrides, catcher) -> dict:
                              conv_algorithm=conv_algorithm)
   network_sizes = {image.shape[:2] for level_content, level_styles in inputs
                    for image in [level_content, *level_styles.values()]}
-  variables = vgg.prepare_variables(
-      # device_put, not jnp.asarray: that compiles a tiny program per shape.
-      jax.device_put(params),
-      winograd_sizes=sorted(network_sizes) if conv_algorithm == 'winograd'
-      else (), layers=spec.layers)
+  variables = _prepare_variables(
+      params, tuple(sorted(network_sizes)) if conv_algorithm == 'winograd'
+      else (), spec.layers, program_cache)
   mode = settings.sweep_mode
   if mode == 'auto':
     mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
@@ -899,6 +897,20 @@ def _run(config, overrides, catcher) -> dict:
 
 
 _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
+
+
+def _prepare_variables(params, winograd_sizes, layers, program_cache):
+  """`vgg.prepare_variables` as one compiled program (flipped kernels,
+  Winograd transforms), from the program cache when there is one."""
+  # device_put, not jnp.asarray: that compiles a tiny program per shape.
+  params = jax.device_put(params)
+  if program_cache is None or jax.process_count() > 1:
+    return vgg.prepare_variables(params, winograd_sizes, layers)
+  jitted = jax.jit(lambda p: vgg.prepare_variables(p, winograd_sizes, layers))
+  key = program_cache.key('variables', (winograd_sizes, layers),
+                          _abstract(params))
+  return program_cache.compile(key, jitted, (params,),
+                               jax.devices()[:1])(params)
 
 
 def _targets(variables, content, style_list, blend_weights, spec,

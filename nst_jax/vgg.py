@@ -323,7 +323,8 @@ def prepare_variables(params: dict, winograd_sizes: Sequence = (),
 
   Call once per weights (outside the optimisation loop); the result is an
   ordinary pytree argument of the jitted loss. It always holds the
-  pre-flipped kernels; with `winograd_sizes`, also the Winograd transforms
+  pre-flipped kernels (of the layers that run; others are flipped on the
+  fly); with `winograd_sizes`, also the Winograd transforms
   (forward and backward) of every tile that `winograd_tile` picks for some
   layer at one of those image sizes.
 
@@ -332,13 +333,16 @@ def prepare_variables(params: dict, winograd_sizes: Sequence = (),
     winograd_sizes: (height, width) of the images the network will see with
       `conv_algorithm='winograd'`.
     layers: the layers the network will be asked for; only the convolutions
-      up to the deepest of them get Winograd transforms.
+      up to the deepest of them get flipped kernels and Winograd transforms.
   Returns:
     {'params', 'flipped'[, 'winograd': {layer: {tile: {'forward',
     'backward'}}}]}.
   """
-  variables = {'params': params, 'flipped': _flip_all(params)}
   deepest = LAYER_ORDER.index(deepest_layer(layers))
+  # Layers past the deepest never run: no flipped kernels for them.
+  variables = {'params': params, 'flipped': _flip_all(
+      {name: layer for name, layer in params.items()
+       if LAYER_ORDER.index(name) <= deepest})}
   tiles = {name: layer_tiles for name, layer_tiles in winograd_tiles(
       params, winograd_sizes).items() if LAYER_ORDER.index(name) <= deepest}
   if tiles:

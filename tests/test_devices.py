@@ -104,7 +104,10 @@ def test_rows_sharded_over_four_devices_matches_one(tmp_path):
   four = _run(tmp_path / 'd4', 4, 'rows', 'lbfgs')
   assert one['used'] == 1 and four['used'] == 4
   assert four['evaluations'] == one['evaluations']
-  np.testing.assert_allclose(four['finals'], one['finals'], rtol=1e-4)
+  # Shards sum in another order. The line search's cubic steps from the
+  # tiny first step (t = 1/|g|_1) divide differences of nearly equal losses,
+  # which amplifies that rounding (torch's algorithm does the same).
+  np.testing.assert_allclose(four['finals'], one['finals'], rtol=2e-3)
   assert not any('shard_rows' in w for w in four['warnings'])
   # Each device holds a share of the activations and optimiser state.
   assert four['chunk_temp_bytes'] < 0.5 * one['chunk_temp_bytes']

@@ -65,9 +65,9 @@ def test_lbfgs_counts_every_evaluation(problem_spec, small_images):
   finally:
     optim.losses.loss_terms = original
   assert int(state.step) == 5
-  # Every call but one was an evaluation: the chunk's closing forward pass
-  # (the line search keeps only the total, so lbfgs recomputes the terms).
-  assert int(state.evaluations) == len(calls) - 1
+  # Every call was an evaluation (the line search returns the terms of the
+  # point it accepts: no closing forward pass).
+  assert int(state.evaluations) == len(calls)
   assert len(calls) >= 7
 
 
@@ -114,15 +114,113 @@ def test_changing_numbers_does_not_recompile(problem_spec, small_images):
   assert optim.run_chunk._cache_size() == compiled
 
 
-def _torch_lbfgs_reference(fun_grad, x, lr, history, steps):
-  """torch.optim.LBFGS's step loop without line search, in NumPy (a
-  transcription of torch/optim/lbfgs.py), for comparison."""
+def _torch_cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+  """torch/optim/lbfgs.py's `_cubic_interpolate`, transcribed."""
+  if bounds is not None:
+    xmin_bound, xmax_bound = bounds
+  else:
+    xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+  d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+  d2_square = d1 ** 2 - g1 * g2
+  if d2_square >= 0:
+    d2 = np.sqrt(d2_square)
+    if x1 <= x2:
+      min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+    else:
+      min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+    return min(max(min_pos, xmin_bound), xmax_bound)
+  return (xmin_bound + xmax_bound) / 2.0
+
+
+def _torch_strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9,
+                        tolerance_change=1e-9, max_ls=25):
+  """torch/optim/lbfgs.py's `_strong_wolfe`, transcribed to NumPy."""
+  dot = lambda a, b: float(np.dot(a.ravel(), b.ravel()))
+  d_norm = np.abs(d).max()
+  f_new, g_new = obj_func(x, t, d)
+  ls_func_evals = 1
+  gtd_new = dot(g_new, d)
+  t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+  done = False
+  ls_iter = 0
+  while ls_iter < max_ls:
+    if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
+      bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+      bracket_g, bracket_gtd = [g_prev, g_new], [gtd_prev, gtd_new]
+      break
+    if abs(gtd_new) <= -c2 * gtd:
+      bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+      done = True
+      break
+    if gtd_new >= 0:
+      bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+      bracket_g, bracket_gtd = [g_prev, g_new], [gtd_prev, gtd_new]
+      break
+    min_step = t + 0.01 * (t - t_prev)
+    max_step = t * 10
+    tmp = t
+    t = _torch_cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new,
+                                 bounds=(min_step, max_step))
+    t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new, gtd_new
+    f_new, g_new = obj_func(x, t, d)
+    ls_func_evals += 1
+    gtd_new = dot(g_new, d)
+    ls_iter += 1
+  if ls_iter == max_ls:
+    bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+  insuf_progress = False
+  low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+  while not done and ls_iter < max_ls:
+    if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+      break
+    t = _torch_cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0],
+                                 bracket[1], bracket_f[1], bracket_gtd[1])
+    eps = 0.1 * (max(bracket) - min(bracket))
+    if min(max(bracket) - t, t - min(bracket)) < eps:
+      if insuf_progress or t >= max(bracket) or t <= min(bracket):
+        if abs(t - max(bracket)) < abs(t - min(bracket)):
+          t = max(bracket) - eps
+        else:
+          t = min(bracket) + eps
+        insuf_progress = False
+      else:
+        insuf_progress = True
+    else:
+      insuf_progress = False
+    f_new, g_new = obj_func(x, t, d)
+    ls_func_evals += 1
+    gtd_new = dot(g_new, d)
+    ls_iter += 1
+    if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
+      bracket[high_pos], bracket_f[high_pos] = t, f_new
+      bracket_g[high_pos], bracket_gtd[high_pos] = g_new, gtd_new
+      low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+    else:
+      if abs(gtd_new) <= -c2 * gtd:
+        done = True
+      elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+        bracket[high_pos], bracket_f[high_pos] = (bracket[low_pos],
+                                                  bracket_f[low_pos])
+        bracket_g[high_pos], bracket_gtd[high_pos] = (bracket_g[low_pos],
+                                                      bracket_gtd[low_pos])
+      bracket[low_pos], bracket_f[low_pos] = t, f_new
+      bracket_g[low_pos], bracket_gtd[low_pos] = g_new, gtd_new
+  t = bracket[low_pos]
+  return bracket_f[low_pos], bracket_g[low_pos], t, ls_func_evals
+
+
+def _torch_lbfgs_reference(fun_grad, x, lr, history, steps,
+                           line_search=False):
+  """torch.optim.LBFGS's step loop, without line search or with
+  `line_search_fn='strong_wolfe'`, in NumPy (a transcription of
+  torch/optim/lbfgs.py), for comparison. Returns the iterates, the pairs
+  skipped and the evaluations of each step."""
   x = x.copy()
   old_dirs, old_stps, ro = [], [], []
   h_diag = 1.0
   value, g = fun_grad(x)
   d = t = prev_g = None
-  path, skipped = [], 0
+  path, skipped, evaluations = [], 0, []
   for n_iter in range(1, steps + 1):
     if n_iter == 1:
       d = -g
@@ -149,10 +247,18 @@ def _torch_lbfgs_reference(fun_grad, x, lr, history, steps):
       d = r
     prev_g = g.copy()
     t = min(1.0, 1.0 / np.abs(g).sum()) * lr if n_iter == 1 else lr
-    x = x + t * d
-    value, g = fun_grad(x)
+    if line_search:
+      gtd = float(np.dot(g.ravel(), d.ravel()))
+      value, g, t, spent = _torch_strong_wolfe(
+          lambda x, t, d: fun_grad(x + t * d), x, t, d, value, g, gtd)
+      x = x + t * d
+    else:
+      x = x + t * d
+      value, g = fun_grad(x)
+      spent = 1
     path.append(x.copy())
-  return np.stack(path), skipped
+    evaluations.append(spent)
+  return np.stack(path), skipped, evaluations
 
 
 @pytest.mark.parametrize('curvature', ['positive', 'mixed'])
@@ -176,8 +282,8 @@ def test_lbfgs_nols_is_torchs_algorithm(curvature):
   numpy_fun_grad = lambda x: tuple(np.asarray(v, np.float64)
                                    for v in value_and_grad(jnp.asarray(x)))
   x0 = rng.normal(size=(2, 3)) * (0.1 if curvature == 'mixed' else 1.0)
-  expected, skipped = _torch_lbfgs_reference(numpy_fun_grad, x0, lr=0.5,
-                                             history=3, steps=12)
+  expected, skipped, _ = _torch_lbfgs_reference(numpy_fun_grad, x0, lr=0.5,
+                                                history=3, steps=12)
   assert (skipped > 0) == (curvature == 'mixed')
 
   opt = optim.scale_by_lbfgs_fixed_step(0.5, memory_size=3)
@@ -192,3 +298,78 @@ def test_lbfgs_nols_is_torchs_algorithm(curvature):
     got.append(np.asarray(x))
   np.testing.assert_allclose(np.stack(got), expected, rtol=2e-3, atol=2e-4)
   assert int(state.stored) == 3  # the history filled and wrapped
+
+
+def _test_function(curvature, seed=0):
+  rng = np.random.default_rng(seed)
+  a = rng.normal(size=(6, 6))
+  a = a @ a.T / 6 + 0.1 * np.eye(6)
+  b = rng.normal(size=6)
+
+  def f(x):
+    flat = x.ravel()
+    if curvature == 'mixed':  # concave near 0, convex far out
+      return jnp.sum(jnp.cos(flat)) + 0.01 * jnp.sum(flat ** 4) - b @ flat
+    return (0.5 * flat @ a @ flat - b @ flat + 0.05 * jnp.sum(flat ** 4)
+            - 0.3 * jnp.sum(jnp.cos(2.0 * flat)))
+  x0 = rng.normal(size=(2, 3)) * (0.1 if curvature == 'mixed' else 1.0)
+  return f, x0
+
+
+@pytest.mark.parametrize('curvature,lr', [('positive', 1.0), ('mixed', 1.0),
+                                          ('positive', 30.0),
+                                          ('mixed', 0.3)])
+def test_lbfgs_line_search_is_torchs_strong_wolfe(curvature, lr):
+  """Same iterates and evaluation counts as torch.optim.LBFGS with
+  line_search_fn='strong_wolfe'. lr 30 makes the first trials far too
+  long, so the searches zoom; on 'mixed' (negative curvature near the
+  start) the first searches extrapolate (by 10x, then 40x at lr 0.3) and
+  zoom."""
+  f, x0 = _test_function(curvature)
+  plain = jax.jit(jax.value_and_grad(f))
+  numpy_fun_grad = lambda x: tuple(np.asarray(v, np.float64)
+                                   for v in plain(jnp.asarray(x)))
+  expected, _, expected_evaluations = _torch_lbfgs_reference(
+      numpy_fun_grad, x0, lr=lr, history=3, steps=8, line_search=True)
+  # The searches did work (lr 1 on the convex function: first trials pass).
+  assert max(expected_evaluations) > 1 or (curvature, lr) == ('positive', 1.0)
+
+  value_and_grad = jax.value_and_grad(lambda x: (f(x), {'f': f(x)}),
+                                      has_aux=True)
+  opt = optim.scale_by_lbfgs_fixed_step(lr, memory_size=3)
+
+  @jax.jit
+  def step(x, state, value, grad, aux):
+    updates, state = opt.update(grad, state, x)
+    t, value, grad, aux, spent = optim.strong_wolfe_line_search(
+        value_and_grad, x, updates, value, grad, aux)
+    return x + t * updates, state, value, grad, aux, spent
+
+  x = jnp.asarray(x0, jnp.float32)
+  state = opt.init(x)
+  (value, aux), grad = value_and_grad(x)
+  got, evaluations = [], []
+  for _ in range(8):
+    x, state, value, grad, aux, spent = step(x, state, value, grad, aux)
+    got.append(np.asarray(x))
+    evaluations.append(int(spent))
+    np.testing.assert_allclose(aux['f'], value, rtol=1e-6)
+  assert evaluations == expected_evaluations
+  np.testing.assert_allclose(np.stack(got), expected, rtol=2e-3, atol=2e-4)
+
+
+def test_line_search_backs_off_non_finite_trials():
+  """A trial where the objective is not finite counts as too high: the
+  search zooms back to a finite, lower point."""
+  def f(x):
+    value = jnp.sum((x - 1.0) ** 2)
+    return jnp.where(jnp.max(x) > 3.0, jnp.inf, value), ()
+  value_and_grad = jax.value_and_grad(f, has_aux=True)
+  x = jnp.zeros((3,))
+  (value, aux), grad = value_and_grad(x)
+  t, new_value, _, _, spent = jax.jit(
+      lambda d: optim.strong_wolfe_line_search(value_and_grad, x, d, value,
+                                               grad, aux, initial_step=10.0)
+  )(-grad)
+  assert np.isfinite(float(new_value)) and float(new_value) < float(value)
+  assert 0 < float(t) * 2 <= 3.0 and int(spent) > 1

@@ -58,7 +58,7 @@ def check_params(params: dict, where: str) -> dict:
                         f'{array.dtype}, expected floating point')
       if not np.all(np.isfinite(array)):
         raise UserError(f'{where}: layer {name} {part} holds NaN or inf')
-      checked[name][part] = array.astype(np.float32)
+      checked[name][part] = array.astype(np.float32, copy=False)
   return checked
 
 
