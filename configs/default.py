@@ -73,7 +73,7 @@ def get_config():
                                  # paper's layers, see README: shard_rows
                                  # is what fits larger images)
   # Compilation cache folder, 'auto' (~/.cache/nst_jax/jax) or '' (off);
-  # traced programs are kept beside it in programs/.
+  # compiled programs are kept beside it in programs/.
   config.compilation_cache = 'auto'
   config.max_memory_gb = 0.0     # refuse sizes estimated to need more (0: the
                                  # device's memory)

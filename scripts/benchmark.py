@@ -339,8 +339,7 @@ def minor_faults():
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def bench_steps(name, spec, problem, pixels, steps, evaluate, rounds,
-                forward_s=None):
+def bench_steps(name, spec, problem, pixels, steps, evaluate, rounds):
   """Times compiled chunks of `steps` steps of optimiser `name`.
 
   `rounds` chunks, each between two timed evaluations (evaluation, chunk,
@@ -363,7 +362,6 @@ def bench_steps(name, spec, problem, pixels, steps, evaluate, rounds,
   other = OtherLoad()
   evaluation_prev, _ = timed(evaluate)
   step_times, ratios, per_eval_ratios, locals_ = [], [], [], []
-  ratios_without_forward = []
   total_steps = total_evaluations = faults = 0
   for _ in range(rounds):
     evaluations0, step0 = int(state.evaluations), int(state.step)
@@ -384,8 +382,6 @@ def bench_steps(name, spec, problem, pixels, steps, evaluate, rounds,
     locals_.append(local)
     ratios.append(elapsed / done / local)
     per_eval_ratios.append(elapsed / max(spent, 1) / local)
-    if forward_s is not None:
-      ratios_without_forward.append((elapsed - forward_s) / done / local)
   median = lambda xs: float(np.median(xs)) if xs else float('nan')
   return {
       'rounds': len(ratios), 'steps': total_steps,
@@ -396,10 +392,6 @@ def bench_steps(name, spec, problem, pixels, steps, evaluate, rounds,
       'step_over_evaluation': median(ratios),
       'step_over_evaluation_rounds': ratios,
       'per_evaluation_over_evaluation': median(per_eval_ratios),
-      # Minus the chunk's closing forward pass (`losses.loss_terms` at the
-      # final pixels, for logging), timed on its own.
-      'step_over_evaluation_without_chunk_forward': median(
-          ratios_without_forward),
       'minor_page_faults_per_step': faults / max(total_steps, 1),
       'in_process_compile_s': in_process_compile,
       'stop_reason': optim.STOP_REASONS[int(state.stop_reason)],
@@ -431,13 +423,8 @@ def bench_size(size, optimizers, repeats, steps, rounds=1,
   evaluate = lambda: compiled(pixels, problem)
   row['steps'] = {}
   for name in optimizers:
-    # Only the line-search lbfgs ends a chunk with a forward pass (its
-    # line search keeps the total loss, not the terms that are logged).
-    closing_forward = row['forward_s'] if name == 'lbfgs' else 0.0
     result = bench_steps(name, spec, problem, pixels, steps, evaluate,
-                         rounds, closing_forward)
-    result['chunk_forward_per_step_over_evaluation'] = (
-        closing_forward / steps / row['evaluation_s'])
+                         rounds)
     row['steps'][name] = result
     print(f'  {size} px {name}: {1000 * result["step_s"]:.0f} ms/step, '
           f'{result["evaluations_per_step"]:.2f} evaluations/step, '
@@ -620,8 +607,8 @@ def bench_startup(runs=3, iterations=10, conv_algorithm='auto'):
   """Seconds from launching `python -m nst_jax.main` to its first
   optimisation step, at 128 px from PNG files and a weights file (as a user
   runs it), in fresh processes sharing a new cache folder: the first fills
-  it (traces and compiles), the others load the traced programs and the
-  compiled code from it."""
+  it (traces and compiles), the others load the compiled programs from
+  it."""
   cache = tempfile.mkdtemp(prefix='nst_jax_startup_cache_')
   out = tempfile.mkdtemp(prefix='nst_jax_startup_out_')
   rows = []
@@ -1158,10 +1145,9 @@ def print_table(report):
         'process, cold / from the persistent cache):')
   print()
   print('| size | optimiser | step | evaluations / step | step / evaluation '
-        '(range over rounds) | without the chunk\'s closing forward |'
-        ' per evaluation / evaluation | compile cold / cached | '
-        'other load |')
-  print('|---|---|---|---|---|---|---|---|---|')
+        '(range over rounds) | per evaluation / evaluation | '
+        'compile cold / cached | other load |')
+  print('|---|---|---|---|---|---|---|---|')
   for row in report['sizes']:
     compile_ = row.get('compile') or {}
     cold = (compile_.get('cold') or {}).get('optimizers', {})
@@ -1172,7 +1158,6 @@ def print_table(report):
       print(f'| {row["size"]} | {name} | {_fmt_s(r["step_s"])} | '
             f'{r["evaluations_per_step"]:.2f} | '
             f'{_fmt_ratio(r)} | '
-            f'{r.get("step_over_evaluation_without_chunk_forward", 0):.3f} | '
             f'{r["per_evaluation_over_evaluation"]:.3f} | {c} | '
             f'{_fmt_load(r.get("other_processes_cores"))} |')
   chunk_steps = sorted({(row['size'], r.get('chunk_steps'))
@@ -1180,11 +1165,9 @@ def print_table(report):
                         for r in row['steps'].values()})
   print()
   print('Steps per timed chunk: ' + ', '.join(
-      f'{n} at {size} px' for size, n in chunk_steps) + '. An lbfgs chunk '
-        'ends with one forward pass (`losses.loss_terms` at the final pixels, '
-        'for logging; about half an evaluation), spread over its steps in '
-        '"step / evaluation" and subtracted in the next column; the other '
-        'optimisers get the terms with each evaluation.')
+      f'{n} at {size} px' for size, n in chunk_steps) + '. Every optimiser '
+        'gets the loss terms for logging with its evaluations (no extra '
+        'forward pass).')
   lines = []
   for row in report['sizes']:
     compile_ = row.get('compile') or {}
@@ -1233,7 +1216,7 @@ def print_extras(report):
           f'{t["seconds"]:.1f} s | '
           f'{1000 * t["seconds"] / t["evaluations"]:.0f} ms | - | 1 | '
           f'{_fmt_load(t.get("other_processes_cores"))} |')
-    labels = {'lbfgs': 'nst_jax lbfgs (zoom line search)',
+    labels = {'lbfgs': 'nst_jax lbfgs (strong Wolfe line search)',
               'lbfgs_nols': 'nst_jax lbfgs_nols',
               'lbfgs_nols_c2f': 'nst_jax lbfgs_nols, 100 steps at half size '
                                 'first'}
