@@ -900,17 +900,18 @@ _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 
 
 def _prepare_variables(params, winograd_sizes, layers, program_cache):
-  """`vgg.prepare_variables` as one compiled program (flipped kernels,
-  Winograd transforms), from the program cache when there is one."""
+  """`vgg.prepare_variables`, its programs from the program cache when
+  there is one."""
   # device_put, not jnp.asarray: that compiles a tiny program per shape.
   params = jax.device_put(params)
   if program_cache is None or jax.process_count() > 1:
     return vgg.prepare_variables(params, winograd_sizes, layers)
-  jitted = jax.jit(lambda p: vgg.prepare_variables(p, winograd_sizes, layers))
-  key = program_cache.key('variables', (winograd_sizes, layers),
-                          _abstract(params))
-  return program_cache.compile(key, jitted, (params,),
-                               jax.devices()[:1])(params)
+
+  def run_program(name, static, jitted, args):
+    key = program_cache.key(name, static, _abstract(args))
+    return program_cache.compile(key, jitted, args,
+                                 jax.devices()[:1])(*args)
+  return vgg.prepare_variables(params, winograd_sizes, layers, run_program)
 
 
 def _targets(variables, content, style_list, blend_weights, spec,

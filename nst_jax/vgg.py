@@ -39,7 +39,7 @@ Example::
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import flax.linen as nn
 import jax
@@ -234,7 +234,9 @@ class ConvReLU(nn.Module):
       if self.has_variable('winograd', tile):
         transformed = self.get_variable('winograd', tile)
       else:  # Correct but slower: transforms the kernel every evaluation.
-        transformed = _winograd_kernels(kernel, tile)
+        transformed = {
+            'forward': winograd.transform_kernel(kernel, tile),
+            'backward': winograd.transform_kernel(flip_kernel(kernel), tile)}
       return winograd_conv_relu(cast(x), cast(kernel), cast(bias),
                                 cast(transformed['forward']),
                                 cast(transformed['backward']))
@@ -318,7 +320,8 @@ def _init(rng):
 
 
 def prepare_variables(params: dict, winograd_sizes: Sequence = (),
-                      layers: Sequence[str] = ('conv5_4',)) -> dict:
+                      layers: Sequence[str] = ('conv5_4',),
+                      run_program: Callable | None = None) -> dict:
   """Flax variables for `VGG19.apply`: the params plus transformed kernels.
 
   Call once per weights (outside the optimisation loop); the result is an
@@ -334,21 +337,34 @@ def prepare_variables(params: dict, winograd_sizes: Sequence = (),
       `conv_algorithm='winograd'`.
     layers: the layers the network will be asked for; only the convolutions
       up to the deepest of them get flipped kernels and Winograd transforms.
+    run_program: how to run the two jitted programs (flips, then
+      transforms): `run_program(name, static, jitted, args)` returns
+      `jitted(*args)`, e.g. through a program cache. Default: call them.
   Returns:
     {'params', 'flipped'[, 'winograd': {layer: {tile: {'forward',
     'backward'}}}]}.
   """
+  if run_program is None:
+    run_program = lambda name, static, jitted, args: jitted(*args)
   deepest = LAYER_ORDER.index(deepest_layer(layers))
   # Layers past the deepest never run: no flipped kernels for them.
-  variables = {'params': params, 'flipped': _flip_all(
-      {name: layer for name, layer in params.items()
-       if LAYER_ORDER.index(name) <= deepest})}
-  tiles = {name: layer_tiles for name, layer_tiles in winograd_tiles(
-      params, winograd_sizes).items() if LAYER_ORDER.index(name) <= deepest}
+  kernels = {name: layer['kernel'] for name, layer in params.items()
+             if LAYER_ORDER.index(name) <= deepest}
+  flipped = run_program('flipped', (), _flip_all, (kernels,))
+  variables = {'params': params, 'flipped': {
+      name: {'kernel': kernel} for name, kernel in flipped.items()}}
+  tiles = tuple(sorted(
+      (name, tuple(sorted(layer_tiles))) for name, layer_tiles
+      in winograd_tiles(params, winograd_sizes).items()
+      if LAYER_ORDER.index(name) <= deepest))
   if tiles:
-    variables['winograd'] = _transform_all(
-        {name: params[name]['kernel'] for name in tiles},
-        tuple(sorted((name, tuple(sorted(t))) for name, t in tiles.items())))
+    # A program of its own: the flipped kernels arrive in plain row-major
+    # layout. Flipped in the same program (an in/out transpose), XLA fused
+    # or re-laid the flip into the backward transform, 4x slower.
+    variables['winograd'] = run_program(
+        'winograd', tiles, _transform_program(tiles),
+        ({name: kernels[name] for name, _ in tiles},
+         {name: flipped[name] for name, _ in tiles}))
   return variables
 
 
@@ -364,13 +380,16 @@ def winograd_tile(height: int, width: int, channels_in: int,
   ones. The input layer (3 channels) has too little to gain. One exception
   to the per-layer table: at 128 x 128 with 64 channels (conv1_2 of a 128
   px image) the layer alone times slower with F(4x4) than direct, but the
-  whole evaluation was faster with it (README, Performance).
+  whole evaluation was faster with it (README, Performance). Maps under
+  32 x 32 take F(2x2) even at 512 channels: as fast there as F(4x4) in
+  whole evaluations at 128 and 256 px, with 16 instead of 36 transformed
+  kernel matrices to read per pass and to compute at start-up.
   """
   pixels = height * width
   if channels_in < 16 or pixels >= 256 * 256:
     return None
   if (pixels >= 128 * 128 or (pixels >= 64 * 64 and channels_out >= 256)
-      or (pixels >= 16 * 16 and channels_out >= 512)):
+      or (pixels >= 32 * 32 and channels_out >= 512)):
     return 'F4'
   return 'F2'
 
@@ -390,21 +409,24 @@ def winograd_tiles(params: dict, image_sizes: Sequence) -> dict:
   return tiles
 
 
-def _winograd_kernels(kernel, tile):
-  return {'forward': winograd.transform_kernel(kernel, tile),
-          'backward': winograd.transform_kernel(flip_kernel(kernel), tile)}
+@functools.lru_cache(maxsize=None)
+def _transform_program(tiles):
+  """`_transform_all` for `tiles`, jitted once per tiles."""
+  return jax.jit(functools.partial(_transform_all, tiles=tiles))
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _transform_all(kernels, tiles):
-  return {name: {tile: _winograd_kernels(kernels[name], tile)
+def _transform_all(kernels, flipped, tiles):
+  """{layer: {tile: {'forward', 'backward'}}}: G g G^T of each kernel and
+  of its flipped kernel."""
+  return {name: {tile: {
+      'forward': winograd.transform_kernel(kernels[name], tile),
+      'backward': winograd.transform_kernel(flipped[name], tile)}
                  for tile in layer_tiles} for name, layer_tiles in tiles}
 
 
 @jax.jit
-def _flip_all(params):
-  return {name: {'kernel': flip_kernel(layer['kernel'])}
-          for name, layer in params.items()}
+def _flip_all(kernels):
+  return {name: flip_kernel(kernel) for name, kernel in kernels.items()}
 
 
 def extract_features(variables: dict, images: jax.Array,

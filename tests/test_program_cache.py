@@ -82,12 +82,12 @@ def test_run_reads_its_programs_back(tmp_path):
                      output=str(tmp_path / 'a' / 'r.png')))
   run_lib._PROGRAMS.clear()  # pylint: disable=protected-access
   first = run_lib.run(config)
-  # Kernel transforms, targets, init, chunk.
-  assert first['programs']['traced'] == 4
+  # Flipped kernels, Winograd transforms, targets, init, chunk.
+  assert first['programs']['traced'] == 5
   run_lib._PROGRAMS.clear()  # pylint: disable=protected-access
   config.output = str(tmp_path / 'b' / 'r.png')
   second = run_lib.run(config)
-  assert second['programs'] == dict(first['programs'], loaded=4, traced=0)
+  assert second['programs'] == dict(first['programs'], loaded=5, traced=0)
   assert second['final'] == first['final']
   assert second['evaluations'] == first['evaluations']
 
