@@ -64,8 +64,8 @@ def get_config():
   # Compute.
   config.dtype = 'float32'       # convolution dtype: 'float32' | 'bfloat16'
   # 'auto': Winograd convolutions on CPU in float32 (evaluations take
-  # 32-43% less time there, start-up ~1 s more), direct elsewhere; or
-  # 'direct' | 'winograd'.
+  # 36-44% less time there; cold compiles take longer), direct elsewhere;
+  # or 'direct' | 'winograd'.
   config.conv_algorithm = 'auto'
   config.remat = False           # jax.checkpoint per VGG block: recompute
                                  # inner layers in the backward pass (more

@@ -575,7 +575,7 @@ def resolve_conv_algorithm(conv_algorithm: str, platform: str, dtype: str,
                            shard_rows: bool = False) -> str:
   """'auto' -> 'winograd' on CPU in float32, else 'direct'.
 
-  On CPU Winograd's algorithm cuts an evaluation's time by 32-43% at
+  On CPU Winograd's algorithm cuts an evaluation's time by 36-44% at
   128-512 px (README, Performance). GPU libraries (cuDNN) pick Winograd kernels
   themselves and TPUs run convolutions on their matrix units, where the
   transforms would only add memory traffic; in bfloat16 the transforms lose
@@ -916,11 +916,12 @@ def _prepare_variables(params, winograd_sizes, layers, program_cache):
 
 def _targets(variables, content, style_list, blend_weights, spec,
              program_cache):
-  """`losses.make_targets`, compiled (and traced once per machine).
+  """`losses.make_targets`, compiled (once per machine with a program
+  cache).
 
   With direct convolutions whatever `spec.conv_algorithm`: the targets are
   computed once, and Winograd's transforms make a program's machine code
-  several times larger and slower to load from the compilation cache.
+  several times larger and slower to load.
   """
   spec = dataclasses.replace(spec, conv_algorithm='direct')
   args = jax.device_put((variables, np.asarray(content, np.float32),

@@ -1136,7 +1136,8 @@ def print_table(report):
         + '; RSS rise in evaluation: its high-water mark during the '
         'evaluation alone minus its RSS before. XLA: '
         '`compiled.memory_analysis()` of the evaluation (arguments include '
-        'the 80 MB kernels twice: plain and pre-flipped); remat temp with '
+        'the 80 MB of kernels, their pre-flipped copies up to conv5_1 and, '
+        'with Winograd, their transforms); remat temp with '
         '`LossSpec(remat=True)`. Other load: CPU cores used by other '
         'processes meanwhile.')
   print()

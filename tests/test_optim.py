@@ -261,12 +261,10 @@ def _torch_lbfgs_reference(fun_grad, x, lr, history, steps,
   return np.stack(path), skipped, evaluations
 
 
-@pytest.mark.parametrize('curvature', ['positive', 'mixed'])
-def test_lbfgs_nols_is_torchs_algorithm(curvature):
-  """Same iterates as torch.optim.LBFGS (no line search) on non-quadratic
-  functions, with a memory small enough that the history wraps around;
-  'mixed' starts where the curvature is negative, so pairs are skipped."""
-  rng = np.random.default_rng(0)
+def _test_function(curvature, seed=0):
+  """(f, x0): a non-quadratic function of a (2, 3) array and its start;
+  'mixed' is concave near 0, so L-BFGS meets negative curvature."""
+  rng = np.random.default_rng(seed)
   a = rng.normal(size=(6, 6))
   a = a @ a.T / 6 + 0.1 * np.eye(6)
   b = rng.normal(size=6)
@@ -277,11 +275,19 @@ def test_lbfgs_nols_is_torchs_algorithm(curvature):
       return jnp.sum(jnp.cos(flat)) + 0.01 * jnp.sum(flat ** 4) - b @ flat
     return (0.5 * flat @ a @ flat - b @ flat + 0.05 * jnp.sum(flat ** 4)
             - 0.3 * jnp.sum(jnp.cos(2.0 * flat)))
+  x0 = rng.normal(size=(2, 3)) * (0.1 if curvature == 'mixed' else 1.0)
+  return f, x0
 
+
+@pytest.mark.parametrize('curvature', ['positive', 'mixed'])
+def test_lbfgs_nols_is_torchs_algorithm(curvature):
+  """Same iterates as torch.optim.LBFGS (no line search) on non-quadratic
+  functions, with a memory small enough that the history wraps around;
+  'mixed' starts where the curvature is negative, so pairs are skipped."""
+  f, x0 = _test_function(curvature)
   value_and_grad = jax.jit(jax.value_and_grad(f))
   numpy_fun_grad = lambda x: tuple(np.asarray(v, np.float64)
                                    for v in value_and_grad(jnp.asarray(x)))
-  x0 = rng.normal(size=(2, 3)) * (0.1 if curvature == 'mixed' else 1.0)
   expected, skipped, _ = _torch_lbfgs_reference(numpy_fun_grad, x0, lr=0.5,
                                                 history=3, steps=12)
   assert (skipped > 0) == (curvature == 'mixed')
@@ -298,22 +304,6 @@ def test_lbfgs_nols_is_torchs_algorithm(curvature):
     got.append(np.asarray(x))
   np.testing.assert_allclose(np.stack(got), expected, rtol=2e-3, atol=2e-4)
   assert int(state.stored) == 3  # the history filled and wrapped
-
-
-def _test_function(curvature, seed=0):
-  rng = np.random.default_rng(seed)
-  a = rng.normal(size=(6, 6))
-  a = a @ a.T / 6 + 0.1 * np.eye(6)
-  b = rng.normal(size=6)
-
-  def f(x):
-    flat = x.ravel()
-    if curvature == 'mixed':  # concave near 0, convex far out
-      return jnp.sum(jnp.cos(flat)) + 0.01 * jnp.sum(flat ** 4) - b @ flat
-    return (0.5 * flat @ a @ flat - b @ flat + 0.05 * jnp.sum(flat ** 4)
-            - 0.3 * jnp.sum(jnp.cos(2.0 * flat)))
-  x0 = rng.normal(size=(2, 3)) * (0.1 if curvature == 'mixed' else 1.0)
-  return f, x0
 
 
 @pytest.mark.parametrize('curvature,lr', [('positive', 1.0), ('mixed', 1.0),
