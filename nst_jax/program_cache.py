@@ -106,6 +106,14 @@ def _fresh_compilation():
     jax.config.update('jax_persistent_cache_min_compile_time_secs', min_time)
 
 
+@functools.lru_cache(maxsize=1)
+def _loader_pool() -> concurrent.futures.ThreadPoolExecutor:
+  """The threads that load programs, shared by every cache of the process
+  (two: loading is CPU-bound, so more would only contend)."""
+  return concurrent.futures.ThreadPoolExecutor(
+      max_workers=2, thread_name_prefix='nst_jax_programs')
+
+
 def _leaf_signature(x) -> str:
   sharding = getattr(x, 'sharding', None)
   spec = getattr(sharding, 'spec', None)
@@ -128,7 +136,6 @@ class ProgramCache:
     self.traced = 0
     self._lock = threading.Lock()
     self._pending = {}  # key -> Future of a loaded program or None
-    self._pool = None
 
   def key(self, name: str, static: Any, args: Sequence) -> str:
     """The key of program `name` for arguments like `args`.
@@ -152,12 +159,8 @@ class ProgramCache:
     """Starts loading program `key` for `devices` on a worker thread (see
     `compile`)."""
     with self._lock:
-      if key in self._pending:
-        return
-      if self._pool is None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=2, thread_name_prefix='nst_jax_programs')
-      self._pending[key] = self._pool.submit(self._read, key, devices)
+      if key not in self._pending:
+        self._pending[key] = _loader_pool().submit(self._read, key, devices)
 
   def compile(self, key: str, jitted: Callable, args: Sequence,
               devices: Sequence):
@@ -175,7 +178,9 @@ class ProgramCache:
       A `jax.stages.Compiled`: call it with pytrees like `args`.
     """
     self.prefetch(key, devices)
-    compiled = self._pending[key].result()
+    with self._lock:
+      loading = self._pending.pop(key)
+    compiled = loading.result()
     if compiled is None:
       with _fresh_compilation() as hits:
         compiled = jitted.lower(*args).compile()
