@@ -360,7 +360,7 @@ def prepare_variables(params: dict, winograd_sizes: Sequence = (),
   if tiles:
     # A program of its own: the flipped kernels arrive in plain row-major
     # layout. Flipped in the same program (an in/out transpose), XLA fused
-    # or re-laid the flip into the backward transform, 4x slower.
+    # or re-laid the flip into the backward transform, several times slower.
     variables['winograd'] = run_program(
         'winograd', tiles, _transform_program(tiles),
         ({name: kernels[name] for name, _ in tiles},

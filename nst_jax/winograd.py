@@ -74,7 +74,7 @@ def transform_kernel(kernel: jax.Array, tile: str) -> jax.Array:
   g = TILES[tile][1]
   taps = kernel.astype(jnp.float32)
   # Sums of the 9 taps (one fused loop over C_in x C_out); an einsum with
-  # G makes XLA transpose the kernels: 6x slower for VGG19's.
+  # G made XLA transpose the kernels, which was slower.
   rows = _combine(g, [taps[u] for u in range(3)])
   u = jnp.stack([jnp.stack(_combine(g, [r[v] for v in range(3)]))
                  for r in rows])
