@@ -27,8 +27,8 @@ arguments, never constants: changing them does not recompile.
 
 Example::
 
-  state = optim.init_state(pixels, problem, 'lbfgs', lr)
-  state, values, terms = optim.run_chunk(state, problem, 'lbfgs', lr,
+  state = optim.init_state_jit(pixels, problem, spec, 'lbfgs', lr)
+  state, values, terms = optim.run_chunk(state, problem, spec, 'lbfgs', lr,
                                          criteria, chunk_size=20)
 """
 
@@ -241,7 +241,9 @@ def strong_wolfe_line_search(value_and_grad_fn, params, direction, value,
   by torch.optim.LBFGS's `_strong_wolfe` (More-Thuente style): extrapolate
   by cubic interpolation until a step brackets a minimum, then zoom into the
   bracket by cubic interpolation, keeping away from its ends. Same trials,
-  decisions and result as torch's (up to float rounding).
+  decisions and result as torch's (up to float rounding), except that a
+  trial whose value is not finite counts as too high (torch would accept
+  it), so the search backs off from it.
 
   Written as one `lax.while_loop` whose body evaluates the objective once,
   the phases chosen with `jnp.where`: the compiled program holds a single
@@ -261,6 +263,14 @@ def strong_wolfe_line_search(value_and_grad_fn, params, direction, value,
   Returns:
     (t, value, grad, aux, evaluations): the accepted step (0 if none was
     better), f, g and aux at x + t d, and the objective calls made.
+
+  Example::
+
+    value_and_grad_fn = jax.value_and_grad(lambda x: (f(x), ()), has_aux=True)
+    (value, aux), grad = value_and_grad_fn(x)
+    t, value, grad, aux, spent = strong_wolfe_line_search(
+        value_and_grad_fn, x, -grad, value, grad, aux)
+    x = x - t * grad
   """
   slope = jnp.vdot(grad, direction)
   direction_norm = jnp.max(jnp.abs(direction))
