@@ -1056,7 +1056,8 @@ def print_startup_table(rows):
         'folder, the others read it:')
   print()
   print('| run | convolutions | launch → first step | of which in run() | '
-        'compile | programs loaded / traced |')
+        'waiting for init and chunk programs | programs loaded / '
+        'traced |')
   print('|---|---|---|---|---|---|')
   for index, row in enumerate(rows):
     if 'error' in row:
