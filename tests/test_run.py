@@ -115,6 +115,24 @@ def test_sweep_members_equal_standalone_runs(tmp_path):
                                alone['final']['total'], rtol=1e-3)
 
 
+def test_vmap_sweep_of_line_search_lbfgs_equals_standalone_runs(tmp_path):
+  """Under vmap the members' line searches run in one loop until the last
+  is done; each member still takes its own trials and result."""
+  weights = (1e-3, 1e-1)
+  sweep = run_lib.run(small_config(tmp_path, optimizer='lbfgs',
+                                   sweep_style_weight=weights,
+                                   sweep_mode='vmap'))
+  assert sweep['device']['sweep_mode'] == 'vmap'
+  for k, style_weight in enumerate(weights):
+    alone = run_lib.run(small_config(tmp_path / str(k), optimizer='lbfgs',
+                                     style_weight=style_weight))
+    member = sweep['runs'][k]
+    assert member['evaluations'] == alone['evaluations']
+    assert member['evaluations'] > 6  # the line searches did work
+    np.testing.assert_allclose(member['final']['total'],
+                               alone['final']['total'], rtol=1e-3)
+
+
 def test_non_finite_loss_keeps_last_finite_image(tmp_path):
   manifest = run_lib.run(small_config(tmp_path, optimizer='adam',
                                       learning_rate=1e30, iterations=20))
