@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -373,9 +374,7 @@ class MemberPrograms:
   def __init__(self, spec, optimizer, chunk_size, mode, devices,
                shard_rows=False, program_cache=None):
     self.shard_rows = shard_rows
-    # Single process only: every process of a cluster must trace alike.
-    self.program_cache = (program_cache if jax.process_count() == 1
-                          else None)
+    self.program_cache = program_cache
     self.static = (spec, optimizer, chunk_size, mode, shard_rows,
                    tuple(d.id for d in devices))
     replicated, members = jax.P(), jax.P('members')
@@ -732,6 +731,8 @@ def _run(config, overrides, catcher) -> dict:
   cache_folder = enable_compilation_cache(settings.compilation_cache)
   program_cache = (program_cache_lib.ProgramCache(
       os.path.join(cache_folder, 'programs')) if cache_folder else None)
+  # Single process only: every process of a cluster must trace alike.
+  usable_cache = program_cache if jax.process_count() == 1 else None
   sizes = level_sizes(settings)
   inputs = [_read_inputs(settings, members, size) for size in sizes]
   content, style_images = inputs[-1]
@@ -768,7 +769,7 @@ def _run(config, overrides, catcher) -> dict:
                    for image in [level_content, *level_styles.values()]}
   variables = _prepare_variables(
       params, tuple(sorted(network_sizes)) if conv_algorithm == 'winograd'
-      else (), spec.layers, program_cache)
+      else (), spec.layers, usable_cache)
   mode = settings.sweep_mode
   if mode == 'auto':
     mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
@@ -793,7 +794,7 @@ def _run(config, overrides, catcher) -> dict:
                       level_styles, starts,
                       settings.iterations if last else
                       settings.coarse_iterations,
-                      mode, devices, catcher, offsets, program_cache)
+                      mode, devices, catcher, offsets, usable_cache)
     levels.append(level)
     offsets = (offsets[0] + int(level.steps.max()),
                [offsets[1][k] + int(level.evaluations[k])
@@ -899,18 +900,20 @@ def _run(config, overrides, catcher) -> dict:
 _make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
 
 
+def _run_cached(program_cache, name, static, jitted, args):
+  """`jitted(*args)` on the default device, the program from
+  `program_cache` (loaded, or compiled and written)."""
+  key = program_cache.key(name, static, _abstract(args))
+  return program_cache.compile(key, jitted, args, jax.devices()[:1])(*args)
+
+
 def _prepare_variables(params, winograd_sizes, layers, program_cache):
   """`vgg.prepare_variables`, its programs from the program cache when
   there is one."""
   # device_put, not jnp.asarray: that compiles a tiny program per shape.
   params = jax.device_put(params)
-  if program_cache is None or jax.process_count() > 1:
-    return vgg.prepare_variables(params, winograd_sizes, layers)
-
-  def run_program(name, static, jitted, args):
-    key = program_cache.key(name, static, _abstract(args))
-    return program_cache.compile(key, jitted, args,
-                                 jax.devices()[:1])(*args)
+  run_program = (functools.partial(_run_cached, program_cache)
+                 if program_cache else None)
   return vgg.prepare_variables(params, winograd_sizes, layers, run_program)
 
 
@@ -927,13 +930,12 @@ def _targets(variables, content, style_list, blend_weights, spec,
   args = jax.device_put((variables, np.asarray(content, np.float32),
                          [np.asarray(s, np.float32) for s in style_list],
                          np.asarray(blend_weights, np.float32)))
-  if program_cache is None or jax.process_count() > 1:
+  if program_cache is None:
     variables, content, style_list, blend_weights = args
     return _make_targets(variables, content, style_list, spec=spec,
                          blend_weights=blend_weights)
   jitted = jax.jit(lambda v, c, s, b: losses.make_targets(v, c, s, spec, b))
-  key = program_cache.key('targets', spec, _abstract(args))
-  return program_cache.compile(key, jitted, args, jax.devices()[:1])(*args)
+  return _run_cached(program_cache, 'targets', spec, jitted, args)
 
 
 def _member(tree, k):

@@ -234,9 +234,7 @@ class ConvReLU(nn.Module):
       if self.has_variable('winograd', tile):
         transformed = self.get_variable('winograd', tile)
       else:  # Correct but slower: transforms the kernel every evaluation.
-        transformed = {
-            'forward': winograd.transform_kernel(kernel, tile),
-            'backward': winograd.transform_kernel(flip_kernel(kernel), tile)}
+        transformed = _winograd_kernels(kernel, flip_kernel(kernel), tile)
       return winograd_conv_relu(cast(x), cast(kernel), cast(bias),
                                 cast(transformed['forward']),
                                 cast(transformed['backward']))
@@ -415,12 +413,15 @@ def _transform_program(tiles):
   return jax.jit(functools.partial(_transform_all, tiles=tiles))
 
 
+def _winograd_kernels(kernel, flipped, tile):
+  """{'forward', 'backward'}: G g G^T of a kernel and of its flip."""
+  return {'forward': winograd.transform_kernel(kernel, tile),
+          'backward': winograd.transform_kernel(flipped, tile)}
+
+
 def _transform_all(kernels, flipped, tiles):
-  """{layer: {tile: {'forward', 'backward'}}}: G g G^T of each kernel and
-  of its flipped kernel."""
-  return {name: {tile: {
-      'forward': winograd.transform_kernel(kernels[name], tile),
-      'backward': winograd.transform_kernel(flipped[name], tile)}
+  """{layer: {tile: `_winograd_kernels`}} for `tiles`."""
+  return {name: {tile: _winograd_kernels(kernels[name], flipped[name], tile)
                  for tile in layer_tiles} for name, layer_tiles in tiles}
 
 
