@@ -17,6 +17,23 @@ def test_gram_matrix():
                              flat.T @ flat / 4)
 
 
+def test_gram_matrix_gradient_is_one_product():
+  # The custom VJP gives F (dG + dG^T) for any cotangent, symmetric or not,
+  # with one matmul in the backward pass where autodiff of F^T F has two.
+  rng = np.random.default_rng(0)
+  features = jnp.asarray(rng.normal(size=(5, 4, 3)), jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)
+  plain = lambda f: f.reshape(-1, 3).T @ f.reshape(-1, 3)
+  for normalize, scale in ((False, 1.0), (True, 1 / 20)):
+    _, vjp = jax.vjp(lambda f: losses.gram_matrix(f, normalize), features)
+    _, plain_vjp = jax.vjp(lambda f: plain(f) * scale, features)
+    np.testing.assert_allclose(vjp(cotangent)[0], plain_vjp(cotangent)[0],
+                               rtol=1e-5, atol=1e-5)
+  gradient = jax.make_jaxpr(jax.grad(
+      lambda f: jnp.sum(losses.gram_matrix(f, False) * cotangent)))(features)
+  assert str(gradient).count('dot_general') == 2   # forward, backward
+
+
 def test_style_layer_loss_hand_case():
   # One filter, two positions: F = [1, 2] -> G = 5; target A = 3.
   features = jnp.asarray([[[1.0], [2.0]]])
