@@ -91,32 +91,46 @@ def estimate_memory_bytes(height, width, spec: losses.LossSpec,
   """Rough peak bytes per device of one evaluation plus optimiser state.
 
   Counts (float32) each layer's activation up to the deepest layer three
-  times (kept for the backward pass, its gradient, a temporary), the weights
-  twice (they and their pre-flipped copy) plus, with `winograd`, their
-  transforms (`vgg.prepare_variables`), and the optimiser's copies of the
-  pixels. With rows split over `shards` devices, each holds 1/shards of the
-  activations and pixel copies and all of the weights.
+  times (kept for the backward pass, its gradient, a temporary), all 16
+  layers' weights, the pre-flipped kernels and, with `winograd`, the
+  transforms of the layers that run (`vgg.prepare_variables`), and the
+  optimiser's copies of the pixels. With rows split over `shards` devices,
+  each holds 1/shards of the activations and pixel copies and all of the
+  weights.
   """
   activations = 0
   h, w, channels = height, width, 3
-  for name in vgg.LAYER_ORDER[:vgg.LAYER_ORDER.index(
-      vgg.deepest_layer(spec.layers)) + 1]:
+  running = vgg.LAYER_ORDER[:vgg.LAYER_ORDER.index(
+      vgg.deepest_layer(spec.layers)) + 1]
+  for name in running:
     if name.startswith('conv'):
       channels = vgg.CONV_SHAPES[name][1]
     else:
       h, w = h // 2, w // 2
     activations += h * w * channels
-  weights = sum(9 * cin * cout + cout for cin, cout in vgg.CONV_SHAPES.values())
-  if winograd:  # Forward and backward transforms, (m + 2)^2 per kernel.
-    weights += sum(
-        2 * winograd_lib.tile_side(tile) ** 2 * cin * cout
-        for name, tiles in vgg.winograd_tiles(
-            vgg.CONV_SHAPES, [(height, width)]).items()
-        for tile in tiles for cin, cout in [vgg.CONV_SHAPES[name]])
   pixel_copies = {'lbfgs': 2 * lbfgs_memory + 6,
                   'lbfgs_nols': 2 * lbfgs_memory + 4}.get(optimizer, 6)
   per_image = 3 * activations + pixel_copies * height * width * 3
-  return 4 * (-(-per_image // shards) + 2 * weights)
+  return 4 * -(-per_image // shards) + variables_bytes(
+      height, width, spec.layers, winograd)
+
+
+def variables_bytes(height, width, layers, winograd: bool) -> int:
+  """Bytes of `vgg.prepare_variables` for `layers` at one image size:
+  all 16 layers' weights, plus the flipped kernels and, with `winograd`,
+  the forward and backward transforms of the layers that run."""
+  deepest = vgg.LAYER_ORDER.index(vgg.deepest_layer(layers))
+  running = {name: shape for name, shape in vgg.CONV_SHAPES.items()
+             if vgg.LAYER_ORDER.index(name) <= deepest}
+  floats = sum(9 * cin * cout + cout for cin, cout in vgg.CONV_SHAPES.values())
+  floats += sum(9 * cin * cout for cin, cout in running.values())
+  if winograd:  # (m + 2)^2 matrices per kernel, forward and backward.
+    floats += sum(
+        2 * winograd_lib.tile_side(tile) ** 2 * cin * cout
+        for name, tiles in vgg.winograd_tiles(
+            running, [(height, width)]).items()
+        for tile in tiles for cin, cout in [vgg.CONV_SHAPES[name]])
+  return 4 * floats
 
 
 def available_memory_bytes() -> int:

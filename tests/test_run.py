@@ -165,3 +165,23 @@ def test_coarse_to_fine_starts_from_the_upsampled_coarse_result(tmp_path):
   assert manifest['evaluations'] == 8
   assert manifest['history'][-1]['evaluations'] == 8
   assert images.load_image(manifest['output']).shape == (32, 32, 3)
+
+
+def test_variables_bytes_match_prepared_variables():
+  # The memory check counts exactly what prepare_variables holds: flipped
+  # kernels and Winograd transforms only for the layers that run.
+  import jax
+  import jax.numpy as jnp
+  from nst_jax import vgg
+  params = {name: {'kernel': jax.ShapeDtypeStruct((3, 3, cin, cout),
+                                                  jnp.float32),
+                   'bias': jax.ShapeDtypeStruct((cout,), jnp.float32)}
+            for name, (cin, cout) in vgg.CONV_SHAPES.items()}
+  for layers, winograd in ((('conv2_1',), False), (('conv2_1',), True),
+                           (('conv5_1', 'conv4_2'), True)):
+    sizes = [(64, 48)] if winograd else ()
+    prepared = jax.eval_shape(
+        lambda p: vgg.prepare_variables(p, sizes, layers), params)
+    held = sum(x.size * x.dtype.itemsize
+               for x in jax.tree_util.tree_leaves(prepared))
+    assert run_lib.variables_bytes(64, 48, layers, winograd) == held
