@@ -171,12 +171,6 @@ def conv_algorithm_for(requested='auto', shard_rows=False):
                                         'float32', shard_rows)
 
 
-def xla_options():
-  """The compiler options `run` uses on this platform
-  (`optim.compiler_options`)."""
-  return optim.compiler_options(jax.default_backend())
-
-
 def make_problem(size, normalization='paper', remat=False, style_weight=BETA,
                  conv_algorithm='auto'):
   """(spec, problem, start pixels = the content image, NumPy params)."""
@@ -306,8 +300,7 @@ def bench_evaluation(size, spec, problem, pixels, repeats, remat_memory):
   """One evaluation: time, FLOP/s, XLA's FLOP and memory counts."""
   row = {'size': size, 'flops_per_evaluation': FLOPS_PER_PIXEL * size * size}
   t = time.perf_counter()
-  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile(
-      xla_options())
+  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
   row['in_process_compile_s'] = time.perf_counter() - t
   cost = first_cost(compiled.cost_analysis())
   row['xla_flops'] = float(cost['flops']) if 'flops' in cost else None
@@ -330,15 +323,14 @@ def bench_evaluation(size, spec, problem, pixels, repeats, remat_memory):
   # The forward pass alone (what a chunk adds at its end for logging).
   forward = jax.jit(losses.total_loss, static_argnames=('spec',)).lower(
       pixels, problem.variables, problem.targets, problem.weights,
-      spec).compile(xla_options())
+      spec).compile()
   row['forward_s'], _ = median_time(
       lambda: forward(pixels, problem.variables, problem.targets,
                       problem.weights), 2)
   row['forward_over_evaluation'] = row['forward_s'] / evaluation
   if remat_memory:
     remat = optim.loss_and_grad_jit.lower(
-        pixels, problem, dataclasses.replace(spec, remat=True)).compile(
-            xla_options())
+        pixels, problem, dataclasses.replace(spec, remat=True)).compile()
     row['xla_memory_remat'] = memory_fields(remat)
   return row, compiled
 
@@ -358,11 +350,10 @@ def bench_steps(name, spec, problem, pixels, steps, evaluate, rounds):
   lr = jnp.asarray(LEARNING_RATES[name], jnp.float32)
   criteria = optim.stop_criteria(10**9)
   t = time.perf_counter()
-  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile(
-      xla_options())
+  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
   state = init(pixels, problem, lr)
   chunk = optim.run_chunk.lower(state, problem, spec, name, lr, criteria,
-                                steps).compile(xla_options())
+                                steps).compile()
   in_process_compile = time.perf_counter() - t
   # Warm-up: the same program, one step (the rest are skipped no-ops).
   state, _, _ = jax.block_until_ready(
@@ -425,7 +416,7 @@ def bench_size(size, optimizers, repeats, steps, rounds=1,
     direct_spec, direct_problem, _, _ = make_problem(size,
                                                      conv_algorithm='direct')
     direct = optim.loss_and_grad_jit.lower(pixels, direct_problem,
-                                           direct_spec).compile(xla_options())
+                                           direct_spec).compile()
     row['evaluation_direct_s'], _ = median_time(
         lambda: direct(pixels, direct_problem), len(row['evaluation_times_s']))
     del direct, direct_problem
@@ -486,19 +477,18 @@ def compile_only(size, optimizers, steps):
   result = {'size': size, 'imports_s': _IMPORTED - _PROCESS_START,
             'optimizers': {}}
   t = time.perf_counter()
-  optim.loss_and_grad_jit.lower(pixels, problem, spec).compile(xla_options())
+  optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
   result['evaluation_s'] = time.perf_counter() - t
   for name in optimizers:
     t = time.perf_counter()
-    optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile(
-        xla_options())
+    optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
     init_s = time.perf_counter() - t
     state = jax.eval_shape(
         lambda p, pr, l, name=name: optim.init_state(p, pr, spec, name, l),
         pixels, problem, lr)
     t = time.perf_counter()
     optim.run_chunk.lower(state, problem, spec, name, lr, criteria,
-                          steps).compile(xla_options())
+                          steps).compile()
     result['optimizers'][name] = {'init_s': init_s,
                                   'chunk_s': time.perf_counter() - t}
     result['optimizers'][name]['total_s'] = (
@@ -597,8 +587,7 @@ def memory_only(size, remat=False, row_shards=1):
   jax.block_until_ready(problem)
   result = {'size': size, 'remat': remat, 'row_shards': row_shards,
             'after_setup': _peaks()}
-  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile(
-      xla_options())
+  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
   result['xla'] = memory_fields(compiled)
   result['after_compile'] = _peaks()
   result['rss_before_evaluation_kib'] = _proc_status_kib('VmRSS')
@@ -694,8 +683,7 @@ def bench_layers(size, repeats=5):
             winograd.transform_kernel(flipped, tile)))
     for label, (fn, args) in candidates.items():
       grad = jax.jit(jax.grad(
-          lambda x, *args, fn=fn: jnp.vdot(fn(x, *args), cotangent)),
-                     compiler_options=xla_options())
+          lambda x, *args, fn=fn: jnp.vdot(fn(x, *args), cotangent)))
       seconds, _ = median_time(lambda grad=grad, args=args: grad(x, *args),
                                repeats)
       row[f'{label}_s'] = seconds
@@ -813,13 +801,12 @@ def torch_lbfgs_child(size, evaluations, threads):
 
 def compile_loop(spec, problem, pixels, name, lr, criteria, chunk_size):
   """AOT-compiled (init, chunk) functions of optimiser `name`."""
-  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile(
-      xla_options())
+  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
   abstract_state = jax.eval_shape(
       lambda p, pr, l: optim.init_state(p, pr, spec, name, l), pixels,
       problem, lr)
   chunk = optim.run_chunk.lower(abstract_state, problem, spec, name, lr,
-                                criteria, chunk_size).compile(xla_options())
+                                criteria, chunk_size).compile()
   return init, chunk
 
 
@@ -998,7 +985,6 @@ def machine():
           'jax': jax.__version__, 'device': jax.devices()[0].device_kind,
           'python': platform.python_version(), 'numpy': np.__version__,
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
-          'compiler_options': xla_options(),
           'lbfgs_memory': optim.LBFGS_MEMORY}
   for module in ('jaxlib', 'flax', 'optax'):
     try:
