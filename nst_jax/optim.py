@@ -523,6 +523,24 @@ def _stopped_at_start(state, criteria):
   return state.replace(stop_reason=reason)
 
 
+def compiler_options(platform: str) -> dict:
+  """XLA options for the optimisation programs on `platform`.
+
+  On CPU: XLA's memory-optimised scheduler, which orders the operations to
+  keep fewer buffers live instead of running independent operations side
+  by side. On 2 cores it made an evaluation 14% faster at 128 px, 6% at
+  256 px and 2% at 512 px, with bit-identical results (README,
+  Performance). Other platforms keep XLA's defaults.
+
+  Example::
+
+    jitted = jax.jit(fn, compiler_options=optim.compiler_options('cpu'))
+  """
+  if platform == 'cpu':
+    return {'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}
+  return {}
+
+
 def run_chunk_unjitted(state: LoopState, problem: Problem,
                        spec: losses.LossSpec, optimizer: str, learning_rate,
                        criteria: StopCriteria, chunk_size: int):
@@ -587,13 +605,24 @@ def minimize(pixels, problem, spec, optimizer='lbfgs', learning_rate=1.0,
   """
   learning_rate = jnp.asarray(learning_rate, jnp.float32)
   criteria = stop_criteria(iterations, stop_loss, tolerance)
-  state = init_state_jit(jnp.asarray(pixels, jnp.float32), problem, spec,
-                         optimizer, learning_rate)
+  init, chunk = _loop_programs(jax.default_backend())
+  state = init(jnp.asarray(pixels, jnp.float32), problem, spec, optimizer,
+               learning_rate)
   while True:
-    state, _, _ = run_chunk(state, problem, spec, optimizer, learning_rate,
-                            criteria, chunk_size)
+    state, _, _ = chunk(state, problem, spec, optimizer, learning_rate,
+                        criteria, chunk_size)
     if int(state.stop_reason) != RUNNING:
       return state
+
+
+@functools.lru_cache(maxsize=None)
+def _loop_programs(platform):
+  """`init_state` and `run_chunk` jitted with `compiler_options(platform)`."""
+  options = compiler_options(platform)
+  return (jax.jit(init_state, static_argnames=('spec', 'optimizer'),
+                  compiler_options=options),
+          jax.jit(run_chunk_unjitted, static_argnames=_STATIC,
+                  compiler_options=options))
 
 
 # ---------------------------------------------------------------------------

@@ -425,12 +425,15 @@ class MemberPrograms:
           lr, criteria, chunk_size, mode)
       return constrained(state), values, terms
 
+    options = optim.compiler_options(devices[0].platform)
+
     def sharded(fn, num_batched, donate=()):
       if shard_rows:  # The inputs' shardings drive XLA's partitioner.
-        return jax.jit(fn, donate_argnums=donate)
+        return jax.jit(fn, donate_argnums=donate, compiler_options=options)
       return jax.jit(jax.shard_map(
           fn, mesh=self.mesh, in_specs=(replicated,) + (members,) * num_batched,
-          out_specs=members, check_vma=False), donate_argnums=donate)
+          out_specs=members, check_vma=False), donate_argnums=donate,
+                     compiler_options=options)
 
     # The loop state is donated: each chunk reuses its buffers in place, so
     # memory does not grow with iterations (the CPU backend ignores this).

@@ -171,6 +171,12 @@ def conv_algorithm_for(requested='auto', shard_rows=False):
                                         'float32', shard_rows)
 
 
+def xla_options():
+  """The compiler options `run` uses on this platform
+  (`optim.compiler_options`)."""
+  return optim.compiler_options(jax.default_backend())
+
+
 def make_problem(size, normalization='paper', remat=False, style_weight=BETA,
                  conv_algorithm='auto'):
   """(spec, problem, start pixels = the content image, NumPy params)."""
@@ -300,7 +306,8 @@ def bench_evaluation(size, spec, problem, pixels, repeats, remat_memory):
   """One evaluation: time, FLOP/s, XLA's FLOP and memory counts."""
   row = {'size': size, 'flops_per_evaluation': FLOPS_PER_PIXEL * size * size}
   t = time.perf_counter()
-  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
+  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile(
+      xla_options())
   row['in_process_compile_s'] = time.perf_counter() - t
   cost = first_cost(compiled.cost_analysis())
   row['xla_flops'] = float(cost['flops']) if 'flops' in cost else None
@@ -323,14 +330,15 @@ def bench_evaluation(size, spec, problem, pixels, repeats, remat_memory):
   # The forward pass alone (what a chunk adds at its end for logging).
   forward = jax.jit(losses.total_loss, static_argnames=('spec',)).lower(
       pixels, problem.variables, problem.targets, problem.weights,
-      spec).compile()
+      spec).compile(xla_options())
   row['forward_s'], _ = median_time(
       lambda: forward(pixels, problem.variables, problem.targets,
                       problem.weights), 2)
   row['forward_over_evaluation'] = row['forward_s'] / evaluation
   if remat_memory:
     remat = optim.loss_and_grad_jit.lower(
-        pixels, problem, dataclasses.replace(spec, remat=True)).compile()
+        pixels, problem, dataclasses.replace(spec, remat=True)).compile(
+            xla_options())
     row['xla_memory_remat'] = memory_fields(remat)
   return row, compiled
 
@@ -350,10 +358,11 @@ def bench_steps(name, spec, problem, pixels, steps, evaluate, rounds):
   lr = jnp.asarray(LEARNING_RATES[name], jnp.float32)
   criteria = optim.stop_criteria(10**9)
   t = time.perf_counter()
-  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
+  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile(
+      xla_options())
   state = init(pixels, problem, lr)
   chunk = optim.run_chunk.lower(state, problem, spec, name, lr, criteria,
-                                steps).compile()
+                                steps).compile(xla_options())
   in_process_compile = time.perf_counter() - t
   # Warm-up: the same program, one step (the rest are skipped no-ops).
   state, _, _ = jax.block_until_ready(
@@ -416,7 +425,7 @@ def bench_size(size, optimizers, repeats, steps, rounds=1,
     direct_spec, direct_problem, _, _ = make_problem(size,
                                                      conv_algorithm='direct')
     direct = optim.loss_and_grad_jit.lower(pixels, direct_problem,
-                                           direct_spec).compile()
+                                           direct_spec).compile(xla_options())
     row['evaluation_direct_s'], _ = median_time(
         lambda: direct(pixels, direct_problem), len(row['evaluation_times_s']))
     del direct, direct_problem
@@ -477,18 +486,19 @@ def compile_only(size, optimizers, steps):
   result = {'size': size, 'imports_s': _IMPORTED - _PROCESS_START,
             'optimizers': {}}
   t = time.perf_counter()
-  optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
+  optim.loss_and_grad_jit.lower(pixels, problem, spec).compile(xla_options())
   result['evaluation_s'] = time.perf_counter() - t
   for name in optimizers:
     t = time.perf_counter()
-    optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
+    optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile(
+        xla_options())
     init_s = time.perf_counter() - t
     state = jax.eval_shape(
         lambda p, pr, l, name=name: optim.init_state(p, pr, spec, name, l),
         pixels, problem, lr)
     t = time.perf_counter()
     optim.run_chunk.lower(state, problem, spec, name, lr, criteria,
-                          steps).compile()
+                          steps).compile(xla_options())
     result['optimizers'][name] = {'init_s': init_s,
                                   'chunk_s': time.perf_counter() - t}
     result['optimizers'][name]['total_s'] = (
@@ -587,7 +597,8 @@ def memory_only(size, remat=False, row_shards=1):
   jax.block_until_ready(problem)
   result = {'size': size, 'remat': remat, 'row_shards': row_shards,
             'after_setup': _peaks()}
-  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile()
+  compiled = optim.loss_and_grad_jit.lower(pixels, problem, spec).compile(
+      xla_options())
   result['xla'] = memory_fields(compiled)
   result['after_compile'] = _peaks()
   result['rss_before_evaluation_kib'] = _proc_status_kib('VmRSS')
@@ -683,7 +694,8 @@ def bench_layers(size, repeats=5):
             winograd.transform_kernel(flipped, tile)))
     for label, (fn, args) in candidates.items():
       grad = jax.jit(jax.grad(
-          lambda x, *args, fn=fn: jnp.vdot(fn(x, *args), cotangent)))
+          lambda x, *args, fn=fn: jnp.vdot(fn(x, *args), cotangent)),
+                     compiler_options=xla_options())
       seconds, _ = median_time(lambda grad=grad, args=args: grad(x, *args),
                                repeats)
       row[f'{label}_s'] = seconds
@@ -801,12 +813,13 @@ def torch_lbfgs_child(size, evaluations, threads):
 
 def compile_loop(spec, problem, pixels, name, lr, criteria, chunk_size):
   """AOT-compiled (init, chunk) functions of optimiser `name`."""
-  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile()
+  init = optim.init_state_jit.lower(pixels, problem, spec, name, lr).compile(
+      xla_options())
   abstract_state = jax.eval_shape(
       lambda p, pr, l: optim.init_state(p, pr, spec, name, l), pixels,
       problem, lr)
   chunk = optim.run_chunk.lower(abstract_state, problem, spec, name, lr,
-                                criteria, chunk_size).compile()
+                                criteria, chunk_size).compile(xla_options())
   return init, chunk
 
 
@@ -985,6 +998,7 @@ def machine():
           'jax': jax.__version__, 'device': jax.devices()[0].device_kind,
           'python': platform.python_version(), 'numpy': np.__version__,
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'compiler_options': xla_options(),
           'lbfgs_memory': optim.LBFGS_MEMORY}
   for module in ('jaxlib', 'flax', 'optax'):
     try:

@@ -363,3 +363,26 @@ def test_line_search_backs_off_non_finite_trials():
   )(-grad)
   assert np.isfinite(float(new_value)) and float(new_value) < float(value)
   assert 0 < float(t) * 2 <= 3.0 and int(spent) > 1
+
+
+def test_compiler_options_are_valid_and_reach_minimize(problem_spec,
+                                                       small_images,
+                                                       monkeypatch):
+  # XLA rejects unknown option names and values, so compiling with the CPU
+  # options checks them; other platforms keep XLA's defaults.
+  options = optim.compiler_options('cpu')
+  assert options
+  jax.jit(lambda x: 2 * x, compiler_options=options).lower(
+      jnp.ones(3)).compile()
+  assert optim.compiler_options('gpu') == optim.compiler_options('tpu') == {}
+  # minimize compiles its loop with them: a bad value fails there.
+  problem, spec = problem_spec
+  monkeypatch.setattr(optim, 'compiler_options', lambda platform: {
+      'xla_cpu_scheduler_type': 'NOT_A_SCHEDULER'})
+  optim._loop_programs.cache_clear()
+  try:
+    with pytest.raises(Exception, match='xla_cpu_scheduler_type'):
+      optim.minimize(jnp.asarray(small_images[2]), problem, spec,
+                     'lbfgs_nols', iterations=1)
+  finally:
+    optim._loop_programs.cache_clear()

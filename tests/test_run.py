@@ -185,3 +185,15 @@ def test_variables_bytes_match_prepared_variables():
     held = sum(x.size * x.dtype.itemsize
                for x in jax.tree_util.tree_leaves(prepared))
     assert run_lib.variables_bytes(64, 48, layers, winograd) == held
+
+
+def test_run_compiles_with_the_platforms_compiler_options(tmp_path,
+                                                           monkeypatch):
+  # A bad option value fails the compile: run's loop programs get them.
+  import pytest
+  from nst_jax import optim
+  monkeypatch.setattr(optim, 'compiler_options', lambda platform: {
+      'xla_cpu_scheduler_type': 'NOT_A_SCHEDULER'})
+  with pytest.raises(Exception, match='xla_cpu_scheduler_type'):
+    run_lib.run(small_config(tmp_path, iterations=1))
+  assert not os.path.exists(tmp_path / 'out' / 'result.png')
