@@ -527,10 +527,12 @@ def compiler_options(platform: str) -> dict:
   """XLA options for the optimisation programs on `platform`.
 
   On CPU: XLA's memory-optimised scheduler, which orders the operations to
-  keep fewer buffers live instead of running independent operations side
-  by side. On 2 cores it made an evaluation 14% faster at 128 px, 6% at
-  256 px and 2% at 512 px, with bit-identical results (README,
-  Performance). Other platforms keep XLA's defaults.
+  keep fewer buffers live instead of running independent ones side by side.
+  Results are bit-identical. The loop's programs (a `lax.scan` of steps)
+  ran as fast with either scheduler; a stand-alone evaluation
+  (`loss_and_grad`, `init_state`) with the default one was slower than the
+  same evaluation inside the loop, and varied more with the machine's load
+  (README, Performance). Other platforms keep XLA's defaults.
 
   Example::
 
