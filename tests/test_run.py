@@ -194,6 +194,8 @@ def test_run_compiles_with_the_platforms_compiler_options(tmp_path,
   from nst_jax import optim
   monkeypatch.setattr(optim, 'compiler_options', lambda platform: {
       'xla_cpu_scheduler_type': 'NOT_A_SCHEDULER'})
+  # Programs compiled by earlier runs in this process are kept: none here.
+  monkeypatch.setattr(run_lib, '_PROGRAMS', {})
   with pytest.raises(Exception, match='xla_cpu_scheduler_type'):
     run_lib.run(small_config(tmp_path, iterations=1))
   assert not os.path.exists(tmp_path / 'out' / 'result.png')
