@@ -3,9 +3,12 @@
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 from configs import default
-from nst_jax import images, run as run_lib
+from nst_jax import images, optim, vgg, run as run_lib
 
 
 def small_config(tmp_path, **overrides):
@@ -170,9 +173,6 @@ def test_coarse_to_fine_starts_from_the_upsampled_coarse_result(tmp_path):
 def test_variables_bytes_match_prepared_variables():
   # The memory check counts exactly what prepare_variables holds: flipped
   # kernels and Winograd transforms only for the layers that run.
-  import jax
-  import jax.numpy as jnp
-  from nst_jax import vgg
   params = {name: {'kernel': jax.ShapeDtypeStruct((3, 3, cin, cout),
                                                   jnp.float32),
                    'bias': jax.ShapeDtypeStruct((cout,), jnp.float32)}
@@ -190,8 +190,6 @@ def test_variables_bytes_match_prepared_variables():
 def test_run_compiles_with_the_platforms_compiler_options(tmp_path,
                                                            monkeypatch):
   # A bad option value fails the compile: run's loop programs get them.
-  import pytest
-  from nst_jax import optim
   monkeypatch.setattr(optim, 'compiler_options', lambda platform: {
       'xla_cpu_scheduler_type': 'NOT_A_SCHEDULER'})
   # Programs compiled by earlier runs in this process are kept: none here.
