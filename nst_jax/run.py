@@ -100,9 +100,7 @@ def estimate_memory_bytes(height, width, spec: losses.LossSpec,
   """
   activations = 0
   h, w, channels = height, width, 3
-  running = vgg.LAYER_ORDER[:vgg.LAYER_ORDER.index(
-      vgg.deepest_layer(spec.layers)) + 1]
-  for name in running:
+  for name in vgg.layers_to_run(spec.layers):
     if name.startswith('conv'):
       channels = vgg.CONV_SHAPES[name][1]
     else:
@@ -119,9 +117,9 @@ def variables_bytes(height, width, layers, winograd: bool) -> int:
   """Bytes of `vgg.prepare_variables` for `layers` at one image size:
   all 16 layers' weights, plus the flipped kernels and, with `winograd`,
   the forward and backward transforms of the layers that run."""
-  deepest = vgg.LAYER_ORDER.index(vgg.deepest_layer(layers))
+  to_run = vgg.layers_to_run(layers)
   running = {name: shape for name, shape in vgg.CONV_SHAPES.items()
-             if vgg.LAYER_ORDER.index(name) <= deepest}
+             if name in to_run}
   floats = sum(9 * cin * cout + cout for cin, cout in vgg.CONV_SHAPES.values())
   floats += sum(9 * cin * cout for cin, cout in running.values())
   if winograd:  # (m + 2)^2 matrices per kernel, forward and backward.

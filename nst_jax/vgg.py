@@ -112,6 +112,12 @@ def deepest_layer(layers: Iterable[str]) -> str:
   return max((canonical_layer(l) for l in layers), key=LAYER_ORDER.index)
 
 
+def layers_to_run(layers: Iterable[str]) -> tuple:
+  """The layers the forward pass computes for `layers`, in order: from
+  conv1_1 to the deepest of them."""
+  return LAYER_ORDER[:LAYER_ORDER.index(deepest_layer(layers)) + 1]
+
+
 def preprocess(pixels: jax.Array, kind: str) -> jax.Array:
   """Maps RGB pixels in [0, 255] (..., 3) to the network's input space.
 
@@ -277,15 +283,14 @@ class VGG19(nn.Module):
       raise UserError(f'unknown pooling {self.pooling!r}: valid are '
                       + ', '.join(POOLINGS))
     wanted = {canonical_layer(l) for l in layers}
-    last = LAYER_ORDER.index(deepest_layer(wanted))
+    running = layers_to_run(wanted)
     block = VGG19._block
     if self.remat:  # Flax's lifted jax.checkpoint; parameter names unchanged.
       block = nn.remat(VGG19._block, static_argnums=(2, 3))
     features = {}
     for index in range(len(BLOCK_CHANNELS)):
       # 'conv{b}_{i}' and 'pool{b}': the block number is the 5th character.
-      names = tuple(n for n in LAYER_ORDER[:last + 1]
-                    if n[4] == str(index + 1))
+      names = tuple(n for n in running if n[4] == str(index + 1))
       if not names:
         break
       x, block_features = block(self, x, names,
@@ -344,17 +349,16 @@ def prepare_variables(params: dict, winograd_sizes: Sequence = (),
   """
   if run_program is None:
     run_program = lambda name, static, jitted, args: jitted(*args)
-  deepest = LAYER_ORDER.index(deepest_layer(layers))
+  running = layers_to_run(layers)
   # Layers past the deepest never run: no flipped kernels for them.
   kernels = {name: layer['kernel'] for name, layer in params.items()
-             if LAYER_ORDER.index(name) <= deepest}
+             if name in running}
   flipped = run_program('flipped', (), _flip_all, (kernels,))
   variables = {'params': params, 'flipped': {
       name: {'kernel': kernel} for name, kernel in flipped.items()}}
   tiles = tuple(sorted(
       (name, tuple(sorted(layer_tiles))) for name, layer_tiles
-      in winograd_tiles(params, winograd_sizes).items()
-      if LAYER_ORDER.index(name) <= deepest))
+      in winograd_tiles(params, winograd_sizes).items() if name in running))
   if tiles:
     # A program of its own: the flipped kernels arrive in plain row-major
     # layout. Flipped in the same program (an in/out transpose), XLA fused
@@ -457,8 +461,7 @@ def extract_features(variables: dict, images: jax.Array,
 
 def min_image_size(layers: Iterable[str]) -> int:
   """Smallest side that leaves at least 1x1 positions at every layer."""
-  last = deepest_layer(layers)
-  pools_before = sum(1 for name in LAYER_ORDER[:LAYER_ORDER.index(last) + 1]
+  pools_before = sum(1 for name in layers_to_run(layers)
                      if name.startswith('pool'))
   return 2 ** pools_before
 

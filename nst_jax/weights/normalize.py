@@ -23,7 +23,7 @@ def _normalize(params, network_inputs):
   activations = list(network_inputs)
   scaled = {}
   dead = jnp.zeros((), jnp.int32)
-  for name in vgg.LAYER_ORDER[:vgg.LAYER_ORDER.index('conv5_4') + 1]:
+  for name in vgg.layers_to_run(['conv5_4']):
     if name.startswith('pool'):
       activations = [vgg.avg_pool(x) for x in activations]
       continue
