@@ -352,17 +352,23 @@ def member_devices(count: int, shard_rows: bool = False) -> list:
   return devices[:max(1, min(count, len(devices)))]
 
 
-def _spatial_spec(x, shards: int) -> jax.sharding.PartitionSpec:
+def _spatial_spec(x, shards: int,
+                  image_shape=None) -> jax.sharding.PartitionSpec:
   """Member axis first; image-shaped leaves (..., H, W, C) split on H.
 
-  Covers the pixels and optimiser moments (K, H, W, 3), L-BFGS histories
-  (K, m, H, W, 3) and content features (K, h, w, c); Grams (K, c, c) and
-  scalars per member are only split by member. JAX arrays are split evenly
-  only, so a leaf whose rows don't divide by `shards` stays whole (inside
-  the compiled program XLA pads uneven splits itself).
+  Covers the pixels and optimiser moments (K, H, W, 3) and content features
+  (K, h, w, c); with `image_shape` (H, W, 3) also L-BFGS's flat histories
+  (K, m, H * W * 3), split on their last axis: in row-major order its equal
+  blocks are the same row blocks. Grams (K, c, c) and scalars per member are
+  only split by member. JAX arrays are split evenly only, so a leaf whose
+  rows don't divide by `shards` stays whole (inside the compiled program XLA
+  pads uneven splits itself).
   """
   if x.ndim >= 4 and x.shape[-3] % shards == 0:
     return jax.P('members', *([None] * (x.ndim - 4)), 'rows', None, None)
+  if (image_shape is not None and x.ndim == 3
+      and x.shape[-1] == np.prod(image_shape) and image_shape[0] % shards == 0):
+    return jax.P('members', None, 'rows')
   return jax.P('members') if x.ndim else jax.P()
 
 
@@ -400,14 +406,15 @@ class MemberPrograms:
                                 devices=devices)
       self.member_slots = len(devices)
 
-    def constrained(tree):
-      """Keeps outputs (the loop state) split by rows, like the inputs."""
+    def constrained(state):
+      """Keeps the loop state split by rows, like the inputs."""
       if not shard_rows:
-        return tree
+        return state
+      image_shape = state.pixels.shape[1:]
       return jax.tree_util.tree_map(
           lambda x: jax.lax.with_sharding_constraint(
-              x, jax.NamedSharding(self.mesh,
-                                   _spatial_spec(x, len(devices)))), tree)
+              x, jax.NamedSharding(self.mesh, _spatial_spec(
+                  x, len(devices), image_shape))), state)
 
     def init_fn(variables, pixels, targets, weights, lr):
       # The same convolutions as the loop: L-BFGS's first curvature pair

@@ -84,10 +84,15 @@ def test_spatial_spec_splits_rows_of_image_shaped_leaves():
   spec = run_lib._spatial_spec  # pylint: disable=protected-access
   P = jax.P
   assert spec(np.zeros((1, 32, 32, 3)), 4) == P('members', 'rows', None, None)
-  # L-BFGS history (members, memory, H, W, 3): rows are axis 2.
+  # Activations with a leading axis: rows are the third axis from the end.
   assert spec(np.zeros((1, 10, 32, 32, 3)), 4) == P(
       'members', None, 'rows', None, None)
-  assert spec(np.zeros((1, 64, 64)), 4) == P('members')  # Grams
+  # L-BFGS's flat history (members, memory, H * W * 3): equal blocks of its
+  # last axis are the row blocks, when the rows divide.
+  assert spec(np.zeros((1, 10, 32 * 32 * 3)), 4, (32, 32, 3)) == P(
+      'members', None, 'rows')
+  assert spec(np.zeros((1, 10, 34 * 34 * 3)), 4, (34, 34, 3)) == P('members')
+  assert spec(np.zeros((1, 64, 64)), 4, (32, 32, 3)) == P('members')  # Grams
   assert spec(np.zeros((1, 34, 34, 3)), 4) == P('members')  # uneven: whole
   assert spec(np.zeros(()), 4) == P()
 
