@@ -369,11 +369,15 @@ def test_compiler_options_are_valid_and_reach_minimize(problem_spec,
                                                        small_images,
                                                        monkeypatch):
   # XLA rejects unknown option names and values, so compiling with the CPU
-  # options checks them; other platforms keep XLA's defaults.
+  # options checks them; options this jaxlib lacks are left out, and other
+  # platforms keep XLA's defaults.
   options = optim.compiler_options('cpu')
-  assert options
+  assert options.items() <= optim.CPU_COMPILER_OPTIONS.items()
+  assert 'xla_cpu_scheduler_type' in options
   jax.jit(lambda x: 2 * x, compiler_options=options).lower(
       jnp.ones(3)).compile()
+  assert not optim._accepted('xla_cpu_no_such_option', '1')
+  assert not optim._accepted('xla_cpu_scheduler_type', 'NOT_A_SCHEDULER')
   assert optim.compiler_options('gpu') == optim.compiler_options('tpu') == {}
   # minimize compiles its loop with them: a bad value fails there.
   problem, spec = problem_spec
