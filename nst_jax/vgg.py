@@ -382,16 +382,20 @@ def winograd_tile(height: int, width: int, channels_in: int,
   ones. The input layer (3 channels) has too little to gain. One exception
   to the per-layer table: at 128 x 128 with 64 channels (conv1_2 of a 128
   px image) the layer alone times slower with F(4x4) than direct, but the
-  whole evaluation was faster with it (README, Performance). Maps under
-  32 x 32 take F(2x2) even at 512 channels: as fast there as F(4x4) in
-  whole evaluations at 128 and 256 px, with 16 instead of 36 transformed
-  kernel matrices to read per pass and to compute at start-up.
+  whole evaluation was faster with it (README, Performance). Two more are
+  settled on whole evaluations too, once the matrix products ran on XLA's
+  Eigen kernels (`optim.CPU_COMPILER_OPTIONS`): 64 x 64 maps with 128
+  output channels and 16 x 16 maps with 512 input channels (conv2_x and
+  conv4_2-4 of a 128 px image) take F(4x4), which took a 128 px evaluation
+  from 81 to 74 ms, at the cost of 36 instead of 16 transformed kernel
+  matrices per layer held in memory (README, Performance).
   """
   pixels = height * width
   if channels_in < 16 or pixels >= 256 * 256:
     return None
-  if (pixels >= 128 * 128 or (pixels >= 64 * 64 and channels_out >= 256)
-      or (pixels >= 32 * 32 and channels_out >= 512)):
+  if (pixels >= 128 * 128 or (pixels >= 64 * 64 and channels_out >= 128)
+      or (pixels >= 32 * 32 and channels_out >= 512)
+      or (pixels >= 16 * 16 and channels_in >= 512)):
     return 'F4'
   return 'F2'
 

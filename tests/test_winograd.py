@@ -61,11 +61,13 @@ def test_tile_rule():
   assert vgg.winograd_tile(32, 32, 3, 64) is None        # input layer
   assert vgg.winograd_tile(256, 256, 64, 64) is None     # memory-bound
   assert vgg.winograd_tile(128, 128, 64, 64) == 'F4'
-  assert vgg.winograd_tile(64, 64, 64, 128) == 'F2'
+  assert vgg.winograd_tile(64, 64, 64, 64) == 'F2'
+  assert vgg.winograd_tile(64, 64, 64, 128) == 'F4'
   assert vgg.winograd_tile(64, 64, 256, 256) == 'F4'
   assert vgg.winograd_tile(32, 32, 256, 256) == 'F2'
   assert vgg.winograd_tile(32, 32, 512, 512) == 'F4'
-  assert vgg.winograd_tile(16, 16, 512, 512) == 'F2'
+  assert vgg.winograd_tile(16, 16, 256, 512) == 'F2'
+  assert vgg.winograd_tile(16, 16, 512, 512) == 'F4'
   assert vgg.winograd_tile(8, 8, 512, 512) == 'F2'
 
 
@@ -75,8 +77,9 @@ def test_prepare_variables_holds_the_tiles_of_each_size(random_params):
   tiles = {name: set(layer) for name, layer in variables['winograd'].items()}
   assert 'conv1_1' not in tiles
   assert tiles['conv1_2'] == {'F4'}                # 256 px direct, then 128
-  assert tiles['conv2_1'] == {'F4', 'F2'}          # 128 x 128, then 64 x 64
-  assert tiles['conv4_2'] == {'F4', 'F2'}          # 32 x 32, then 16 x 16
+  assert tiles['conv2_1'] == {'F4'}                # 128 x 128, then 64 x 64
+  assert tiles['conv3_1'] == {'F4', 'F2'}          # 64 x 64, then 32 x 32
+  assert tiles['conv4_1'] == {'F4', 'F2'}          # 32 x 32, then 16 x 16
   assert variables['winograd']['conv4_2']['F4']['forward'].shape == (
       6, 6, 512, 512)
   # The backward kernel maps the 256 output channels back to 128.
