@@ -13,13 +13,14 @@ Optimisers (`OPTIMIZERS`):
   * ``adam``: optax.adam(learning_rate).
   * ``sgd``: SGD with momentum 0.9 (the seed post's starting point).
 
-The loop runs compiled: `run_chunk` does `chunk_size` steps in one
-`lax.scan` and hands back the loss of every step, so Python only sees the
-state every few steps (for logging, saving and Ctrl-C). The state carries the
-value and gradient at the current pixels, so no step evaluates twice, and a
-stop flag: once a member stops (iteration budget, non-finite loss, stop_loss
-reached, no progress over a window) its steps become no-ops. A single run
-skips them with `lax.cond`; under `vmap` (sweeps) they are computed and
+The loop runs compiled: `run_chunk` does up to `chunk_size` steps in one
+`lax.while_loop` and hands back the loss of every step, so Python only sees
+the state every few steps (for logging, saving and Ctrl-C). The state
+carries the value and gradient at the current pixels, so no step evaluates
+twice, and a stop flag: once a member stops (iteration budget, non-finite
+loss, stop_loss reached, no progress over a window) its steps become no-ops.
+A single run's loop ends there; under `vmap` (sweeps) the loop runs until
+every member has stopped, and a stopped member's steps are computed and
 discarded, so every member keeps exactly its stand-alone trajectory.
 
 Weights, targets, loss weights, learning rate and stop criteria are all
@@ -125,11 +126,11 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
 
   and H g = gamma (g - sum_i alpha_i y_i) + sum_i (alpha_i - beta_i) s_i.
   The state keeps the products s_i.y_j and y_i.y_j (a new pair adds a row
-  and a column), so a step reads the history twice in matrix products (its
-  products with g and the new pair, then H g) instead of walking it pair by
-  pair in 4 x memory small dependent operations: at 128 x 128 px and 100
-  pairs, 2.3 + (in-place) maintenance instead of 8-9 ms on a 2-core CPU
-  (scripts/benchmark.py's step rows).
+  and a column), so a step reads the history twice, in matrix products (its
+  products with g and the new pair, then H g), instead of walking it pair
+  by pair in 4 x memory small dependent operations; the recursion itself
+  runs on memory-sized vectors. The pairs are stored flat, one per row of
+  the (memory, params.size) histories.
 
   Args:
     learning_rate: t, a scalar (may be a traced array).

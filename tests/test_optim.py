@@ -306,6 +306,50 @@ def test_lbfgs_nols_is_torchs_algorithm(curvature):
   assert int(state.stored) == 3  # the history filled and wrapped
 
 
+@pytest.mark.parametrize('stored,next_index', [(3, 3), (5, 2), (5, 0)])
+def test_lbfgs_direction_is_the_two_loop_recursion(stored, next_index):
+  """The direction from the kept inner products equals torch's two-loop
+  recursion over the pairs, newest first (held in a ring buffer: partly
+  filled, and full with the newest pair in the middle or at the end)."""
+  memory, size = 5, (4, 3, 2)
+  rng = np.random.default_rng(stored + next_index)
+  s_history = rng.normal(size=(memory, 24))
+  # Positive curvature, and pairs far from each other's multiples.
+  y_history = s_history * rng.uniform(0.5, 2.0, s_history.shape)
+  held = [(next_index - 1 - i) % memory for i in range(stored)]  # newest 1st
+  for slot in set(range(memory)) - set(held):  # slots never written
+    s_history[slot] = y_history[slot] = 0
+  rho = np.array([1 / (s @ y) if s @ y else 0.0
+                  for s, y in zip(s_history, y_history)])
+  gamma = (s_history[held[0]] @ y_history[held[0]]) / (
+      y_history[held[0]] @ y_history[held[0]])
+  grad = rng.normal(size=size)
+
+  q, alphas = grad.ravel().copy(), {}
+  for j in held:
+    alphas[j] = rho[j] * (s_history[j] @ q)
+    q -= alphas[j] * y_history[j]
+  r = gamma * q
+  for j in reversed(held):
+    beta = rho[j] * (y_history[j] @ r)
+    r += (alphas[j] - beta) * s_history[j]
+
+  opt = optim.scale_by_lbfgs_fixed_step(1.0, memory_size=memory)
+  params = jnp.asarray(rng.normal(size=size), jnp.float32)
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  state = opt.init(params)._replace(
+      count=jnp.asarray(7), previous_params=params,  # no new pair: s = 0
+      previous_grad=f32(grad), s_history=f32(s_history),
+      y_history=f32(y_history), rho_history=f32(rho),
+      sy_products=f32(s_history @ y_history.T),
+      yy_products=f32(y_history @ y_history.T), stored=jnp.asarray(stored),
+      next_index=jnp.asarray(next_index), initial_scale=f32(gamma))
+  updates, new_state = jax.jit(opt.update)(f32(grad), state, params)
+  np.testing.assert_allclose(-np.asarray(updates).ravel(), r, rtol=1e-4,
+                             atol=1e-4 * np.abs(r).max())
+  assert int(new_state.stored) == stored  # the zero pair was not kept
+
+
 @pytest.mark.parametrize('curvature,lr', [('positive', 1.0), ('mixed', 1.0),
                                           ('positive', 30.0),
                                           ('mixed', 0.3)])
