@@ -168,9 +168,9 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
     ys = _vdot(y, s)
     keep = (state.count > 0) & (ys > 1e-10)
     index = state.next_index
+    s, y, flat_grad = s.ravel(), y.ravel(), grad.ravel()
     # Writes one slot (itself again when the pair is not kept), not a
     # select over the whole history.
-    s, y, flat_grad = s.ravel(), y.ravel(), grad.ravel()
     s_history = state.s_history.at[index].set(
         jnp.where(keep, s, state.s_history[index]))
     y_history = state.y_history.at[index].set(
@@ -179,17 +179,17 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
     # and with the new pair (the new row and column of the products).
     s_products = _dot(s_history, jnp.stack([flat_grad, y], 1))
     y_products = _dot(y_history, jnp.stack([flat_grad, s, y], 1))
-    sy = state.sy_products.at[:, index].set(s_products[:, 1]).at[
+    new_sy = state.sy_products.at[:, index].set(s_products[:, 1]).at[
         index, :].set(y_products[:, 1])
-    yy = state.yy_products.at[:, index].set(y_products[:, 2]).at[
+    new_yy = state.yy_products.at[:, index].set(y_products[:, 2]).at[
         index, :].set(y_products[:, 2])
     state = state._replace(
         s_history=s_history, y_history=y_history,
         rho_history=state.rho_history.at[index].set(
             jnp.where(keep, 1.0 / jnp.where(keep, ys, 1.0),
                       state.rho_history[index])),
-        sy_products=jnp.where(keep, sy, state.sy_products),
-        yy_products=jnp.where(keep, yy, state.yy_products),
+        sy_products=jnp.where(keep, new_sy, state.sy_products),
+        yy_products=jnp.where(keep, new_yy, state.yy_products),
         stored=jnp.where(keep, jnp.minimum(state.stored + 1, memory_size),
                          state.stored),
         next_index=jnp.where(keep, (index + 1) % memory_size, index),
@@ -210,7 +210,7 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
 
     def backward(i, alphas):  # newest first
       newer = jnp.where(positions < i, alphas, 0.0)
-      return alphas.at[i].set(rho[i] * (s_grad[i] - jnp.dot(sy[i], newer)))
+      return alphas.at[i].set(rho[i] * (s_grad[i] - _dot(sy[i], newer)))
 
     alphas = lax.fori_loop(0, state.stored, backward,
                            jnp.zeros((memory_size,), jnp.float32))
@@ -220,7 +220,7 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
       i = state.stored - 1 - k
       older = jnp.where((positions > i) & held, alphas - betas, 0.0)
       return betas.at[i].set(rho[i] * (gamma * y_q[i]
-                                       + jnp.dot(sy[:, i], older)))
+                                       + _dot(sy[:, i], older)))
 
     betas = lax.fori_loop(0, state.stored, forward,
                           jnp.zeros((memory_size,), jnp.float32))
@@ -577,7 +577,7 @@ def _step(state: LoopState, problem, spec, optimizer, learning_rate,
   # gradient and terms are kept, and the run stops. The optimiser's state
   # is not reverted: its update read only the kept point, so it is finite,
   # and selecting over it would copy L-BFGS's whole history every step
-  # (2 x 100 images; 3 ms of a 100 ms step at 128 px).
+  # (README, Performance).
   kept = state.replace(step=step, evaluations=advanced.evaluations,
                        stop_reason=reason)
   chosen = jax.tree_util.tree_map(
@@ -603,8 +603,8 @@ CPU_COMPILER_OPTIONS = {
     'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED',
     # No YNNPACK fusions: the matrix products (most of them the Winograd
     # tiles' batched products) run on XLA's own Eigen kernels, which were
-    # faster here on these shapes: the optimisation loop at 128 px by about
-    # 5% per evaluation, a 64 px evaluation by about 20%.
+    # faster here on these shapes, most at small sizes (README,
+    # Performance).
     'xla_cpu_experimental_ynn_fusion_type': '',
 }
 
@@ -645,8 +645,8 @@ def run_chunk_unjitted(state: LoopState, problem: Problem,
 
   # A while loop, not a scan over a `lax.cond(running, step, identity)`:
   # XLA copied L-BFGS's history into the cond's branch before updating it
-  # in place (2 x 100 images each step), and a while loop also ends as soon
-  # as the run stops.
+  # in place (2 x 100 images each step; under vmap the cond became a select
+  # over every member's history), and a while loop ends when the run stops.
   def running(carry):
     taken, state, _ = carry
     return (taken < chunk_size) & (state.stop_reason == RUNNING)

@@ -79,9 +79,9 @@ def test_sweep_sharded_over_four_devices_matches_one(tmp_path):
   assert four['evaluations'] == one['evaluations']
   # Each member its own result: the finals differ by 10x from member to
   # member. Not to the bit: with 4 simulated devices XLA:CPU splits the
-  # matrix products over its threads differently (measured 2e-4 after the
-  # run; 1 and 2 cores differ as much), and L-BFGS's tiny first step
-  # amplifies rounding.
+  # matrix products over its threads differently (this test saw 2e-4 with
+  # Eigen's products; 1 and 2 cores differ likewise), and L-BFGS's tiny
+  # first step amplifies rounding.
   np.testing.assert_allclose(four['finals'], one['finals'], rtol=2e-3)
 
 
