@@ -198,10 +198,11 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
             state.initial_scale))
 
     # The recursion on scalars, in age order (position 0 = newest pair).
+    # Both loops stop at `stored`, so positions past it keep alpha = beta = 0
+    # and their pairs weigh 0 in the direction.
     positions = jnp.arange(memory_size)
     slots = (state.next_index - 1 - positions) % memory_size
-    held = positions < state.stored
-    rho = jnp.where(held, state.rho_history[slots], 0.0)
+    rho = state.rho_history[slots]
     s_grad = s_products[slots, 0]
     y_grad = y_products[slots, 0]
     sy = state.sy_products[slots][:, slots]  # [i, j] = s_i . y_j, by age
@@ -218,17 +219,17 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
 
     def forward(k, betas):  # oldest first
       i = state.stored - 1 - k
-      older = jnp.where((positions > i) & held, alphas - betas, 0.0)
+      older = jnp.where(positions > i, alphas - betas, 0.0)
       return betas.at[i].set(rho[i] * (gamma * y_q[i]
                                        + _dot(sy[:, i], older)))
 
     betas = lax.fori_loop(0, state.stored, forward,
                           jnp.zeros((memory_size,), jnp.float32))
-    # Back from age order to slots; pairs not held weigh 0.
+    # Back from age order to slots.
     s_weights = jnp.zeros((memory_size,), jnp.float32).at[slots].set(
-        jnp.where(held, alphas - betas, 0.0))
+        alphas - betas)
     y_weights = jnp.zeros((memory_size,), jnp.float32).at[slots].set(
-        jnp.where(held, -gamma * alphas, 0.0))
+        -gamma * alphas)
     direction = (gamma * grad
                  + (_dot(s_weights, s_history)
                     + _dot(y_weights, y_history)).reshape(grad.shape))

@@ -209,6 +209,21 @@ def _torch_strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9,
   return bracket_f[low_pos], bracket_g[low_pos], t, ls_func_evals
 
 
+def _torch_two_loop(g, old_stps, old_dirs, ro, h_diag):
+  """H g by torch/optim/lbfgs.py's two-loop recursion, transcribed; the
+  pairs (s, y, 1 / y.s) oldest first."""
+  q = g
+  al = [0.0] * len(old_dirs)
+  for i in range(len(old_dirs) - 1, -1, -1):
+    al[i] = float(np.dot(old_stps[i].ravel(), q.ravel())) * ro[i]
+    q = q - al[i] * old_dirs[i]
+  r = q * h_diag
+  for i in range(len(old_dirs)):
+    be_i = float(np.dot(old_dirs[i].ravel(), r.ravel())) * ro[i]
+    r = r + (al[i] - be_i) * old_stps[i]
+  return r
+
+
 def _torch_lbfgs_reference(fun_grad, x, lr, history, steps,
                            line_search=False):
   """torch.optim.LBFGS's step loop, without line search or with
@@ -235,16 +250,7 @@ def _torch_lbfgs_reference(fun_grad, x, lr, history, steps,
         h_diag = ys / float(np.dot(y.ravel(), y.ravel()))
       else:
         skipped += 1
-      q = -g
-      al = [0.0] * len(old_dirs)
-      for i in range(len(old_dirs) - 1, -1, -1):
-        al[i] = float(np.dot(old_stps[i].ravel(), q.ravel())) * ro[i]
-        q = q - al[i] * old_dirs[i]
-      r = q * h_diag
-      for i in range(len(old_dirs)):
-        be_i = float(np.dot(old_dirs[i].ravel(), r.ravel())) * ro[i]
-        r = r + (al[i] - be_i) * old_stps[i]
-      d = r
+      d = _torch_two_loop(-g, old_stps, old_dirs, ro, h_diag)
     prev_g = g.copy()
     t = min(1.0, 1.0 / np.abs(g).sum()) * lr if n_iter == 1 else lr
     if line_search:
@@ -325,14 +331,9 @@ def test_lbfgs_direction_is_the_two_loop_recursion(stored, next_index):
       y_history[held[0]] @ y_history[held[0]])
   grad = rng.normal(size=size)
 
-  q, alphas = grad.ravel().copy(), {}
-  for j in held:
-    alphas[j] = rho[j] * (s_history[j] @ q)
-    q -= alphas[j] * y_history[j]
-  r = gamma * q
-  for j in reversed(held):
-    beta = rho[j] * (y_history[j] @ r)
-    r += (alphas[j] - beta) * s_history[j]
+  oldest_first = held[::-1]
+  r = _torch_two_loop(grad.ravel(), s_history[oldest_first],
+                      y_history[oldest_first], rho[oldest_first], gamma)
 
   opt = optim.scale_by_lbfgs_fixed_step(1.0, memory_size=memory)
   params = jnp.asarray(rng.normal(size=size), jnp.float32)
