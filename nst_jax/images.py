@@ -16,7 +16,6 @@ import contextlib
 import math
 import os
 import re
-import secrets
 import stat
 import struct
 import warnings
@@ -26,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFile, ImageFont, ImageOps
 
+from nst_jax import files
 from nst_jax.errors import UserError
 
 # Most pixels `load_image` will decode: 2**26 = 67,108,864, e.g. 8192 x 8192.
@@ -240,29 +240,12 @@ def save_image(path, pixels: np.ndarray) -> None:
     raise UserError(f'output image {path!r}: unknown image extension '
                     f'{extension!r} (use .png, .jpg, ...)')
 
-  folder, name = os.path.split(os.path.abspath(path))
-  temp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')
   try:
-    # O_EXCL: never clobber anything; mode 0o666 lets the umask give the file
-    # the same permissions as any other newly written file.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    files.atomic_write(path, lambda file: image.save(
+        file, format=image_format, **_SAVE_OPTIONS.get(image_format, {})))
   except OSError as error:
-    raise UserError(f'output image {path!r}: cannot write in {folder!r} '
+    raise UserError(f'output image {path!r}: cannot write it '
                     f'({error.strerror})') from None
-  try:
-    with os.fdopen(fd, 'wb') as file:
-      image.save(file, format=image_format,
-                 **_SAVE_OPTIONS.get(image_format, {}))
-      file.flush()
-      os.fsync(file.fileno())  # Data on disk before the name points to it.
-    os.replace(temp, path)
-  except BaseException as error:
-    with contextlib.suppress(OSError):
-      os.remove(temp)
-    if isinstance(error, OSError) and error.strerror:
-      raise UserError(f'output image {path!r}: cannot write it '
-                      f'({error.strerror})') from None
-    raise
 
 
 def _to_uint8(pixels) -> np.ndarray:
