@@ -144,11 +144,53 @@ def load_image(path, image_size: Optional[int] = None, *,
     raise fail(f'unsupported colour mode {img.mode!r} '
                f'({_describe(error)})') from None
 
+  return fit(pixels, image_size)
+
+
+def fit(pixels: np.ndarray, image_size: Optional[int]) -> np.ndarray:
+  """`pixels` resized (Lanczos) so the longest side is `image_size`; as they
+  are when it already is, or when `image_size` is None."""
   if image_size is not None:
     target = fit_longest_side(pixels.shape[:2], image_size)
     if target != pixels.shape[:2]:
       pixels = resize(pixels, target)
   return pixels
+
+
+def from_pil(img: Image.Image, image_size: Optional[int] = None
+             ) -> np.ndarray:
+  """A PIL image's pixels as `load_image` gives them for its file: EXIF
+  orientation applied, any mode to RGB, longest side fit to `image_size`."""
+  img = ImageOps.exif_transpose(img)
+  return fit(_to_rgb(img), image_size)
+
+
+def from_array(array, image_size: Optional[int] = None, *,
+               what: str = 'image') -> np.ndarray:
+  """An H x W x 3 array as float32 RGB 0-255, fit to `image_size`.
+
+  uint8 arrays hold 0-255; float arrays 0-1 (as matplotlib and most
+  notebook code hold images).
+
+  Raises:
+    UserError: another shape, dtype or range, naming `what`.
+  """
+  array = np.asarray(array)
+  if array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+    raise UserError(f'{what}: expected an H x W x 3 array, got shape '
+                    f'{array.shape}')
+  if array.dtype == np.uint8:
+    pixels = array.astype(np.float32)
+  elif np.issubdtype(array.dtype, np.floating):
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+      raise UserError(f'{what}: a float array must hold values in [0, 1] '
+                      f'(or pass uint8 0-255), got {array.min():.3g} to '
+                      f'{array.max():.3g}')
+    pixels = (array * 255.0).astype(np.float32)
+  else:
+    raise UserError(f'{what}: expected uint8 (0-255) or float (0-1) pixels, '
+                    f'got {array.dtype}')
+  return fit(pixels, image_size)
 
 
 @contextlib.contextmanager
@@ -233,7 +275,7 @@ def save_image(path, pixels: np.ndarray) -> None:
     ValueError: if `pixels` is not an (H, W, 3) array.
   """
   path = os.fspath(path)
-  image = Image.fromarray(_to_uint8(pixels))
+  image = Image.fromarray(to_uint8(pixels))
   extension = os.path.splitext(path)[1].lower()
   image_format = Image.registered_extensions().get(extension)
   if image_format is None or image_format not in Image.SAVE:
@@ -248,7 +290,9 @@ def save_image(path, pixels: np.ndarray) -> None:
                     f'({error.strerror})') from None
 
 
-def _to_uint8(pixels) -> np.ndarray:
+def to_uint8(pixels) -> np.ndarray:
+  """(H, W, 3) pixels in [0, 255] -> uint8, as saved (NaN 0, clipped,
+  rounded)."""
   pixels = np.asarray(pixels)
   if pixels.ndim != 3 or pixels.shape[2] != 3 or 0 in pixels.shape:
     raise ValueError(f'expected pixels of shape (H, W, 3), got {pixels.shape}')
@@ -367,7 +411,7 @@ def make_grid(images: Sequence[np.ndarray],
   Raises:
     ValueError: for no images or label counts that do not match the grid.
   """
-  panels = [_to_uint8(image) for image in images]
+  panels = [to_uint8(image) for image in images]
   count = len(panels)
   if not count:
     raise ValueError('make_grid needs at least one image')

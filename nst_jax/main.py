@@ -1,52 +1,46 @@
-"""Command line: `python -m nst_jax.main --config=configs/default.py ...`.
+"""Neural style transfer (Gatys, Ecker, Bethge) from the command line.
 
-Parses flags and calls `nst_jax.run.run(config)`. Exit status: 0 done,
-1 the loss became non-finite (the last finite image is kept), 2 bad input,
-128+signal when interrupted (the partial image and manifest are saved).
+  nst-jax --config=cpu --config.content=photo.jpg \\
+      --config.style=painting.jpg --config.output=out/result.png
+
+(or `python -m nst_jax.main ...`). Without --config the default config is
+used. Writes the image and, beside it, its manifest (.json).
+
+Exit status: 0 done, 1 the loss became non-finite (the last finite image is
+kept), 2 bad input (one line on stderr), 128+signal when interrupted (the
+partial image and manifest are saved).
 """
 
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from nst_jax import cli
 from nst_jax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Path to a config file (see configs/).', lock_config=False)
+DEFAULT_CONFIG = 'default'
 _DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+def main(argv) -> int:
+  """Runs the parsed config; prints what it wrote.
+
+  Args:
+    argv: what the flags parser left: the program name only.
+  Returns:
+    The exit status.
+  """
+  del argv  # cli.parse_flags refuses positional arguments
   # Imported here so that --help and flag errors don't start JAX.
   import jax  # pylint: disable=g-import-not-at-top
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
-  config = _CONFIG.value
   try:
-    config.keys()  # a config file that failed to load fails here
-  except Exception as error:  # pylint: disable=broad-except
-    if _DEBUG.value:
-      raise
-    print(f'error: --config: {error}'.splitlines()[0].rstrip(),
-          file=sys.stderr)
-    return 2
-  try:
-    manifest = run_lib.run(config)
-  except UserError as error:
-    if _DEBUG.value:
-      raise
-    print(f'error: {error}', file=sys.stderr)
-    return error.exit_code
-  except run_lib.Interrupted as interrupted:
-    print(f'interrupted: partial result saved to '
-          f'{interrupted.manifest["output"]}', file=sys.stderr)
-    return 128 + interrupted.signum
+    manifest = run_lib.run(flags.FLAGS.config)
+  except (UserError, run_lib.Interrupted) as error:
+    return cli.report(error, debug=_DEBUG.value)
   runs = manifest.get('runs', [manifest])  # a sweep lists its members
   failed = [run for run in runs if run['stop_reason'] == 'non_finite']
   for run in failed:
@@ -69,23 +63,17 @@ def main(argv):
   return 0
 
 
-def _flags_parser(argv):
-  """absl's parser, but a bad flag or config file is one line and exit 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as error:
-    print(f'error: {error}'.splitlines()[0], file=sys.stderr)
-  except (AttributeError, KeyError, TypeError, ValueError) as error:
-    # ml_collections reports an unknown --config.FIELD or a value of the
-    # wrong type this way.
-    print(f'error: bad --config override: {error}'.splitlines()[0],
-          file=sys.stderr)
-  sys.exit(2)
+def _prog() -> str:
+  """How this program was started, for the usage line."""
+  if os.path.basename(sys.argv[0]) == 'nst-jax':
+    return 'nst-jax'
+  return 'python -m nst_jax.main'
 
 
 def entry_point():
-  """The `nst-jax` console script."""
-  app.run(lambda argv: sys.exit(main(argv)), flags_parser=_flags_parser)
+  """The `nst-jax` console script (also `python -m nst_jax.main`)."""
+  cli.run(main, prog=_prog(), about=__doc__, default_config=DEFAULT_CONFIG,
+          own_flags=['debug'])
 
 
 if __name__ == '__main__':

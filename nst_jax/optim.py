@@ -26,17 +26,22 @@ discarded, so every member keeps exactly its stand-alone trajectory.
 Weights, targets, loss weights, learning rate and stop criteria are all
 arguments, never constants: changing them does not recompile.
 
+The functions here are pure and unjitted: `nst_jax.programs` compiles them
+(placed on devices, batched over sweep members) in one place.
+
 Example::
 
-  state = optim.init_state_jit(pixels, problem, spec, 'lbfgs', lr)
-  state, values, terms = optim.run_chunk(state, problem, spec, 'lbfgs', lr,
-                                         criteria, chunk_size=20)
+  init = jax.jit(optim.init_state, static_argnames=('spec', 'optimizer'))
+  chunk = jax.jit(optim.run_chunk,
+                  static_argnames=('spec', 'optimizer', 'chunk_size'))
+  state = init(pixels, problem, spec, 'lbfgs', lr)
+  state, values, terms = chunk(state, problem, spec, 'lbfgs', lr, criteria,
+                               chunk_size=20)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import flax.struct
@@ -53,6 +58,12 @@ OPTIMIZERS = ('lbfgs', 'lbfgs_nols', 'adam', 'sgd')
 # Curvature pairs L-BFGS keeps: torch.optim.LBFGS's and neural-style's 100
 # (optax's default is 10; 100 reaches a given loss in fewer evaluations).
 LBFGS_MEMORY = 100
+# `learning_rate=0` in a config means these. L-BFGS's step is scaled by its
+# curvature estimate, so 1 is its natural step (torch's default); Adam's
+# step is about `learning_rate` per pixel value in 0-255; SGD's is
+# `learning_rate` times the gradient, whose scale is set by the losses.
+DEFAULT_LEARNING_RATES = {'lbfgs': 1.0, 'lbfgs_nols': 1.0, 'adam': 1.0,
+                          'sgd': 1.0}
 TOLERANCE_WINDOW = 20  # steps over which `tolerance` measures progress
 
 # Why a run stopped; index into STOP_REASONS.
@@ -596,52 +607,25 @@ def _stopped_at_start(state, criteria):
   return state.replace(stop_reason=reason)
 
 
-# XLA:CPU options for the optimisation programs (`compiler_options`).
-CPU_COMPILER_OPTIONS = {
-    # Orders the operations to keep fewer buffers live instead of running
-    # independent ones side by side. Results are bit-identical; a stand-alone
-    # evaluation ran faster and steadier with it (README, Performance).
-    'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED',
-    # No YNNPACK fusions: the matrix products (most of them the Winograd
-    # tiles' batched products) run on XLA's own Eigen kernels, which were
-    # faster here on these shapes, most at small sizes (README,
-    # Performance).
-    'xla_cpu_experimental_ynn_fusion_type': '',
-}
+def run_chunk(state: LoopState, problem: Problem, spec: losses.LossSpec,
+              optimizer, learning_rate, criteria: StopCriteria,
+              chunk_size: int):
+  """Runs up to `chunk_size` steps (a `lax.while_loop`; jit it).
 
-
-@functools.lru_cache(maxsize=None)
-def _accepted(name: str, value: str) -> bool:
-  """Whether this jaxlib's XLA knows the option (an unknown one fails every
-  compilation); checked on a trivial program, once per process."""
-  try:
-    jax.jit(lambda x: x).lower(np.float32(0)).compile({name: value})
-  except Exception:  # pylint: disable=broad-except
-    return False
-  return True
-
-
-def compiler_options(platform: str) -> dict:
-  """XLA options for the optimisation programs on `platform`.
-
-  On CPU, those of `CPU_COMPILER_OPTIONS` that this jaxlib accepts (the
-  YNNPACK one is experimental and older jaxlibs lack it). Other platforms
-  keep XLA's defaults.
-
-  Example::
-
-    jitted = jax.jit(fn, compiler_options=optim.compiler_options('cpu'))
+  Args:
+    state: `LoopState` from `init_state` or a previous chunk.
+    problem: `Problem` (VGG variables, targets, loss weights).
+    spec: `losses.LossSpec` (static).
+    optimizer: name from `OPTIMIZERS` or an `Optimizer` (static).
+    learning_rate: scalar array.
+    criteria: `StopCriteria`.
+    chunk_size: most steps per call (static); the loop ends early once the
+      run stops.
+  Returns:
+    (state, values, terms): the new state, the loss after each of the
+    chunk's steps (repeating once stopped), and `losses.loss_terms` at the
+    final pixels (`state.terms`, carried with each evaluation).
   """
-  if platform != 'cpu':
-    return {}
-  return {name: value for name, value in CPU_COMPILER_OPTIONS.items()
-          if _accepted(name, value)}
-
-
-def run_chunk_unjitted(state: LoopState, problem: Problem,
-                       spec: losses.LossSpec, optimizer: str, learning_rate,
-                       criteria: StopCriteria, chunk_size: int):
-  """Up to `chunk_size` steps; see `run_chunk`."""
   state = _stopped_at_start(state, criteria)
 
   # A while loop, not a scan over a `lax.cond(running, step, identity)`:
@@ -665,71 +649,12 @@ def run_chunk_unjitted(state: LoopState, problem: Problem,
   return state, values, state.terms
 
 
-_STATIC = ('spec', 'optimizer', 'chunk_size')
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def run_chunk(state, problem, spec, optimizer, learning_rate, criteria,
-              chunk_size):
-  """Runs up to `chunk_size` compiled steps.
-
-  Args:
-    state: `LoopState` from `init_state` or a previous chunk.
-    problem: `Problem` (VGG variables, targets, loss weights).
-    spec: `losses.LossSpec` (static).
-    optimizer: name from `OPTIMIZERS` (static).
-    learning_rate: scalar array.
-    criteria: `StopCriteria`.
-    chunk_size: steps per call (static); steps past a stop are no-ops.
-  Returns:
-    (state, values, terms): the new state, the loss after each of the
-    chunk's steps (repeating once stopped), and `losses.loss_terms` at the
-    final pixels (`state.terms`, carried with each evaluation).
-  """
-  return run_chunk_unjitted(state, problem, spec, optimizer, learning_rate,
-                            criteria, chunk_size)
-
-
-init_state_jit = jax.jit(init_state, static_argnames=('spec', 'optimizer'))
-
-
 def loss_and_grad(pixels, problem: Problem, spec: losses.LossSpec):
   """The total loss and its gradient with respect to the pixels."""
   return jax.value_and_grad(_objective(problem, spec))(pixels)
 
 
 loss_and_grad_jit = jax.jit(loss_and_grad, static_argnames=('spec',))
-
-
-def minimize(pixels, problem, spec, optimizer='lbfgs', learning_rate=1.0,
-             iterations=100, chunk_size=20, stop_loss=None, tolerance=0.0):
-  """Convenience: optimise `pixels` and return the final `LoopState`.
-
-  Example::
-
-    state = optim.minimize(noise, problem, spec, 'lbfgs', iterations=50)
-    result = state.pixels
-  """
-  learning_rate = jnp.asarray(learning_rate, jnp.float32)
-  criteria = stop_criteria(iterations, stop_loss, tolerance)
-  init, chunk = _loop_programs(jax.default_backend())
-  state = init(jnp.asarray(pixels, jnp.float32), problem, spec, optimizer,
-               learning_rate)
-  while True:
-    state, _, _ = chunk(state, problem, spec, optimizer, learning_rate,
-                        criteria, chunk_size)
-    if int(state.stop_reason) != RUNNING:
-      return state
-
-
-@functools.lru_cache(maxsize=None)
-def _loop_programs(platform):
-  """`init_state` and `run_chunk` jitted with `compiler_options(platform)`."""
-  options = compiler_options(platform)
-  return (jax.jit(init_state, static_argnames=('spec', 'optimizer'),
-                  compiler_options=options),
-          jax.jit(run_chunk_unjitted, static_argnames=_STATIC,
-                  compiler_options=options))
 
 
 # ---------------------------------------------------------------------------
@@ -756,8 +681,16 @@ def default_sweep_mode(optimizer: str, platform: str) -> str:
 
 
 def _batched(fn, mode):
-  return jax.vmap(fn) if mode == 'vmap' else (lambda *xs: lax.map(
-      lambda args: fn(*args), xs))
+  """`fn` over a leading member axis: vmap or lax.map; one member runs
+  unbatched (no batched loop condition, no loop around the chunk)."""
+  def batched(*xs):
+    if jax.tree_util.tree_leaves(xs)[0].shape[0] == 1:
+      out = fn(*jax.tree_util.tree_map(lambda x: x[0], xs))
+      return jax.tree_util.tree_map(lambda x: x[None], out)
+    if mode == 'vmap':
+      return jax.vmap(fn)(*xs)
+    return lax.map(lambda args: fn(*args), xs)
+  return batched
 
 
 def init_state_batched(pixels, problem: Problem, spec, optimizer,
@@ -772,14 +705,7 @@ def init_state_batched(pixels, problem: Problem, spec, optimizer,
 def run_chunk_batched(state, problem: Problem, spec, optimizer, learning_rate,
                       criteria, chunk_size, mode='vmap'):
   """`run_chunk` for every member (see `default_sweep_mode`)."""
-  fn = lambda s, t, w, lr, c: run_chunk_unjitted(
+  fn = lambda s, t, w, lr, c: run_chunk(
       s, Problem(problem.variables, t, w), spec, optimizer, lr, c, chunk_size)
   return _batched(fn, mode)(state, problem.targets, problem.weights,
                             learning_rate, criteria)
-
-
-init_state_batched_jit = jax.jit(
-    init_state_batched, static_argnames=('spec', 'optimizer', 'mode'))
-run_chunk_batched_jit = jax.jit(
-    run_chunk_batched,
-    static_argnames=('spec', 'optimizer', 'chunk_size', 'mode'))

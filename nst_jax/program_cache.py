@@ -36,7 +36,6 @@ import hashlib
 import os
 import pickle
 import platform
-import tempfile
 import threading
 import zlib
 from typing import Any, Callable, Sequence
@@ -44,6 +43,8 @@ from typing import Any, Callable, Sequence
 import jax
 from jax.experimental import serialize_executable
 import jaxlib
+
+from nst_jax import files
 
 
 @functools.lru_cache(maxsize=1)
@@ -155,6 +156,10 @@ class ProgramCache:
         *(_leaf_signature(x) for x in leaves)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
+  def has(self, key: str) -> bool:
+    """Whether program `key` is on disk (it may still prove unreadable)."""
+    return os.path.exists(self._path(key))
+
   def prefetch(self, key: str, devices: Sequence) -> None:
     """Starts loading program `key` for `devices` on a worker thread (see
     `compile`)."""
@@ -212,13 +217,8 @@ class ProgramCache:
           compiled)), 1)
     except (ValueError, NotImplementedError, pickle.PicklingError):
       return  # This backend cannot serialise: the next process compiles.
-    tmp = None
     try:
       os.makedirs(self.folder, exist_ok=True)
-      handle, tmp = tempfile.mkstemp(dir=self.folder, prefix='.tmp-')
-      with os.fdopen(handle, 'wb') as f:
-        f.write(blob)
-      os.replace(tmp, self._path(key))
+      files.atomic_write(self._path(key), lambda f: f.write(blob))
     except OSError:  # A read-only cache costs the next process a compile.
-      if tmp and os.path.exists(tmp):
-        os.unlink(tmp)
+      pass

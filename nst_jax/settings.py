@@ -8,6 +8,7 @@ The image loader (`nst_jax.images`) checks the files themselves.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 from typing import Optional, Sequence
@@ -58,6 +59,10 @@ class Settings:
   distributed: bool
   # 'auto' (winograd on CPU with float32, else direct), 'direct', 'winograd'.
   conv_algorithm: str
+  sweep_product: bool = False
+  # What the config asks that has no effect (e.g. init_image without
+  # init='image'): logged and kept in the manifest.
+  warnings: tuple = ()
 
 
 def _split(value) -> tuple:
@@ -96,12 +101,13 @@ def _number(config, field, minimum=None, positive=False, integer=False,
   return number
 
 
-def _flag(config, field) -> bool:
+def _flag(config, field, name=None) -> bool:
   """A boolean field; refuses strings like 'yes' that bool() would accept."""
-  value = config.get(field, False)
+  value = config.get(field, False) if hasattr(config, 'get') else False
   if isinstance(value, (bool, np.bool_, int)) and value in (0, 1):
     return bool(value)
-  raise UserError(f'config.{field}: must be True or False, got {value!r}')
+  raise UserError(f'{name or "config." + field}: must be True or False, got '
+                  f'{value!r}')
 
 
 def _choice(config, field, valid: Sequence[str], default=None) -> str:
@@ -164,19 +170,26 @@ def check_output(output: str, inputs: Sequence[str]) -> None:
     raise UserError(f'config.output: folder {folder!r} is not writable')
 
 
-def check(config) -> Settings:
+def check(config, from_files: bool = True) -> Settings:
   """Validates a config (ml_collections.ConfigDict or dict) into `Settings`.
 
+  Args:
+    config: the run's fields (see configs/default.py).
+    from_files: the command line's case: `content`, `style` and `output`
+      are required paths, and the output folder must be writable. False
+      when the images come as arrays (`nst_jax.stylize`), which writes
+      nothing: those fields may be empty.
   Raises:
     UserError: naming the first bad field.
   """
-  missing = [f for f in ('content', 'style', 'output') if not config.get(f)]
+  required = ('content', 'style', 'output') if from_files else ()
+  missing = [f for f in required if not config.get(f)]
   if missing:
     raise UserError(f'config.{missing[0]}: required (e.g. '
                     f'--config.{missing[0]}=path)')
-  styles = _split(config['style'])
+  styles = _split(config.get('style', ''))
   blend = _floats('style_blend_weights', config.get('style_blend_weights', ''))
-  if blend and len(blend) != len(styles):
+  if blend and styles and len(blend) != len(styles):
     raise UserError(f'config.style_blend_weights: {len(blend)} weights for '
                     f'{len(styles)} style images')
   if blend and (any(w < 0 for w in blend) or sum(blend) <= 0):
@@ -196,23 +209,30 @@ def check(config) -> Settings:
   init = _choice(config, 'init', INITS)
   if init == 'image' and not config.get('init_image'):
     raise UserError("config.init_image: required when config.init='image'")
+  warnings = []
+  if config.get('init_image') and init != 'image':
+    warnings.append(f'config.init_image is ignored: config.init is '
+                    f"{init!r} (set config.init='image' to start from it)")
 
-  output = str(config['output'])
-  inputs = list(styles) + [config['content'], config.get('init_image', '')]
-  check_output(output, inputs)
+  output = str(config.get('output', ''))
+  if from_files:
+    inputs = list(styles) + [config['content'], config.get('init_image', '')]
+    check_output(output, inputs)
 
   sweep = config.get('sweep') or {}
   sweep_mode = sweep.get('mode', 'auto') if hasattr(sweep, 'get') else 'auto'
   if sweep_mode not in ('auto',) + optim.SWEEP_MODES:
     raise UserError(f'config.sweep.mode: unknown {sweep_mode!r}; valid are '
                     + ', '.join(('auto',) + optim.SWEEP_MODES))
+  sweep_product = _flag(sweep, 'product', 'config.sweep.product')
   stop_loss = float(config.get('stop_loss', float('-inf')))
   if math.isnan(stop_loss):
     raise UserError('config.stop_loss: must be a number, got nan')
+  learning_rate = _number(config, 'learning_rate', minimum=0, default=0.0)
   return Settings(
-      content=str(config['content']), styles=styles,
+      content=str(config.get('content', '')), styles=styles,
       style_blend_weights=blend or (1.0,) * len(styles),
-      output=output, manifest=manifest_path(output),
+      output=output, manifest=manifest_path(output) if output else '',
       weights=str(config['weights']),
       image_size=_number(config, 'image_size', integer=True, positive=True),
       style_scale=_number(config, 'style_scale', positive=True),
@@ -228,7 +248,8 @@ def check(config) -> Settings:
       style_weight=_number(config, 'style_weight', minimum=0),
       tv_weight=_number(config, 'tv_weight', minimum=0),
       optimizer=optimizer,
-      learning_rate=_number(config, 'learning_rate', positive=True),
+      # 0: the optimiser's own default step.
+      learning_rate=learning_rate or optim.DEFAULT_LEARNING_RATES[optimizer],
       iterations=_number(config, 'iterations', integer=True, minimum=0),
       stop_loss=stop_loss,
       tolerance=_number(config, 'tolerance', minimum=0, default=0.0),
@@ -246,30 +267,111 @@ def check(config) -> Settings:
       shard_rows=_flag(config, 'shard_rows'),
       lbfgs_memory=_number(config, 'lbfgs_memory', integer=True,
                            positive=True, default=optim.LBFGS_MEMORY),
-      distributed=_flag(config, 'distributed'))
+      distributed=_flag(config, 'distributed'),
+      sweep_product=sweep_product, warnings=tuple(warnings))
 
 
 SWEEP_FIELDS = ('content_weight', 'style_weight', 'tv_weight', 'seed',
                 'style')
 
 
-def sweep_members(config, settings: Settings, overrides=None) -> list:
-  """The runs of a sweep: one dict per member (one member without a sweep).
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One run of a sweep (a run without a sweep has one member).
 
-  `config.sweep.FIELD` (FIELD in `SWEEP_FIELDS`) lists values; fields given
-  together vary together and must have equal lengths. `sweep.style` lists
-  style images separated by commas (one per member, all of one size).
+  Attributes:
+    content_weight, style_weight, tv_weight: alpha, beta and the TV weight.
+    seed: seeds the noise start.
+    styles: the style images this member matches (their keys: paths, or
+      names given to in-memory images), blended by `style_blend_weights`
+      when they are the config's own styles, else equally.
+    content_layer_weights, style_layer_weights: one weight per configured
+      layer, or None for 1/|L| each.
+    label: the grid's text under this member's panel ('' for none).
+    varied: ((field, value), ...) what this member changes from the config.
+  """
+  content_weight: float
+  style_weight: float
+  tv_weight: float
+  seed: int
+  styles: tuple
+  content_layer_weights: Optional[tuple] = None
+  style_layer_weights: Optional[tuple] = None
+  label: str = ''
+  varied: tuple = ()
+
+  @property
+  def values(self) -> dict:
+    """`varied` as a dict (the manifest's `values`)."""
+    return dict(self.varied)
+
+
+def short_value(value) -> str:
+  """A sweep value as a grid label: 3 significant digits, a file's stem."""
+  if isinstance(value, str):
+    return os.path.splitext(os.path.basename(value))[0] or value
+  if isinstance(value, float):
+    return f'{value:.3g}'
+  return str(value)
+
+
+def _label(varied) -> str:
+  return ', '.join(f'{field}={short_value(value)}' for field, value in varied)
+
+
+def sweep_members(config, settings: Settings, overrides=None) -> list:
+  """The runs of a sweep, as `Member`s (one member without a sweep).
+
+  `config.sweep.FIELD` (FIELD in `SWEEP_FIELDS`) lists values. By default
+  fields given together vary together and must have equal lengths; with
+  `config.sweep.product=True` every combination runs, the first field (in
+  `SWEEP_FIELDS` order) varying slowest: a grid of its values as rows and
+  the others' combinations as columns. `sweep.style` lists style images
+  separated by commas (one per member, all of one size).
 
   `overrides` (from Python, see `run.run`) replaces the sweep fields: one
-  dict of member settings each.
+  dict of member settings each, with any of the `Member` fields but
+  `varied` (which the overrides themselves become).
 
   Returns:
-    [{'content_weight', 'style_weight', 'tv_weight', 'seed', 'styles',
-      'content_layer_weights', 'style_layer_weights', 'label',
-      'varied': {field: value}}, ...]
+    A list of `Member`.
   """
   if overrides is not None:
     return [_member_from_overrides(settings, o) for o in overrides]
+  lists = sweep_lists(config)
+  if settings.sweep_product:
+    combinations = list(itertools.product(*lists.values()))
+  else:
+    lengths = {len(v) for v in lists.values()}
+    if len(lengths) > 1:
+      raise UserError('config.sweep: fields that vary together need equal '
+                      'lengths (or set config.sweep.product=True), got '
+                      + ', '.join(f'{f}={len(v)}' for f, v in lists.items()))
+    combinations = list(zip(*lists.values())) or [()]
+  members = []
+  base = _base_member(settings)
+  for combination in combinations:
+    changes, varied = {}, []
+    for field, value in zip(lists, combination):
+      if field == 'style':
+        changes['styles'] = (str(value),)
+        value = str(value)
+      elif field == 'seed':
+        value = changes['seed'] = _number(
+            {f'sweep.{field}': value}, f'sweep.{field}', integer=True)
+      else:
+        value = changes[field] = _number(
+            {f'sweep.{field}': value}, f'sweep.{field}', minimum=0)
+      varied.append((field, value))
+    members.append(dataclasses.replace(base, **changes, varied=tuple(varied),
+                                       label=_label(varied)))
+  if len(members) > 1 and 'style' in lists:
+    check_output(settings.output, list(lists['style']))
+  return members
+
+
+def sweep_lists(config) -> dict:
+  """{field: values} of the sweep fields given, in `SWEEP_FIELDS` order."""
   sweep = config.get('sweep') or {}
   lists = {}
   for field in SWEEP_FIELDS:
@@ -278,42 +380,26 @@ def sweep_members(config, settings: Settings, overrides=None) -> list:
         values or ())
     if values:
       lists[field] = values
-  lengths = {len(v) for v in lists.values()}
-  if len(lengths) > 1:
-    raise UserError('config.sweep: fields that vary together need equal '
-                    'lengths, got ' + ', '.join(
-                        f'{f}={len(v)}' for f, v in lists.items()))
-  count = lengths.pop() if lengths else 1
-  members = []
-  for k in range(count):
-    member = _base_member(settings)
-    for field, values in lists.items():
-      value = values[k]
-      if field == 'style':
-        member['styles'] = (str(value),)
-      elif field == 'seed':
-        member['seed'] = _number({f'sweep.{field}': value}, f'sweep.{field}',
-                                 integer=True)
-      else:
-        member[field] = _number({f'sweep.{field}': value}, f'sweep.{field}',
-                                minimum=0)
-      member['varied'][field] = member['styles'][0] if field == 'style' else (
-          member[field])
-    members.append(member)
-  if count > 1 and 'style' in lists:
-    check_output(settings.output, list(lists['style']))
-  return members
+  return lists
 
 
-def _base_member(settings: Settings) -> dict:
+def grid_columns(config, settings: Settings) -> Optional[int]:
+  """Columns of a sweep's grid: with `sweep.product`, the combinations of
+  all fields but the first (its values are the rows); else automatic."""
+  lists = sweep_lists(config)
+  if not settings.sweep_product or len(lists) < 2:
+    return None
+  return math.prod(len(values) for values in list(lists.values())[1:])
+
+
+def _base_member(settings: Settings) -> Member:
   """A member with the config's own settings (what a sweep varies from)."""
-  return {'content_weight': settings.content_weight,
-          'style_weight': settings.style_weight,
-          'tv_weight': settings.tv_weight, 'seed': settings.seed,
-          'styles': settings.styles,
-          'style_layer_weights': settings.style_layer_weights,
-          'content_layer_weights': settings.content_layer_weights,
-          'label': None, 'varied': {}}
+  return Member(content_weight=settings.content_weight,
+                style_weight=settings.style_weight,
+                tv_weight=settings.tv_weight, seed=settings.seed,
+                styles=settings.styles,
+                style_layer_weights=settings.style_layer_weights,
+                content_layer_weights=settings.content_layer_weights)
 
 
 _MEMBER_KEYS = ('content_weight', 'style_weight', 'tv_weight', 'seed',
@@ -321,12 +407,12 @@ _MEMBER_KEYS = ('content_weight', 'style_weight', 'tv_weight', 'seed',
                 'label')
 
 
-def _member_from_overrides(settings: Settings, override: dict) -> dict:
+def _member_from_overrides(settings: Settings, override: dict) -> Member:
   unknown = set(override) - set(_MEMBER_KEYS)
   if unknown:
     raise UserError(f'members: unknown keys {sorted(unknown)}; valid are '
                     + ', '.join(_MEMBER_KEYS))
-  member = _base_member(settings)
+  changes = {}
   for key, value in override.items():
     if key in ('content_layer_weights', 'style_layer_weights'):
       layers = (settings.spec.content_layers if key.startswith('content')
@@ -337,6 +423,10 @@ def _member_from_overrides(settings: Settings, override: dict) -> dict:
       value = None if value is None else tuple(float(v) for v in value)
     elif key == 'styles':
       value = tuple(value)
-    member[key] = value
-  member['varied'] = {k: v for k, v in override.items() if k != 'label'}
-  return member
+    elif key == 'label':
+      value = value or ''
+    changes[key] = value
+  varied = tuple((k, v) for k, v in changes.items() if k != 'label')
+  changes['label'] = changes.get('label') or _label(varied)
+  return dataclasses.replace(_base_member(settings), **changes,
+                             varied=varied)

@@ -20,7 +20,7 @@ evaluation. `prepare_variables` flips them once; `conv_relu` is a
 `jax.custom_vjp` whose backward pass uses the pre-flipped kernel.
 
 With `conv_algorithm='winograd'` each layer whose input shape
-`winograd_tile` picks a tile for runs Winograd's algorithm (`nst_jax.winograd`:
+`winograd.choose_tile` picks a tile for runs Winograd's algorithm (`nst_jax.winograd`:
 2.25x or 4x fewer multiply-adds) forward and backward, with kernels
 transformed once in `prepare_variables(params, winograd_sizes=...)`.
 
@@ -39,7 +39,7 @@ Example::
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import flax.linen as nn
 import jax
@@ -220,7 +220,7 @@ winograd_conv_relu.defvjp(_winograd_fwd, _winograd_bwd)
 
 class ConvReLU(nn.Module):
   """A 3x3 SAME convolution with bias and ReLU, using `conv_relu` (or
-  `winograd_conv_relu` where `winograd_tile` picks a tile)."""
+  `winograd_conv_relu` where `winograd.choose_tile` picks a tile)."""
   features: int
   dtype: Any = jnp.float32
   conv_algorithm: str = 'direct'
@@ -234,8 +234,8 @@ class ConvReLU(nn.Module):
     cast = lambda a: a.astype(self.dtype)
     tile = None
     if self.conv_algorithm == 'winograd':
-      tile = winograd_tile(x.shape[-3], x.shape[-2], x.shape[-1],
-                           self.features)
+      tile = winograd.choose_tile(x.shape[-3], x.shape[-2], x.shape[-1],
+                                  self.features)
     if tile is not None:
       if self.has_variable('winograd', tile):
         transformed = self.get_variable('winograd', tile)
@@ -270,7 +270,7 @@ class VGG19(nn.Module):
       features are returned in this dtype, callers sum Grams in float32.
     remat: rematerialise each block in the backward pass (see module
       docstring).
-    conv_algorithm: 'direct' or 'winograd' (see `winograd_tile`).
+    conv_algorithm: 'direct' or 'winograd' (see `winograd.choose_tile`).
   """
   pooling: str = 'avg'
   dtype: Any = jnp.float32
@@ -323,16 +323,15 @@ def _init(rng):
 
 
 def prepare_variables(params: dict, winograd_sizes: Sequence = (),
-                      layers: Sequence[str] = ('conv5_4',),
-                      run_program: Callable | None = None) -> dict:
+                      layers: Sequence[str] = ('conv5_4',)) -> dict:
   """Flax variables for `VGG19.apply`: the params plus transformed kernels.
 
   Call once per weights (outside the optimisation loop); the result is an
   ordinary pytree argument of the jitted loss. It always holds the
   pre-flipped kernels (of the layers that run; others are flipped on the
   fly); with `winograd_sizes`, also the Winograd transforms
-  (forward and backward) of every tile that `winograd_tile` picks for some
-  layer at one of those image sizes.
+  (forward and backward) of every tile that `winograd.choose_tile` picks for
+  some layer at one of those image sizes.
 
   Args:
     params: {'conv1_1': {'kernel', 'bias'}, ...}.
@@ -340,84 +339,65 @@ def prepare_variables(params: dict, winograd_sizes: Sequence = (),
       `conv_algorithm='winograd'`.
     layers: the layers the network will be asked for; only the convolutions
       up to the deepest of them get flipped kernels and Winograd transforms.
-    run_program: how to run the two jitted programs (flips, then
-      transforms): `run_program(name, static, jitted, args)` returns
-      `jitted(*args)`, e.g. through a program cache. Default: call them.
   Returns:
     {'params', 'flipped'[, 'winograd': {layer: {tile: {'forward',
     'backward'}}}]}.
   """
-  if run_program is None:
-    run_program = lambda name, static, jitted, args: jitted(*args)
+  kernels = running_kernels(params, layers)
+  flipped = flip_all(kernels)
+  tiles = winograd_tiles(params, winograd_sizes, layers)
+  transforms = transform_program(tiles)(kernels, flipped) if tiles else None
+  return assemble_variables(params, flipped, transforms)
+
+
+def running_kernels(params: dict, layers: Sequence[str]) -> dict:
+  """{layer: kernel} of the convolutions that run up to the deepest of
+  `layers` (layers past it get no flipped or transformed kernels)."""
   running = layers_to_run(layers)
-  # Layers past the deepest never run: no flipped kernels for them.
-  kernels = {name: layer['kernel'] for name, layer in params.items()
-             if name in running}
-  flipped = run_program('flipped', (), _flip_all, (kernels,))
+  return {name: layer['kernel'] for name, layer in params.items()
+          if name in running}
+
+
+def assemble_variables(params: dict, flipped: dict,
+                       transforms: dict | None = None) -> dict:
+  """The variables `prepare_variables` returns, from its parts: the output
+  of `flip_all` and (or None) of `transform_program(tiles)`."""
   variables = {'params': params, 'flipped': {
       name: {'kernel': kernel} for name, kernel in flipped.items()}}
-  tiles = tuple(sorted(
-      (name, tuple(sorted(layer_tiles))) for name, layer_tiles
-      in winograd_tiles(params, winograd_sizes).items() if name in running))
-  if tiles:
-    # A program of its own: the flipped kernels arrive in plain row-major
-    # layout. Flipped in the same program (an in/out transpose), XLA fused
-    # or re-laid the flip into the backward transform, several times slower.
-    variables['winograd'] = run_program(
-        'winograd', tiles, _transform_program(tiles),
-        ({name: kernels[name] for name, _ in tiles},
-         {name: flipped[name] for name, _ in tiles}))
+  if transforms:
+    variables['winograd'] = transforms
   return variables
 
 
-def winograd_tile(height: int, width: int, channels_in: int,
-                  channels_out: int):
-  """The Winograd tile ('F2', 'F4') for a layer's input shape, or None for a
-  direct convolution.
-
-  From per-layer timings on a 2-core AVX-512 CPU (forward + input gradient;
-  `scripts/benchmark.py --layer-sizes=128,256`): the transforms are
-  memory-bound, so feature maps of 256 x 256 and more stay direct; F(4x4)
-  pays off on large maps and wide layers, F(2x2) on the small, narrower
-  ones. The input layer (3 channels) has too little to gain. One exception
-  to the per-layer table: at 128 x 128 with 64 channels (conv1_2 of a 128
-  px image) the layer alone times slower with F(4x4) than direct, but the
-  whole evaluation was faster with it (README, Performance). Two more are
-  settled on whole evaluations too, once the matrix products ran on XLA's
-  Eigen kernels (`optim.CPU_COMPILER_OPTIONS`): 64 x 64 maps with 128
-  output channels and 16 x 16 maps with 512 input channels (conv2_x and
-  conv4_2-4 of a 128 px image) take F(4x4), which took a 128 px evaluation
-  from 81 to 74 ms, at the cost of 36 instead of 16 transformed kernel
-  matrices per layer held in memory (README, Performance).
-  """
-  pixels = height * width
-  if channels_in < 16 or pixels >= 256 * 256:
-    return None
-  if (pixels >= 128 * 128 or (pixels >= 64 * 64 and channels_out >= 128)
-      or (pixels >= 32 * 32 and channels_out >= 512)
-      or (pixels >= 16 * 16 and channels_in >= 512)):
-    return 'F4'
-  return 'F2'
-
-
-def winograd_tiles(params: dict, image_sizes: Sequence) -> dict:
-  """{layer: set of tiles} that `winograd_tile` picks at `image_sizes`."""
+def winograd_tiles(params: dict, image_sizes: Sequence,
+                   layers: Sequence[str] = ('conv5_4',)) -> tuple:
+  """((layer, (tile, ...)), ...): the tiles `winograd.choose_tile` picks for
+  the convolutions in `params` that run up to the deepest of `layers`, at
+  any of `image_sizes` (hashable: it keys `transform_program`)."""
+  running = layers_to_run(layers)
   tiles = {}
   for height, width in image_sizes:
     for name in CONV_LAYERS:
-      if name not in params:
+      if name not in params or name not in running:
         continue
       scale = 2 ** (int(name[4]) - 1)  # Pools before block b: b - 1.
-      tile = winograd_tile(height // scale, width // scale,
-                           *CONV_SHAPES[name])
+      tile = winograd.choose_tile(height // scale, width // scale,
+                                  *CONV_SHAPES[name])
       if tile is not None:
         tiles.setdefault(name, set()).add(tile)
-  return tiles
+  return tuple(sorted((name, tuple(sorted(layer_tiles)))
+                      for name, layer_tiles in tiles.items()))
 
 
 @functools.lru_cache(maxsize=None)
-def _transform_program(tiles):
-  """`_transform_all` for `tiles`, jitted once per tiles."""
+def transform_program(tiles: tuple):
+  """A jitted function (kernels, flipped) -> {layer: {tile: {'forward',
+  'backward'}}} for `tiles` (from `winograd_tiles`).
+
+  A program of its own, apart from `flip_all`: its inputs arrive in plain
+  row-major layout. With the flip in the same program XLA fused or re-laid
+  the flip into the backward transform, several times slower.
+  """
   return jax.jit(functools.partial(_transform_all, tiles=tiles))
 
 
@@ -434,7 +414,8 @@ def _transform_all(kernels, flipped, tiles):
 
 
 @jax.jit
-def _flip_all(kernels):
+def flip_all(kernels: dict) -> dict:
+  """{layer: `flip_kernel(kernel)`}."""
   return {name: flip_kernel(kernel) for name, kernel in kernels.items()}
 
 
@@ -451,7 +432,7 @@ def extract_features(variables: dict, images: jax.Array,
     pooling: 'avg' or 'max'.
     dtype: compute dtype of the convolutions.
     remat: recompute each block in the backward pass (less memory).
-    conv_algorithm: 'direct', or 'winograd' where `winograd_tile` picks a
+    conv_algorithm: 'direct', or 'winograd' where `winograd.choose_tile` picks a
       tile (pass `winograd_sizes` to `prepare_variables` so the transformed
       kernels are computed once, not per call).
   Returns:

@@ -64,6 +64,32 @@ TILES = {
 }
 
 
+def choose_tile(height: int, width: int, channels_in: int,
+                channels_out: int):
+  """The tile ('F2', 'F4') for a layer's input shape, or None for a direct
+  convolution (the rule `conv_algorithm='winograd'` follows on CPU).
+
+  Settled by timing each VGG19 layer forward and backward
+  (`scripts/benchmark.py --layer-sizes=128,256`) and whole evaluations:
+  the transforms are memory-bound, so feature maps of 256 x 256 and more
+  stay direct, and so does the input layer (3 channels: too few products to
+  save); F(4x4) pays off on large maps and wide layers, F(2x2) on the small,
+  narrower ones. Three cases are settled on whole evaluations, where the
+  layer alone measured otherwise: 128 x 128 maps with 64 channels, 64 x 64
+  maps with 128 output channels and 16 x 16 maps with 512 input channels
+  take F(4x4), at the cost of 36 instead of 16 transformed kernel matrices
+  per layer held in memory.
+  """
+  pixels = height * width
+  if channels_in < 16 or pixels >= 256 * 256:
+    return None
+  if (pixels >= 128 * 128 or (pixels >= 64 * 64 and channels_out >= 128)
+      or (pixels >= 32 * 32 and channels_out >= 512)
+      or (pixels >= 16 * 16 and channels_in >= 512)):
+    return 'F4'
+  return 'F2'
+
+
 def tile_side(tile: str) -> int:
   """m + 2: the side of an input tile and of a transformed kernel."""
   return TILES[tile][0].shape[0]

@@ -26,6 +26,35 @@ def variables(random_params):
   return vgg.prepare_variables(random_params)
 
 
+def small_run_config(folder, **overrides):
+  """A 32 px run on built-in images with seeded random weights, writing
+  into `folder`/out; shallow layers keep compilation short.
+
+  `overrides` set config fields; `sweep_FIELD=...` sets `config.sweep.FIELD`.
+  """
+  from nst_jax.configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.update(dict(
+      content='builtin:scene', style='builtin:painting',
+      output=str(folder / 'out' / 'result.png'), weights='random',
+      image_size=32, iterations=6, log_every=3, optimizer='lbfgs_nols',
+      init='content', content_layers='conv2_1',
+      style_layers='conv1_1,conv2_1', style_weight=1e-2,
+      compilation_cache=''))
+  for key, value in overrides.items():
+    if key.startswith('sweep_'):
+      config.sweep[key[len('sweep_'):]] = value
+    else:
+      config[key] = value
+  return config
+
+
+@pytest.fixture(name='small_config')
+def small_config_fixture():
+  """`small_run_config`, for tests."""
+  return small_run_config
+
+
 @pytest.fixture(scope='session')
 def small_images():
   """A 32x32 content, a 40x40 style and a 32x32 noise image (RGB 0-255)."""

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import losses, optim
+from nst_jax import loop, losses, optim, programs as programs_lib
 
 
 @pytest.fixture(scope='module')
@@ -25,9 +25,9 @@ def test_optimizer_lowers_loss(problem_spec, small_images, optimizer):
   problem, spec = problem_spec
   noise = jnp.asarray(small_images[2])
   start, _ = optim.loss_and_grad_jit(noise, problem, spec)
-  state = optim.minimize(noise, problem, spec, optimizer,
-                         LEARNING_RATES[optimizer], iterations=8,
-                         chunk_size=4)
+  state = loop.minimize(noise, problem, spec, optimizer,
+                        LEARNING_RATES[optimizer], iterations=8,
+                        chunk_size=4)
   assert int(state.step) == 8
   assert optim.STOP_REASONS[int(state.stop_reason)] == 'iterations'
   assert float(state.value) < 0.8 * float(start)
@@ -57,7 +57,7 @@ def test_lbfgs_counts_every_evaluation(problem_spec, small_images):
 
   optim.losses.loss_terms = counted
   try:
-    state = jax.jit(lambda pixels, problem: optim.run_chunk_unjitted(
+    state = jax.jit(lambda pixels, problem: optim.run_chunk(
         optim.init_state(pixels, problem, spec, 'lbfgs', 1.0),
         problem, spec, 'lbfgs', 1.0, optim.stop_criteria(5), 5)[0])(
             jnp.asarray(small_images[2]), problem)
@@ -74,7 +74,7 @@ def test_lbfgs_counts_every_evaluation(problem_spec, small_images):
 def test_non_finite_loss_keeps_last_finite_image(problem_spec, small_images):
   problem, spec = problem_spec
   noise = jnp.asarray(small_images[2])
-  state = optim.minimize(noise, problem, spec, 'adam', 1e30, iterations=10,
+  state = loop.minimize(noise, problem, spec, 'adam', 1e30, iterations=10,
                          chunk_size=5)
   assert optim.STOP_REASONS[int(state.stop_reason)] == 'non_finite'
   assert int(state.step) < 10
@@ -86,13 +86,13 @@ def test_stop_loss_and_zero_iterations(problem_spec, small_images):
   problem, spec = problem_spec
   noise = jnp.asarray(small_images[2])
   start, _ = optim.loss_and_grad_jit(noise, problem, spec)
-  state = optim.minimize(noise, problem, spec, 'lbfgs_nols', 1.0,
+  state = loop.minimize(noise, problem, spec, 'lbfgs_nols', 1.0,
                          iterations=50, chunk_size=5,
                          stop_loss=0.5 * float(start))
   assert optim.STOP_REASONS[int(state.stop_reason)] == 'stop_loss'
   assert float(state.value) <= 0.5 * float(start)
   assert int(state.step) < 50
-  state = optim.minimize(noise, problem, spec, 'lbfgs_nols', 1.0,
+  state = loop.minimize(noise, problem, spec, 'lbfgs_nols', 1.0,
                          iterations=0, chunk_size=5)
   assert int(state.step) == 0 and int(state.evaluations) == 1
   np.testing.assert_array_equal(state.pixels, noise)
@@ -101,17 +101,18 @@ def test_stop_loss_and_zero_iterations(problem_spec, small_images):
 def test_changing_numbers_does_not_recompile(problem_spec, small_images):
   problem, spec = problem_spec
   noise = jnp.asarray(small_images[2])
-  lr = jnp.asarray(1.0)
-  criteria = optim.stop_criteria(3)
-  state = optim.init_state_jit(noise, problem, spec, 'lbfgs_nols', lr)
-  optim.run_chunk(state, problem, spec, 'lbfgs_nols', lr, criteria, 3)
-  compiled = optim.run_chunk._cache_size()
+  programs = programs_lib.Programs()
+  loop.minimize(noise, problem, spec, 'lbfgs_nols', 1.0, iterations=3,
+                chunk_size=3, programs=programs)
+  compiled = programs.compilations
+  assert compiled == 2  # init and chunk
   other = problem.replace(
       weights=losses.loss_weights(spec, 7.0, 2e-2, tv_weight=1.0),
       variables=jax.tree_util.tree_map(lambda x: x * 1.01, problem.variables))
-  optim.run_chunk(state, other, spec, 'lbfgs_nols', jnp.asarray(0.5),
-                  optim.stop_criteria(2, 1.0, 1e-3), 3)
-  assert optim.run_chunk._cache_size() == compiled
+  loop.minimize(noise * 0.5, other, spec, 'lbfgs_nols', 0.5, iterations=2,
+                chunk_size=3, stop_loss=1.0, tolerance=1e-3,
+                programs=programs)
+  assert programs.compilations == compiled
 
 
 def _torch_cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
@@ -416,22 +417,20 @@ def test_compiler_options_are_valid_and_reach_minimize(problem_spec,
   # XLA rejects unknown option names and values, so compiling with the CPU
   # options checks them; options this jaxlib lacks are left out, and other
   # platforms keep XLA's defaults.
-  options = optim.compiler_options('cpu')
-  assert options.items() <= optim.CPU_COMPILER_OPTIONS.items()
+  options = programs_lib.compiler_options('cpu')
+  assert options.items() <= programs_lib.CPU_COMPILER_OPTIONS.items()
   assert 'xla_cpu_scheduler_type' in options
   jax.jit(lambda x: 2 * x, compiler_options=options).lower(
       jnp.ones(3)).compile()
-  assert not optim._accepted('xla_cpu_no_such_option', '1')
-  assert not optim._accepted('xla_cpu_scheduler_type', 'NOT_A_SCHEDULER')
-  assert optim.compiler_options('gpu') == optim.compiler_options('tpu') == {}
+  assert not programs_lib._accepted('xla_cpu_no_such_option', '1')
+  assert not programs_lib._accepted('xla_cpu_scheduler_type',
+                                    'NOT_A_SCHEDULER')
+  assert (programs_lib.compiler_options('gpu')
+          == programs_lib.compiler_options('tpu') == {})
   # minimize compiles its loop with them: a bad value fails there.
   problem, spec = problem_spec
-  monkeypatch.setattr(optim, 'compiler_options', lambda platform: {
+  monkeypatch.setattr(programs_lib, 'compiler_options', lambda platform: {
       'xla_cpu_scheduler_type': 'NOT_A_SCHEDULER'})
-  optim._loop_programs.cache_clear()
-  try:
-    with pytest.raises(Exception, match='xla_cpu_scheduler_type'):
-      optim.minimize(jnp.asarray(small_images[2]), problem, spec,
-                     'lbfgs_nols', iterations=1)
-  finally:
-    optim._loop_programs.cache_clear()
+  with pytest.raises(Exception, match='xla_cpu_scheduler_type'):
+    loop.minimize(jnp.asarray(small_images[2]), problem, spec, 'lbfgs_nols',
+                  iterations=1, programs=programs_lib.Programs())

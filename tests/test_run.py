@@ -7,38 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from configs import default
-from nst_jax import images, optim, vgg, run as run_lib
+from nst_jax import images, memory, programs as programs_lib, vgg
+from nst_jax import run as run_lib
 
 
-def small_config(tmp_path, **overrides):
-  """A 32 px run on built-in images with seeded random weights.
-
-  Shallow layers keep compilation short; the first test uses the paper's.
-  """
-  config = default.get_config()
-  config.content_layers = 'conv2_1'
-  config.style_layers = 'conv1_1,conv2_1'
-  config.style_weight = 1e-2
-  config.content = 'builtin:scene'
-  config.style = 'builtin:painting'
-  config.output = str(tmp_path / 'out' / 'result.png')
-  config.weights = 'random'
-  config.image_size = 32
-  config.iterations = 6
-  config.log_every = 3
-  config.optimizer = 'lbfgs_nols'
-  config.init = 'content'
-  config.compilation_cache = ''
-  for key, value in overrides.items():
-    if key.startswith('sweep_'):
-      config.sweep[key[len('sweep_'):]] = value
-    else:
-      config[key] = value
-  return config
-
-
-def test_single_run_writes_image_and_manifest(tmp_path):
+def test_single_run_writes_image_and_manifest(tmp_path, small_config):
   manifest = run_lib.run(small_config(
       tmp_path, content_layers='conv4_2',
       style_layers='conv1_1,conv2_1,conv3_1,conv4_1,conv5_1'))
@@ -72,7 +45,7 @@ def test_single_run_writes_image_and_manifest(tmp_path):
   assert saved.shape[:2] == (32, 32)
 
 
-def test_direct_and_winograd_convolutions_agree(tmp_path):
+def test_direct_and_winograd_convolutions_agree(tmp_path, small_config):
   """config.conv_algorithm reaches the network: both give the same run
   up to rounding, and the manifest says which ran. (With SGD: L-BFGS's
   first curvature pair, after torch's tiny first step, is the difference of
@@ -88,20 +61,20 @@ def test_direct_and_winograd_convolutions_agree(tmp_path):
   np.testing.assert_allclose(finals['winograd'], finals['direct'], rtol=1e-4)
 
 
-def test_zero_iterations_evaluates_initial(tmp_path):
+def test_zero_iterations_evaluates_initial(tmp_path, small_config):
   manifest = run_lib.run(small_config(tmp_path, iterations=0))
   assert manifest['evaluations'] == 1
   assert manifest['final'] == manifest['initial']
   assert os.path.exists(tmp_path / 'out' / 'result.json')
 
 
-def test_save_every_writes_numbered_images(tmp_path):
+def test_save_every_writes_numbered_images(tmp_path, small_config):
   run_lib.run(small_config(tmp_path, save_every=3))
   names = sorted(os.listdir(tmp_path / 'out'))
   assert 'result_iter0003.png' in names and 'result_iter0006.png' in names
 
 
-def test_sweep_members_equal_standalone_runs(tmp_path):
+def test_sweep_members_equal_standalone_runs(tmp_path, small_config):
   weights = (1e-3, 1e-1)
   sweep = run_lib.run(small_config(tmp_path, sweep_style_weight=weights))
   out = tmp_path / 'out'
@@ -118,7 +91,8 @@ def test_sweep_members_equal_standalone_runs(tmp_path):
                                alone['final']['total'], rtol=1e-3)
 
 
-def test_vmap_sweep_of_line_search_lbfgs_equals_standalone_runs(tmp_path):
+def test_vmap_sweep_of_line_search_lbfgs_equals_standalone_runs(
+    tmp_path, small_config):
   """Under vmap the members' line searches run in one loop until the last
   is done; each member still takes its own trials and result."""
   weights = (1e-3, 1e-1)
@@ -136,7 +110,7 @@ def test_vmap_sweep_of_line_search_lbfgs_equals_standalone_runs(tmp_path):
                                alone['final']['total'], rtol=1e-3)
 
 
-def test_non_finite_loss_keeps_last_finite_image(tmp_path):
+def test_non_finite_loss_keeps_last_finite_image(tmp_path, small_config):
   manifest = run_lib.run(small_config(tmp_path, optimizer='adam',
                                       learning_rate=1e30, iterations=20))
   assert manifest['stop_reason'] == 'non_finite'
@@ -146,18 +120,20 @@ def test_non_finite_loss_keeps_last_finite_image(tmp_path):
   assert np.isfinite(pixels).all()
 
 
-def test_same_size_inputs_do_not_recompile(tmp_path):
-  run_lib.run(small_config(tmp_path / 'a'))
-  before = run_lib.compilation_count()
+def test_same_size_inputs_do_not_recompile(tmp_path, small_config):
+  programs = programs_lib.Programs()
+  run_lib.run(small_config(tmp_path / 'a'), programs=programs)
+  before = programs.compilations
   assert before > 0
   run_lib.run(small_config(tmp_path / 'b', style_weight=7.0,
                            content_weight=0.5, tv_weight=1e-3,
                            style='builtin:scene', content='builtin:painting',
-                           learning_rate=0.5, seed=3))
-  assert run_lib.compilation_count() == before
+                           learning_rate=0.5, seed=3), programs=programs)
+  assert programs.compilations == before
 
 
-def test_coarse_to_fine_starts_from_the_upsampled_coarse_result(tmp_path):
+def test_coarse_to_fine_starts_from_the_upsampled_coarse_result(
+    tmp_path, small_config):
   manifest = run_lib.run(small_config(tmp_path, coarse_to_fine=1,
                                       coarse_iterations=3, iterations=3))
   assert manifest['image_size']['levels'] == [16, 32]
@@ -184,16 +160,16 @@ def test_variables_bytes_match_prepared_variables():
         lambda p: vgg.prepare_variables(p, sizes, layers), params)
     held = sum(x.size * x.dtype.itemsize
                for x in jax.tree_util.tree_leaves(prepared))
-    assert run_lib.variables_bytes(64, 48, layers, winograd) == held
+    assert memory.variables_bytes(64, 48, layers, winograd) == held
 
 
-def test_run_compiles_with_the_platforms_compiler_options(tmp_path,
-                                                           monkeypatch):
+def test_run_compiles_with_the_platforms_compiler_options(
+    tmp_path, monkeypatch, small_config):
   # A bad option value fails the compile: run's loop programs get them.
-  monkeypatch.setattr(optim, 'compiler_options', lambda platform: {
+  monkeypatch.setattr(programs_lib, 'compiler_options', lambda platform: {
       'xla_cpu_scheduler_type': 'NOT_A_SCHEDULER'})
-  # Programs compiled by earlier runs in this process are kept: none here.
-  monkeypatch.setattr(run_lib, '_PROGRAMS', {})
   with pytest.raises(Exception, match='xla_cpu_scheduler_type'):
-    run_lib.run(small_config(tmp_path, iterations=1))
+    # Its own Programs: none compiled by earlier runs in the process.
+    run_lib.run(small_config(tmp_path, iterations=1),
+                programs=programs_lib.Programs())
   assert not os.path.exists(tmp_path / 'out' / 'result.png')

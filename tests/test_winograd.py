@@ -58,17 +58,17 @@ def test_conv_relu_gradient_matches_direct(tile):
 
 
 def test_tile_rule():
-  assert vgg.winograd_tile(32, 32, 3, 64) is None        # input layer
-  assert vgg.winograd_tile(256, 256, 64, 64) is None     # memory-bound
-  assert vgg.winograd_tile(128, 128, 64, 64) == 'F4'
-  assert vgg.winograd_tile(64, 64, 64, 64) == 'F2'
-  assert vgg.winograd_tile(64, 64, 64, 128) == 'F4'
-  assert vgg.winograd_tile(64, 64, 256, 256) == 'F4'
-  assert vgg.winograd_tile(32, 32, 256, 256) == 'F2'
-  assert vgg.winograd_tile(32, 32, 512, 512) == 'F4'
-  assert vgg.winograd_tile(16, 16, 256, 512) == 'F2'
-  assert vgg.winograd_tile(16, 16, 512, 512) == 'F4'
-  assert vgg.winograd_tile(8, 8, 512, 512) == 'F2'
+  assert winograd.choose_tile(32, 32, 3, 64) is None        # input layer
+  assert winograd.choose_tile(256, 256, 64, 64) is None     # memory-bound
+  assert winograd.choose_tile(128, 128, 64, 64) == 'F4'
+  assert winograd.choose_tile(64, 64, 64, 64) == 'F2'
+  assert winograd.choose_tile(64, 64, 64, 128) == 'F4'
+  assert winograd.choose_tile(64, 64, 256, 256) == 'F4'
+  assert winograd.choose_tile(32, 32, 256, 256) == 'F2'
+  assert winograd.choose_tile(32, 32, 512, 512) == 'F4'
+  assert winograd.choose_tile(16, 16, 256, 512) == 'F2'
+  assert winograd.choose_tile(16, 16, 512, 512) == 'F4'
+  assert winograd.choose_tile(8, 8, 512, 512) == 'F2'
 
 
 def test_prepare_variables_holds_the_tiles_of_each_size(random_params):

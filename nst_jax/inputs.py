@@ -1,0 +1,122 @@
+"""A run's inputs, read and checked: images and weights.
+
+Images come as paths (or the built-in `builtin:scene`, `builtin:painting`),
+PIL images or arrays; every form goes through the same decoding and
+resizing, so a file and the array of its pixels give the same run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from nst_jax import images, vgg
+from nst_jax import weights as weights_lib
+from nst_jax.errors import UserError
+
+BUILTIN_IMAGES = {'builtin:scene': images.demo_content,
+                  'builtin:painting': images.demo_style}
+
+
+def read_image(source, image_size: int, what: str) -> np.ndarray:
+  """Float32 RGB 0-255 pixels, longest side `image_size`, from a path, a
+  built-in image's name, a PIL image or an H x W x 3 array."""
+  if isinstance(source, Image.Image):
+    return images.from_pil(source, image_size)
+  if isinstance(source, (str, os.PathLike)):
+    if source in BUILTIN_IMAGES:
+      return BUILTIN_IMAGES[source](image_size)
+    return images.load_image(source, image_size, what=what)
+  return images.from_array(source, image_size, what=what)
+
+
+def describe(source) -> str:
+  """How a source is named in the manifest and in messages."""
+  if isinstance(source, (str, os.PathLike)):
+    return os.fspath(source)
+  if isinstance(source, Image.Image):
+    return f'<PIL image {source.width}x{source.height}>'
+  shape = getattr(source, 'shape', None)
+  return f'<array {"x".join(map(str, shape))}>' if shape else '<array>'
+
+
+def check_image_size(pixels, name, what, layers) -> None:
+  """Refuses images too small for the deepest layer (after its poolings)."""
+  needed = vgg.min_image_size(layers)
+  height, width = pixels.shape[:2]
+  if min(height, width) < needed:
+    raise UserError(
+        f'{what} {name!r}: {width}x{height} pixels is too small; layer '
+        f'{vgg.deepest_layer(layers)} needs at least {needed}x{needed} '
+        '(raise config.image_size or use shallower layers)')
+
+
+def read_level(settings, content_source, style_sources: dict, image_size):
+  """Content and style images at one image size, checked against the layers.
+
+  Args:
+    settings: `settings.Settings`.
+    content_source: see `read_image`.
+    style_sources: {style key: source} of every style a member uses.
+    image_size: the content's longest side; styles take `style_scale` of it.
+  Returns:
+    (content pixels, {style key: style pixels}).
+  """
+  layers = settings.spec.layers
+  content = read_image(content_source, image_size, 'content image')
+  check_image_size(content, describe(content_source), 'content image',
+                   layers)
+  style_size = max(1, round(image_size * settings.style_scale))
+  styles = {}
+  for key, source in style_sources.items():
+    styles[key] = read_image(source, style_size, 'style image')
+    check_image_size(styles[key], key, 'style image',
+                     settings.spec.style_layers or layers)
+  return content, styles
+
+
+def initial_pixels(settings, seed: int, content, styles: Sequence):
+  """The starting image: noise, the content, the first style or init_image."""
+  height, width = content.shape[:2]
+  if settings.init == 'noise':
+    return images.noise_image(seed, (height, width))
+  if settings.init == 'content':
+    return content
+  if settings.init == 'style':
+    return images.resize(styles[0], (height, width))
+  start = read_image(settings.init_image, None, 'init image')
+  return images.resize(start, (height, width))
+
+
+def load_weights(settings, allow_random_fallback: bool, log):
+  """The VGG19 parameters a run asked for (`weights_lib.resolve_weights`).
+
+  Returns:
+    (params, meta, path or None, warnings): warnings say loudly when the
+    weights are random.
+  """
+  warnings = []
+
+  def warn(message):
+    warnings.append(message)
+    log(message)
+  params, meta, path = weights_lib.resolve_weights(
+      settings.weights, allow_random_fallback=allow_random_fallback, log=warn)
+  if meta.get('random') and not any('RANDOM' in w for w in warnings):
+    warn('RESULTS USE RANDOM, UNTRAINED VGG19 WEIGHTS (seed '
+         f'{meta.get("seed")}), not pretrained ones: see weights/README.md')
+  return params, meta, path, warnings
+
+
+def weights_manifest(meta: dict, path) -> dict:
+  """The manifest's `weights` entry."""
+  return {'path': path,
+          'sha256': weights_lib.file_sha256(path) if path else None,
+          'source': meta.get('source'),
+          'source_sha256': meta.get('source_sha256'),
+          'preprocessing': meta.get('preprocessing'),
+          'normalized': bool(meta.get('normalized')),
+          'random': bool(meta.get('random'))}

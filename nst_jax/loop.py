@@ -1,0 +1,395 @@
+"""The optimisation loop: coarse-to-fine levels, compiled chunks, stopping.
+
+Each level optimises every member at one image size. The loop itself runs
+compiled, `chunk_size` steps per call (`optim.run_chunk` in a
+`lax.while_loop`); between chunks Python reads the losses back once, reports
+progress, writes snapshots and checks whether to stop (Ctrl-C). The stop
+criteria (iteration budget, non-finite loss, `stop_loss`, `tolerance`) are
+decided on the device, per member.
+
+Example::
+
+  state = loop.minimize(noise, problem, spec, 'lbfgs', iterations=50)
+  result = state.pixels
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from typing import Callable, Optional
+
+from absl import logging
+import jax
+import numpy as np
+
+from nst_jax import devices as devices_lib
+from nst_jax import images, losses, manifest as manifest_lib, memory, optim
+from nst_jax import programs as programs_lib
+from nst_jax.errors import UserError
+
+
+def level_sizes(image_size: int, coarse_to_fine: int) -> list:
+  """Image sizes, coarsest first: image_size / 2^k for k = coarse_to_fine..0."""
+  return [max(1, image_size // 2 ** k)
+          for k in range(coarse_to_fine, -1, -1)]
+
+
+def chunk_size(log_every: int, save_every: int, iterations: int) -> int:
+  """Steps per compiled chunk: progress and snapshots happen between
+  chunks, so every `log_every`-th and `save_every`-th step ends one."""
+  size = math.gcd(log_every, save_every) if save_every else log_every
+  return min(size, max(iterations, 1))
+
+
+# ---------------------------------------------------------------------------
+# Progress.
+
+class Reporter:
+  """What the loop tells its caller; this base class tells nothing."""
+
+  wants_pixels = False  # whether `update` needs the current images
+
+  def level(self, index: int, count: int, width: int, height: int,
+            iterations: int) -> None:
+    """A level starts (index 0 .. count - 1)."""
+
+  def compiling(self, width: int, height: int) -> None:
+    """Programs for this size are being compiled (not loaded)."""
+
+  def update(self, step: int, evaluations: int, terms: list,
+             pixels: Optional[np.ndarray]) -> None:
+    """After a chunk: the furthest member's step (counted over levels),
+    all members' evaluations, each member's loss terms (JSON floats) and,
+    when `wants_pixels`, the members' images (K, H, W, 3)."""
+
+  def close(self) -> None:
+    """The level ended."""
+
+
+class TerminalProgress(Reporter):
+  """A progress bar on a terminal (stderr), log lines otherwise."""
+
+  def __init__(self, stream=None):
+    self.stream = stream or sys.stderr
+    self.tty = self.stream.isatty()
+    self.tag = ''
+    self.total = 0
+    self.first_step = 0
+    self.start = time.perf_counter()
+
+  def _say(self, message):
+    if self.tty:
+      self.stream.write(message + '\n')
+      self.stream.flush()
+    else:
+      logging.info('%s', message)
+
+  def level(self, index, count, width, height, iterations):
+    self.tag = (f'level {index + 1}/{count} {width}x{height} ' if count > 1
+                else '')
+    self.total = iterations
+    self.first_step = None
+    self.start = time.perf_counter()
+
+  def compiling(self, width, height):
+    self._say(f'compiling for {width}x{height} ... (the first run at this '
+              'size and these settings; later runs load the programs)')
+
+  def update(self, step, evaluations, terms, pixels):
+    del pixels
+    if self.first_step is None:  # Steps count over levels.
+      self.first_step = step - min(step, self.total)
+    done = step - self.first_step
+    elapsed = time.perf_counter() - self.start
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (self.total - done) / rate if rate > 0 else float('nan')
+    loss = next((t['total'] for t in terms if t['total'] is not None),
+                math.nan)
+    if self.tty:
+      filled = int(30 * done / max(self.total, 1))
+      self.stream.write(f'\r{self.tag}[{"#" * filled}{"." * (30 - filled)}] '
+                        f'{done}/{self.total} loss {loss:.4g} '
+                        f'{rate:.2f} it/s ETA {eta:.0f}s ')
+      self.stream.flush()
+    else:
+      logging.info('%siteration %d/%d evaluations %d loss %.6g (%.2f it/s)',
+                   self.tag, done, self.total, evaluations, loss, rate)
+
+  def close(self):
+    if self.tty:
+      self.stream.write('\n')
+
+
+class CallbackProgress(Reporter):
+  """Calls `callback(step, terms, image)` after every chunk.
+
+  For one member, `terms` is its loss terms (a dict of floats) and `image`
+  its current uint8 (H, W, 3) image; for a sweep both are lists, one entry
+  per member.
+  """
+
+  wants_pixels = True
+
+  def __init__(self, callback: Callable, members: int):
+    self.callback = callback
+    self.members = members
+
+  def update(self, step, evaluations, terms, pixels):
+    del evaluations
+    images = [np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in pixels]
+    if self.members == 1:
+      self.callback(step, terms[0], images[0])
+    else:
+      self.callback(step, list(terms), images)
+
+
+# ---------------------------------------------------------------------------
+# One level.
+
+@dataclasses.dataclass
+class Level:
+  """What one level produced (on the host, one entry per member)."""
+  pixels: np.ndarray
+  steps: np.ndarray
+  evaluations: np.ndarray
+  stop_reasons: np.ndarray
+  initial: list
+  finals: list
+  histories: list
+  compile_s: float
+  optimize_s: float
+  loop_start_unix: float
+  loop_evaluations: int
+  interrupted: bool
+  step_offset: int = 0      # steps of the levels before
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """Everything a level needs that does not change between levels."""
+  settings: object          # settings.Settings
+  spec: losses.LossSpec     # with the weights' preprocessing
+  members: tuple            # settings.Member
+  mode: str                 # 'map' | 'vmap'
+  devices: tuple
+  programs: programs_lib.Programs
+  reporter: Reporter
+  should_stop: Callable[[], bool]
+  # on_snapshot(member index, step, pixels) every settings.save_every steps.
+  on_snapshot: Optional[Callable] = None
+
+
+
+@contextlib.contextmanager
+def _out_of_memory_is_user_error(width, height):
+  """XLA's RESOURCE_EXHAUSTED becomes one line of advice."""
+  try:
+    yield
+  except Exception as error:  # pylint: disable=broad-except
+    text = str(error)
+    if 'RESOURCE_EXHAUSTED' not in text and 'Out of memory' not in text:
+      raise
+    raise UserError(f'config.image_size: {width}x{height} ran out of device '
+                    f'memory; {memory.ADVICE}') from None
+
+
+def optimize_level(run: Run, variables, content, style_images: dict,
+                   starts: list, iterations: int, offsets) -> Level:
+  """Optimises every member from `starts` at one image size.
+
+  Args:
+    run: the run's fixed parts.
+    variables: `vgg.prepare_variables` output for the weights.
+    content: the content image (H, W, 3) at this level's size.
+    style_images: {style key: pixels} at this level's size.
+    starts: one start image per member.
+    iterations: steps at this level.
+    offsets: (steps, [evaluations per member]) of the levels before.
+  """
+  settings, members = run.settings, run.members
+  count = len(members)
+  size = chunk_size(settings.log_every,
+                    settings.save_every if run.on_snapshot else 0, iterations)
+  optimizer = optim.Optimizer(settings.optimizer, settings.lbfgs_memory)
+  loop = run.programs.loop(run.spec, optimizer, size, run.mode, run.devices,
+                           settings.shard_rows)
+  padded = -(-count // loop.member_slots) * loop.member_slots
+  loss_weights = devices_lib.stack(devices_lib.pad_members([
+      losses.loss_weights(run.spec, m.content_weight, m.style_weight,
+                          m.tv_weight, m.content_layer_weights,
+                          m.style_layer_weights) for m in members], padded))
+  pixels = np.stack(devices_lib.pad_members(starts, padded)).astype(
+      np.float32)
+  learning_rate = np.full((padded,), settings.learning_rate, np.float32)
+  criteria = devices_lib.stack([optim.stop_criteria(
+      iterations, settings.stop_loss, settings.tolerance)] * padded)
+  init_key_args = (variables, pixels, loss_weights, learning_rate)
+  chunk_key_args = init_key_args + (criteria,)
+  height, width = content.shape[:2]
+  if not (loop.is_ready('init', init_key_args) and
+          loop.is_ready('chunk', chunk_key_args)):
+    run.reporter.compiling(width, height)
+  targets_by_styles = {}
+  for member in members:
+    if member.styles not in targets_by_styles:
+      blend = (settings.style_blend_weights
+               if member.styles == settings.styles
+               else (1.0,) * len(member.styles))
+      targets_by_styles[member.styles] = run.programs.targets(
+          variables, content, [style_images[k] for k in member.styles],
+          blend, run.spec)
+  # Dispatched, not finished: the init and chunk programs load from the
+  # program cache on worker threads while the targets compute.
+  loop.prefetch('init', init_key_args)
+  loop.prefetch('chunk', chunk_key_args)
+  targets = devices_lib.stack(devices_lib.pad_members(
+      [targets_by_styles[m.styles] for m in members], padded))
+  step_offset, evaluation_offset = offsets
+  to_host = devices_lib.to_host
+
+  with _out_of_memory_is_user_error(width, height):
+    # Compile ahead of time, so compilation is timed apart from optimisation.
+    variables = loop.place(variables, batched=False)
+    pixels, targets, loss_weights, learning_rate, criteria = loop.place(
+        (pixels, targets, loss_weights, learning_rate, criteria))
+    compile_start = time.perf_counter()
+    init_fn = loop.compiled('init', init_key_args, variables, pixels,
+                            targets, loss_weights, learning_rate)
+    compile_s = time.perf_counter() - compile_start
+    state = init_fn(variables, pixels, targets, loss_weights, learning_rate)
+    initial_terms = state.terms
+    compile_start = time.perf_counter()
+    chunk_fn = loop.compiled('chunk', chunk_key_args, variables, state,
+                             targets, loss_weights, learning_rate, criteria)
+    compile_s += time.perf_counter() - compile_start
+
+    initial_terms = to_host(initial_terms)
+    initial = [manifest_lib.terms_to_json(devices_lib.member(initial_terms, k))
+               for k in range(count)]
+    histories = [[manifest_lib.history_row(
+        step_offset, evaluation_offset[k] + 1, initial[k], width)]
+                 for k in range(count)]
+    finals = list(initial)
+    steps = to_host(state.step)[:count]
+    optimize_start = time.perf_counter()
+    loop_start_unix = time.time()
+    interrupted = False
+    while True:
+      if run.should_stop():
+        interrupted = True
+        break
+      previous_steps = steps
+      state, _, terms = chunk_fn(variables, state, targets, loss_weights,
+                                 learning_rate, criteria)
+      # One transfer (a gather across hosts) per chunk.
+      steps, evaluations, stop_reasons, terms = to_host(
+          (state.step, state.evaluations, state.stop_reason, terms))
+      steps, evaluations = steps[:count], evaluations[:count]
+      for k in np.nonzero(steps > previous_steps)[0]:
+        finals[k] = manifest_lib.terms_to_json(devices_lib.member(terms, k))
+        histories[k].append(manifest_lib.history_row(
+            step_offset + int(steps[k]),
+            evaluation_offset[k] + int(evaluations[k]), finals[k], width))
+      if (steps > previous_steps).any():
+        snapshot = (run.on_snapshot and settings.save_every and
+                    int(steps.max()) // settings.save_every >
+                    int(previous_steps.max()) // settings.save_every)
+        current = (to_host(state.pixels)[:count]
+                   if snapshot or run.reporter.wants_pixels else None)
+        run.reporter.update(step_offset + int(steps.max()),
+                            int(evaluations.sum()), finals, current)
+        if snapshot:
+          for k in range(count):
+            run.on_snapshot(k, step_offset + int(steps[k]), current[k])
+      if (stop_reasons[:count] != optim.RUNNING).all():
+        break
+  run.reporter.close()
+  steps, evaluations, stop_reasons, pixels = to_host(
+      (state.step, state.evaluations, state.stop_reason, state.pixels))
+  return Level(
+      pixels=pixels[:count], steps=steps[:count],
+      evaluations=evaluations[:count], stop_reasons=stop_reasons[:count],
+      initial=initial, finals=finals, histories=histories,
+      compile_s=compile_s, optimize_s=time.perf_counter() - optimize_start,
+      loop_start_unix=loop_start_unix,
+      loop_evaluations=int(evaluations[:count].sum()) - count,
+      interrupted=interrupted)
+
+
+def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
+  """Coarse to fine: each level starts from the previous one's result,
+  upsampled; the last level is the requested size.
+
+  Args:
+    run: the run's fixed parts.
+    variables: `vgg.prepare_variables` output.
+    level_inputs: [(content, {style key: pixels})] per level, coarsest
+      first.
+    starts: one start image per member at the first level's size.
+  Returns:
+    The `Level`s run (fewer than asked when one was interrupted or a
+    member's loss became non-finite).
+  """
+  count = len(run.members)
+  levels = []
+  offsets = (0, [0] * count)
+  for index, (content, style_images) in enumerate(level_inputs):
+    if levels:
+      starts = [images.resize(levels[-1].pixels[k], content.shape[:2])
+                for k in range(count)]
+    last = index == len(level_inputs) - 1
+    iterations = (run.settings.iterations if last
+                  else run.settings.coarse_iterations)
+    run.reporter.level(index, len(level_inputs), content.shape[1],
+                       content.shape[0], iterations)
+    level = optimize_level(run, variables, content, style_images, starts,
+                           iterations, offsets)
+    level.step_offset = offsets[0]
+    levels.append(level)
+    offsets = (offsets[0] + int(level.steps.max()),
+               [offsets[1][k] + int(level.evaluations[k])
+                for k in range(count)])
+    if level.interrupted or (level.stop_reasons == optim.NON_FINITE).any():
+      break
+  return levels
+
+
+def minimize(pixels, problem: optim.Problem, spec: losses.LossSpec,
+             optimizer='lbfgs', learning_rate=1.0, iterations=100,
+             chunk_size=20, stop_loss=None, tolerance=0.0,
+             programs: Optional[programs_lib.Programs] = None):
+  """Optimises one image on the default device; returns the final
+  `optim.LoopState` (the same compiled programs a run uses).
+
+  Example::
+
+    state = loop.minimize(noise, problem, spec, 'lbfgs', iterations=50)
+    result = state.pixels
+  """
+  programs = programs or programs_lib.shared()
+  loop_programs = programs.loop(spec, optimizer, chunk_size, 'map',
+                                jax.devices()[:1])
+  batch = lambda tree: jax.tree_util.tree_map(
+      lambda x: np.asarray(x)[None], tree)
+  criteria = batch(optim.stop_criteria(iterations, stop_loss, tolerance))
+  pixels, targets, loss_weights, learning_rate = batch(
+      (pixels, problem.targets, problem.weights,
+       np.asarray(learning_rate, np.float32)))
+  key_args = (problem.variables, pixels, loss_weights, learning_rate)
+  variables = loop_programs.place(problem.variables, batched=False)
+  pixels, targets, loss_weights, learning_rate, criteria = loop_programs.place(
+      (pixels, targets, loss_weights, learning_rate, criteria))
+  init = loop_programs.compiled('init', key_args, variables, pixels, targets,
+                                loss_weights, learning_rate)
+  state = init(variables, pixels, targets, loss_weights, learning_rate)
+  chunk = loop_programs.compiled('chunk', key_args + (criteria,), variables,
+                                 state, targets, loss_weights, learning_rate,
+                                 criteria)
+  while int(state.stop_reason[0]) == optim.RUNNING:
+    state, _, _ = chunk(variables, state, targets, loss_weights,
+                        learning_rate, criteria)
+  return devices_lib.member(state, 0)
