@@ -41,7 +41,10 @@ def get_config():
 
   # Optimisation.
   config.optimizer = 'lbfgs'     # 'lbfgs' | 'lbfgs_nols' | 'adam' | 'sgd'
-  config.learning_rate = 1.0     # step size for lbfgs_nols, adam, sgd
+  # Step size; 0 = the optimiser's own default (optim.DEFAULT_LEARNING_RATES:
+  # 1 for lbfgs, lbfgs_nols and adam; a step scaled to the losses for sgd).
+  # For lbfgs it is the line search's first trial.
+  config.learning_rate = 0.0
   config.lbfgs_memory = 100      # curvature pairs L-BFGS keeps (torch's
                                  # history_size; each costs 2 image copies)
   config.iterations = 500
@@ -59,7 +62,9 @@ def get_config():
 
   # Reporting.
   config.save_every = 0          # write numbered images every N steps (0: off)
-  config.log_every = 10          # steps per compiled chunk and log line
+  # Steps per compiled chunk: progress, Ctrl-C and save_every act between
+  # chunks, so a new value compiles the loop once more (then cached).
+  config.log_every = 10
 
   # Compute.
   config.dtype = 'float32'       # convolution dtype: 'float32' | 'bfloat16'
@@ -69,9 +74,8 @@ def get_config():
   config.conv_algorithm = 'auto'
   config.remat = False           # jax.checkpoint per VGG block: recompute
                                  # inner layers in the backward pass (more
-                                 # compute; measured no lower peak for the
-                                 # paper's layers, see README: shard_rows
-                                 # is what fits larger images)
+                                 # compute, no lower peak measured for the
+                                 # paper's layers; docs/performance.md)
   # Compilation cache folder, 'auto' (~/.cache/nst_jax/jax) or '' (off);
   # compiled programs are kept beside it in programs/.
   config.compilation_cache = 'auto'
@@ -83,19 +87,22 @@ def get_config():
   # the Gram matrices over the shards).
   config.shard_rows = False
   # Several hosts (TPU pods, GPU clusters): call jax.distributed.initialize()
-  # first (it finds the cluster from the environment; see README), then use
+  # first (it finds the cluster from the environment; docs/devices.md), then use
   # the devices of every host. Process 0 writes the outputs.
   config.distributed = False
 
   # Sweeps: several settings as one compiled program, e.g.
   #   --config.sweep.style_weight='(1e-4,1e-3,1e-2)'
-  # Fields given together vary together (equal lengths). Outputs
-  # out/result_<k>.png, out/result_grid.png and one out/result.json.
+  # Fields given together vary together (equal lengths), or with
+  # sweep.product=True in every combination (a grid: the first field's
+  # values are the rows). Outputs out/result_<k>.png, out/result_grid.png
+  # and one out/result.json.
   config.sweep = ml_collections.ConfigDict()
   config.sweep.content_weight = ()
   config.sweep.style_weight = ()
   config.sweep.tv_weight = ()
   config.sweep.seed = ()
   config.sweep.style = ''        # 'a.jpg,b.jpg': one style per member
+  config.sweep.product = False   # every combination of the fields given
   config.sweep.mode = 'auto'     # 'auto' | 'map' | 'vmap' (see optim.py)
   return config

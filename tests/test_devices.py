@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from nst_jax import run as run_lib
+from nst_jax import devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,8 +27,8 @@ import json, sys
 import jax
 jax.config.update('jax_num_cpu_devices', int(sys.argv[2]))
 jax.config.update('jax_disable_most_optimizations', True)
-from configs import default
-from nst_jax import run
+from nst_jax.configs import default
+from nst_jax import programs, run
 config = default.get_config()
 config.update(dict(content='builtin:scene', style='builtin:painting',
                    weights='random', image_size=32, iterations=4, log_every=2,
@@ -39,17 +39,16 @@ config.update(dict(content='builtin:scene', style='builtin:painting',
                    shard_rows=sys.argv[4] == 'rows'))
 if sys.argv[4] == 'members':
   config.sweep.style_weight = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-manifest = run.run(config)
+kept = programs.Programs()
+manifest = run.run(config, programs=kept)
 runs = manifest.get('runs', [manifest])
-(programs,) = run._PROGRAMS.values()
-temp = {name: compiled.memory_analysis().temp_size_in_bytes
-        for (name, *_), compiled in programs._compiled.items()}
+(chunk,) = kept.executables('chunk')
 print(json.dumps({'process': jax.process_index(),
                   'processes': jax.process_count(),
                   'used': manifest['device']['used'],
                   'finals': [r['final']['total'] for r in runs],
                   'evaluations': [r['evaluations'] for r in runs],
-                  'chunk_temp_bytes': temp['chunk'],
+                  'chunk_temp_bytes': chunk.memory_analysis().temp_size_in_bytes,
                   'warnings': manifest['warnings']}))
 '''
 
@@ -86,7 +85,7 @@ def test_sweep_sharded_over_four_devices_matches_one(tmp_path):
 
 
 def test_spatial_spec_splits_rows_of_image_shaped_leaves():
-  spec = run_lib._spatial_spec  # pylint: disable=protected-access
+  spec = devices.spatial_spec
   P = jax.P
   assert spec(np.zeros((1, 32, 32, 3)), 4) == P('members', 'rows', None, None)
   # Activations with a leading axis: rows are the third axis from the end.
@@ -103,8 +102,8 @@ def test_spatial_spec_splits_rows_of_image_shaped_leaves():
 
 
 def test_member_devices_and_padding():
-  assert len(run_lib.member_devices(1)) == 1
-  padded = run_lib.pad_members([1, 2, 3], 4)
+  assert len(devices.member_devices(1)) == 1
+  padded = devices.pad_members([1, 2, 3], 4)
   assert padded == [1, 2, 3, 3]
 
 

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import default
-from nst_jax import program_cache, run as run_lib
+from nst_jax.configs import default
+from nst_jax import program_cache, programs as programs_lib, run as run_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,13 +80,15 @@ def test_run_reads_its_programs_back(tmp_path):
                      content_layers='conv2_1', style_layers='conv1_1,conv2_1',
                      compilation_cache=str(tmp_path / 'cache'),
                      output=str(tmp_path / 'a' / 'r.png')))
-  run_lib._PROGRAMS.clear()  # pylint: disable=protected-access
-  first = run_lib.run(config)
+  cache = str(tmp_path / 'cache' / 'programs')
+  first = run_lib.run(config, programs=programs_lib.Programs(
+      program_cache.ProgramCache(cache)))
   # Flipped kernels, Winograd transforms, targets, init, chunk.
   assert first['programs']['traced'] == 5
-  run_lib._PROGRAMS.clear()  # pylint: disable=protected-access
   config.output = str(tmp_path / 'b' / 'r.png')
-  second = run_lib.run(config)
+  # New Programs, as in a new process: only the cache on disk is shared.
+  second = run_lib.run(config, programs=programs_lib.Programs(
+      program_cache.ProgramCache(cache)))
   assert second['programs'] == dict(first['programs'], loaded=5, traced=0)
   assert second['final'] == first['final']
   assert second['evaluations'] == first['evaluations']

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import losses, optim, run, vgg, winograd
+from nst_jax import api, losses, optim, vgg, winograd
 
 
 def direct_conv(x, kernel):
@@ -143,12 +143,12 @@ def test_missing_transforms_are_computed_on_the_fly(random_params, variables):
 
 
 def test_auto_picks_winograd_only_on_cpu_in_float32():
-  assert run.resolve_conv_algorithm('auto', 'cpu', 'float32') == 'winograd'
-  assert run.resolve_conv_algorithm('auto', 'gpu', 'float32') == 'direct'
-  assert run.resolve_conv_algorithm('auto', 'tpu', 'float32') == 'direct'
-  assert run.resolve_conv_algorithm('auto', 'cpu', 'bfloat16') == 'direct'
-  assert run.resolve_conv_algorithm('auto', 'cpu', 'float32',
+  assert api.resolve_conv_algorithm('auto', 'cpu', 'float32') == 'winograd'
+  assert api.resolve_conv_algorithm('auto', 'gpu', 'float32') == 'direct'
+  assert api.resolve_conv_algorithm('auto', 'tpu', 'float32') == 'direct'
+  assert api.resolve_conv_algorithm('auto', 'cpu', 'bfloat16') == 'direct'
+  assert api.resolve_conv_algorithm('auto', 'cpu', 'float32',
                                     shard_rows=True) == 'direct'
-  assert run.resolve_conv_algorithm('winograd', 'gpu', 'float32') == (
+  assert api.resolve_conv_algorithm('winograd', 'gpu', 'float32') == (
       'winograd')
-  assert run.resolve_conv_algorithm('direct', 'cpu', 'float32') == 'direct'
+  assert api.resolve_conv_algorithm('direct', 'cpu', 'float32') == 'direct'
