@@ -1,11 +1,11 @@
 """Small and quick, for a laptop CPU (a few minutes at 256 px).
 
 Run:
-  python -m nst_jax.main --config=configs/cpu.py \
+  python -m nst_jax.main --config=cpu \
       --config.content=photo.jpg --config.style=painting.jpg
 """
 
-from configs import default
+from nst_jax.configs import default
 
 
 def get_config():

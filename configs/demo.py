@@ -8,10 +8,10 @@ and the manifest say loudly.
 
 Run:
   make demo
-  # or: python -m nst_jax.main --config=configs/demo.py
+  # or: python -m nst_jax.main --config=demo
 """
 
-from configs import default
+from nst_jax.configs import default
 
 
 def get_config():

@@ -1,11 +1,11 @@
 """One GPU: paper-sized images, bf16 convolutions (Gram sums stay float32).
 
 Run:
-  python -m nst_jax.main --config=configs/gpu.py \
+  python -m nst_jax.main --config=gpu \
       --config.content=photo.jpg --config.style=painting.jpg
 """
 
-from configs import default
+from nst_jax.configs import default
 
 
 def get_config():

@@ -15,11 +15,11 @@ Run (see scripts/FIGURES.md; the figure sets the layers and weights):
       --config.image_size=64 --config.iterations=30 --config.weights=random
 
 Or one plain run with the paper's losses:
-  python -m nst_jax.main --config=configs/paper_default.py \
+  python -m nst_jax.main --config=paper_default \
       --config.content=photo.jpg --config.style=painting.jpg
 """
 
-from configs import default
+from nst_jax.configs import default
 
 
 def get_config():

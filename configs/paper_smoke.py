@@ -1,13 +1,14 @@
-"""The paper's settings at thumbnail size, for smoke runs (not the paper's
-results): 64 px, 30 L-BFGS steps, seeded RANDOM untrained VGG19 weights,
-built-in images unless --content/--style are given.
+"""The paper's settings at thumbnail size, for smoke runs.
+
+Not the paper's results: 64 px, 30 L-BFGS steps, seeded RANDOM untrained
+VGG19 weights, built-in images unless --content/--style are given.
 
 Run (a few minutes per figure on a 2-core CPU):
   python scripts/reproduce_figures.py --figure=3 \
-      --config=configs/paper_smoke.py --out=out/smoke
+      --config=paper_smoke --out=out/smoke
 """
 
-from configs import paper_default
+from nst_jax.configs import paper_default
 
 
 def get_config():

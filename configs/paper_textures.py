@@ -6,10 +6,10 @@ of the paper's other settings (configs/paper_default.py).
 
 Run:
   python scripts/reproduce_figures.py --figure=textures \
-      --config=configs/paper_textures.py --style=texture.jpg --out=out/figures
+      --config=paper_textures --style=texture.jpg --out=out/figures
 """
 
-from configs import paper_default
+from nst_jax.configs import paper_default
 
 
 def get_config():

@@ -1,8 +1,9 @@
-"""A TPU host: larger images, bf16 convolutions (the MXU's native type; Gram
-sums and losses stay float32), long compiled chunks.
+"""A TPU host: larger images, bf16 convolutions, long compiled chunks.
+
+bfloat16 is the MXU's native type; Gram sums and losses stay float32.
 
 Run:
-  python -m nst_jax.main --config=configs/tpu.py \
+  python -m nst_jax.main --config=tpu \
       --config.content=photo.jpg --config.style=painting.jpg
 
 On a pod slice, run the same command on every host with
@@ -10,7 +11,7 @@ On a pod slice, run the same command on every host with
 --config.shard_rows=True (the image height should divide by the chip count).
 """
 
-from configs import default
+from nst_jax.configs import default
 
 
 def get_config():

@@ -123,6 +123,7 @@ def load_config(spec: str) -> config_dict.ConfigDict:
       a get_config that fails or does not return a ConfigDict.
   """
   target, colon, arg = spec.partition(':')
+  configs_package()  # config files import their base from it
   if _NAME.fullmatch(target):
     module = _import_shipped(target)
   else:
@@ -243,7 +244,10 @@ def check_overrides(config: config_dict.ConfigDict,
     try:
       field_value(config, path)
     except KeyError:
-      close = difflib.get_close_matches(path, field_paths(config), n=1)
+      leaves = [p for p in field_paths(config)
+                if not isinstance(field_value(config, p),
+                                  config_dict.ConfigDict)]
+      close = difflib.get_close_matches(path, leaves, n=1)
       hint = f'; did you mean --config.{close[0]}?' if close else ''
       raise UserError(f'--config.{path}: no such field{hint} (see --help)'
                       ) from None
@@ -281,11 +285,9 @@ class FieldDoc:
   """What the documented config's comments say about one field.
 
   Attributes:
-    meaning: the field's comment: the one after it on its line with the
-      comment lines indented under that one, or else the comment block just
-      above it.
-    section: the heading of the fields from the last comment block that
-      heads a section ('' before the first).
+    meaning: what the field is for ('' when the source does not say).
+    section: the heading of the section the field is in ('' before the
+      first heading).
   """
   meaning: str
   section: str
@@ -294,10 +296,11 @@ class FieldDoc:
 def field_docs(source: str) -> dict:
   """Reads each `config.FIELD = value  # meaning` of a config's source.
 
-  A field's meaning is its comment on its own line, continued by comment
-  lines indented to the same column under it. A field without one takes the
-  comment block just above it, unless that block follows a blank line: then,
-  as a block above a field with its own comment, it heads a section.
+  A field's meaning is the comment on its line, continued by the comment
+  lines under it that start in the same column. A block of comment lines
+  just above a field heads a section when the field has a comment of its
+  own or the block follows a blank line; otherwise it is the field's
+  meaning.
 
   Args:
     source: Python source that assigns `config.FIELD = ...` (nested fields
@@ -452,10 +455,14 @@ def help_text(prog: str, about: str, config_spec: str,
   """
   if width is None:
     width = min(max(shutil.get_terminal_size((80, 24)).columns, 60), 100)
-  own = ' '.join(f'[--{flag.name}]' for flag in own_flags)
-  lines = [f'usage: {prog} [--config=NAME|PATH[:ARG]] '
-           f'[--config.FIELD=VALUE ...] {own}'.rstrip(), '',
-           textwrap.dedent(about).strip(), '', 'Flags:']
+  usage = [prog, '[--config=NAME|PATH[:ARG]]', '[--config.FIELD=VALUE ...]']
+  usage += [f'[--{flag.name}]' if flag.boolean else f'[--{flag.name}=VALUE]'
+            for flag in own_flags]
+  # Each item stays on one line: its spaces are no-break ones while wrapping.
+  lines = [line.replace('\xa0', ' ') for line in textwrap.wrap(
+      'usage: ' + ' '.join(item.replace(' ', '\xa0') for item in usage),
+      width, subsequent_indent=' ' * 8, break_on_hyphens=False)]
+  lines += ['', textwrap.dedent(about).strip(), '', 'Flags:']
   rows = [('--config=NAME|PATH[:ARG]',
            'the settings: a shipped config by NAME (below) or a config '
            "file's PATH; ':ARG' is passed to its get_config(ARG) (now: "

@@ -73,7 +73,7 @@ def place(tree, mesh, shard_rows: bool, batched: bool = True):
   only the shards of its own devices."""
   shards = mesh.devices.size
 
-  def spec(x):
+  def partition(x):
     if not batched:
       return jax.P()
     if shard_rows:
@@ -81,7 +81,7 @@ def place(tree, mesh, shard_rows: bool, batched: bool = True):
     return jax.P('members')
 
   def put(x):
-    sharding = jax.NamedSharding(mesh, spec(x))
+    sharding = jax.NamedSharding(mesh, partition(x))
     if jax.process_count() == 1:
       return jax.device_put(x, sharding)
     x = np.asarray(x)

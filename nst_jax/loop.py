@@ -377,7 +377,7 @@ def minimize(pixels, problem: optim.Problem, spec: losses.LossSpec,
       lambda x: np.asarray(x)[None], tree)
   criteria = batch(optim.stop_criteria(iterations, stop_loss, tolerance))
   pixels, targets, loss_weights, learning_rate = batch(
-      (pixels, problem.targets, problem.weights,
+      (pixels, problem.targets, problem.loss_weights,
        np.asarray(learning_rate, np.float32)))
   key_args = (problem.variables, pixels, loss_weights, learning_rate)
   variables = loop_programs.place(problem.variables, batched=False)

@@ -262,8 +262,8 @@ def make_targets(variables, content_pixels, style_pixels_list, spec: LossSpec,
                  style_grams=blend_style_targets(grams, blend_weights))
 
 
-def loss_terms(pixels, variables, targets: Targets, weights: LossWeights,
-               spec: LossSpec) -> dict:
+def loss_terms(pixels, variables, targets: Targets,
+               loss_weights: LossWeights, spec: LossSpec) -> dict:
   """All loss terms of RGB pixels (H, W, 3) in [0, 255].
 
   Returns:
@@ -275,20 +275,20 @@ def loss_terms(pixels, variables, targets: Targets, weights: LossWeights,
   norm = spec.normalization
   zero = jnp.zeros((), jnp.float32)
   content = sum((
-      weights.content_layer_weights[i] * content_layer_loss(
+      loss_weights.content_layer_weights[i] * content_layer_loss(
           features[l], targets.content_features[l], norm)
       for i, l in enumerate(spec.content_layers)), zero)
   style_layers = {l: style_layer_loss(features[l], targets.style_grams[l],
                                       norm) for l in spec.style_layers}
-  style = sum((weights.style_layer_weights[i] * style_layers[l]
+  style = sum((loss_weights.style_layer_weights[i] * style_layers[l]
                for i, l in enumerate(spec.style_layers)), zero)
   tv = total_variation(pixels.astype(jnp.float32), norm)
-  total = (weights.content_weight * content + weights.style_weight * style
-           + weights.tv_weight * tv)
+  total = (loss_weights.content_weight * content + loss_weights.style_weight * style
+           + loss_weights.tv_weight * tv)
   return {'total': total, 'content': content, 'style': style, 'tv': tv,
           'style_layers': style_layers}
 
 
-def total_loss(pixels, variables, targets, weights, spec) -> jax.Array:
+def total_loss(pixels, variables, targets, loss_weights, spec) -> jax.Array:
   """The scalar the optimiser minimises (see `loss_terms`)."""
-  return loss_terms(pixels, variables, targets, weights, spec)['total']
+  return loss_terms(pixels, variables, targets, loss_weights, spec)['total']

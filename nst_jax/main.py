@@ -21,14 +21,15 @@ from nst_jax import cli
 from nst_jax.errors import UserError
 
 DEFAULT_CONFIG = 'default'
-_DEBUG = flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
+flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
 
 
-def main(argv) -> int:
+def main(argv, flag_values=flags.FLAGS) -> int:
   """Runs the parsed config; prints what it wrote.
 
   Args:
     argv: what the flags parser left: the program name only.
+    flag_values: the parsed flags: `config` and `debug`.
   Returns:
     The exit status.
   """
@@ -38,9 +39,9 @@ def main(argv) -> int:
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   try:
-    manifest = run_lib.run(flags.FLAGS.config)
+    manifest = run_lib.run(flag_values.config)
   except (UserError, run_lib.Interrupted) as error:
-    return cli.report(error, debug=_DEBUG.value)
+    return cli.report(error, debug=flag_values.debug)
   runs = manifest.get('runs', [manifest])  # a sweep lists its members
   failed = [run for run in runs if run['stop_reason'] == 'non_finite']
   for run in failed:

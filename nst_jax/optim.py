@@ -476,7 +476,7 @@ class Problem:
   """Everything the loss needs besides the pixels (all arrays)."""
   variables: Any
   targets: losses.Targets
-  weights: losses.LossWeights
+  loss_weights: losses.LossWeights
 
 
 @flax.struct.dataclass
@@ -525,14 +525,14 @@ class LoopState:
 
 def _objective(problem: Problem, spec: losses.LossSpec):
   return lambda pixels: losses.total_loss(
-      pixels, problem.variables, problem.targets, problem.weights, spec)
+      pixels, problem.variables, problem.targets, problem.loss_weights, spec)
 
 
 def _value_terms_and_grad(pixels, problem: Problem, spec: losses.LossSpec):
   """((total loss, loss terms), gradient) at `pixels`: one evaluation."""
   def objective(p):
     terms = losses.loss_terms(p, problem.variables, problem.targets,
-                              problem.weights, spec)
+                              problem.loss_weights, spec)
     return terms['total'], terms
   return jax.value_and_grad(objective, has_aux=True)(pixels)
 
@@ -588,8 +588,7 @@ def _step(state: LoopState, problem, spec, optimizer, learning_rate,
   # A non-finite step is not taken: the last finite image, its loss,
   # gradient and terms are kept, and the run stops. The optimiser's state
   # is not reverted: its update read only the kept point, so it is finite,
-  # and selecting over it would copy L-BFGS's whole history every step
-  # (README, Performance).
+  # and selecting over it would copy L-BFGS's whole history every step.
   kept = state.replace(step=step, evaluations=advanced.evaluations,
                        stop_reason=reason)
   chosen = jax.tree_util.tree_map(
@@ -698,7 +697,7 @@ def init_state_batched(pixels, problem: Problem, spec, optimizer,
   """`init_state` for every member; `problem.variables` is shared."""
   fn = lambda p, t, w, lr: init_state(
       p, Problem(problem.variables, t, w), spec, optimizer, lr)
-  return _batched(fn, mode)(pixels, problem.targets, problem.weights,
+  return _batched(fn, mode)(pixels, problem.targets, problem.loss_weights,
                             learning_rate)
 
 
@@ -707,5 +706,5 @@ def run_chunk_batched(state, problem: Problem, spec, optimizer, learning_rate,
   """`run_chunk` for every member (see `default_sweep_mode`)."""
   fn = lambda s, t, w, lr, c: run_chunk(
       s, Problem(problem.variables, t, w), spec, optimizer, lr, c, chunk_size)
-  return _batched(fn, mode)(state, problem.targets, problem.weights,
+  return _batched(fn, mode)(state, problem.targets, problem.loss_weights,
                             learning_rate, criteria)

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Reproduces the figures of Gatys, Ecker, Bethge, "A Neural Algorithm of
+r"""Reproduces the figures of Gatys, Ecker, Bethge, "A Neural Algorithm of
 Artistic Style" (arXiv:1508.06576), and the texture figure of their "Texture
 Synthesis Using Convolutional Neural Networks" (arXiv:1505.07376).
 
   python scripts/reproduce_figures.py --figure=3 --content=C --style=S \
-      --out=DIR [--config=configs/paper_default.py] [--config.FIELD=...]
+      --out=DIR [--config=NAME|PATH] [--config.FIELD=...]
 
 writes DIR/figure3.png (the labelled grid, laid out as in the paper),
 DIR/figure3/ (every panel as its own PNG, plus run's grid and manifest) and
@@ -28,10 +28,11 @@ members=[...])` call, i.e. one compiled program:
 
 The figure decides the layers, layer masks and loss weights; everything else
 (image_size, iterations, weights, optimizer, seed, ...) comes from the config,
-by default configs/paper_default.py (the paper's losses and settings).
-Without --content/--style the built-in images (builtin:scene,
-builtin:painting) make a smoke run, e.g. with --config=configs/paper_smoke.py
-or --config.image_size=64 --config.iterations=30 --config.weights=random.
+by default configs/paper_default.py (--config=paper_default: the paper's
+losses and settings). Without --content/--style the built-in images
+(builtin:scene, builtin:painting) make a smoke run, e.g. with
+--config=paper_smoke or --config.image_size=64 --config.iterations=30
+--config.weights=random. --help lists every config field.
 
 Exit status: 0 done, 1 some panel's loss became non-finite (its last finite
 image is kept), 2 bad input (one line on stderr, nothing run), 128+signal
@@ -56,12 +57,13 @@ from absl import logging  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from nst_jax import cli  # pylint: disable=g-import-not-at-top
 from nst_jax import images  # pylint: disable=g-import-not-at-top
 from nst_jax import settings as settings_lib  # pylint: disable=g-import-not-at-top
 from nst_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
 FIGURES = ('1', '2', '3', 'textures')
-DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'paper_default.py')
+DEFAULT_CONFIG = 'paper_default'  # a shipped config (nst_jax.cli)
 BUILTIN_CONTENT = 'builtin:scene'
 BUILTIN_STYLE = 'builtin:painting'
 
@@ -391,27 +393,21 @@ def preflight(plan: FigurePlan, configs: list, figure_outputs: list) -> None:
 
   So a bad second input (figure 1's style) fails before the first run.
   """
-  from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from nst_jax import inputs as inputs_lib, manifest as manifest_lib
   outputs = {os.path.realpath(p) for p in figure_outputs}
   for run_plan, config in zip(plan.runs, configs):
     settings = settings_lib.check(config)
     members = settings_lib.sweep_members(config, settings, run_plan.members)
     count = len(members)
     for k in range(count):
-      path = run_lib.member_output(settings.output, k, count)
+      path = manifest_lib.member_output(settings.output, k, count)
       outputs.update({os.path.realpath(path)})
     outputs.update({os.path.realpath(settings.manifest), os.path.realpath(
-        os.path.splitext(settings.output)[0] + '_grid.png')})
-    content = run_lib.read_image(settings.content, settings.image_size,
-                                 'content image')
-    run_lib.check_image_size(content, settings.content, 'content image',
-                             settings.spec.layers)
-    style_size = max(1, round(settings.image_size * settings.style_scale))
-    for path in dict.fromkeys(p for m in members for p in m['styles']):
-      pixels = run_lib.read_image(path, style_size, 'style image')
-      run_lib.check_image_size(pixels, path, 'style image',
-                               settings.spec.style_layers
-                               or settings.spec.layers)
+        manifest_lib.grid_output(settings.output))})
+    styles = {p: p for m in members for p in m.styles}
+    inputs_lib.read_level(settings, settings.content, styles,
+                          settings.image_size)
   inputs = [config.content for config in configs] + [
       p for m in (m for r in plan.runs for m in r.members)
       for p in m.get('styles', ())] + [config.style for config in configs]
@@ -481,7 +477,9 @@ def reproduce(figure: str, config, content: Optional[str] = None,
     UserError: bad input (found before anything runs).
     run.Interrupted: SIGINT/SIGTERM during a run (its partial result saved).
   """
-  from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from nst_jax import inputs as inputs_lib, manifest as manifest_lib
+  from nst_jax import run as run_lib
   started = time.perf_counter()
   figure = str(figure).lower().removeprefix('figure')
   if figure not in FIGURES:
@@ -521,7 +519,7 @@ def reproduce(figure: str, config, content: Optional[str] = None,
       panels[cell] = _panel_record(run_index, member_index, manifest)
   size = int(config.image_size)
   for cell, (path, name) in plan.input_panels.items():
-    pixels = run_lib.read_image(path, size, 'input image')
+    pixels = inputs_lib.read_image(path, size, 'input image')
     saved = os.path.join(folder, name)
     images.save_image(saved, pixels)
     panels[cell] = {'kind': 'input', 'image': saved, 'source': path}
@@ -536,7 +534,7 @@ def reproduce(figure: str, config, content: Optional[str] = None,
     if cell in plan.insets:
       path = plan.insets[cell]
       if path not in inset_pixels:
-        inset_pixels[path] = run_lib.read_image(path, size, 'style image')
+        inset_pixels[path] = inputs_lib.read_image(path, size, 'style image')
       pixels = with_inset(pixels, inset_pixels[path])
     pictures.append(pixels)
     labels.append(plan.labels.get(cell, ''))
@@ -571,7 +569,7 @@ def reproduce(figure: str, config, content: Optional[str] = None,
   if figure == '2':
     record['works'] = {'A': FIGURE2_CONTENT, **{
         letter: work for letter, _, work in FIGURE2_PANELS}}
-  run_lib.write_json(figure_json, record)
+  manifest_lib.write_json(figure_json, record)
   return record
 
 
@@ -593,9 +591,9 @@ def non_finite_panels(record: dict) -> list:
 # Command line.
 
 def _define_flags():
-  """The flags, defined only when run as a script (so tests can import)."""
+  """The flags besides --config (nst_jax.cli adds it when parsing), defined
+  only when run as a script, so that tests can import this file."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('figure', None, 'Which figure: ' + ', '.join(FIGURES))
   flags.DEFINE_string('content', None, 'Content image (default: the '
                       "config's, else builtin:scene).")
@@ -603,39 +601,29 @@ def _define_flags():
                       'separated by commas; textures: the texture.')
   flags.DEFINE_string('out', 'out/figures', 'Output folder.')
   flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
-  config_flags.DEFINE_config_file(
-      'config', DEFAULT_CONFIG, 'Base config (default: the paper\'s '
-      'settings, configs/paper_default.py).', lock_config=False)
   flags.mark_flag_as_required('figure')
   return flags.FLAGS
 
 
 def main(argv, flag_values) -> int:
-  if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}',
-          file=sys.stderr)
-    return 2
+  """Reproduces the figure the parsed flags ask for.
+
+  Args:
+    argv: what the flags parser left: the program name only.
+    flag_values: the parsed flags, `config` included.
+  Returns:
+    The exit status.
+  """
+  del argv  # cli.parse_flags refuses positional arguments
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
-  try:
-    flag_values.config.keys()  # a config file that failed to load fails here
-  except Exception as error:  # pylint: disable=broad-except
-    print(_config_error(error), file=sys.stderr)
-    return 2
   logging.set_verbosity(logging.INFO)
   try:
     record = reproduce(flag_values.figure, flag_values.config,
                        content=flag_values.content, style=flag_values.style,
                        out=flag_values.out,
                        command=['python'] + sys.argv)
-  except UserError as error:
-    if flag_values.debug:
-      raise
-    print(f'error: {error}', file=sys.stderr)
-    return error.exit_code
-  except run_lib.Interrupted as interrupted:
-    print(f'interrupted: partial result saved to '
-          f'{interrupted.manifest["output"]}', file=sys.stderr)
-    return 128 + interrupted.signum
+  except (UserError, run_lib.Interrupted) as error:
+    return cli.report(error, debug=flag_values.debug)
   bad = non_finite_panels(record)
   if bad:
     print(f'error: the loss became non-finite in {len(bad)} panel(s) (kept '
@@ -651,47 +639,13 @@ def main(argv, flag_values) -> int:
   return 0
 
 
-def _config_error(error) -> str:
-  """One line for a config file that did not load (its last line says why)."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  reason = lines[-1] if lines else type(error).__name__
-  return f'error: --config: cannot load the config file ({reason})'
-
-
-def _flags_parser(flag_values):
-  """absl's parser, but a bad flag or config file is one line and exit 2."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
-  def parse(argv):
-    try:
-      return flag_values(argv)
-    except flags.Error as error:
-      print(f'error: {error}'.splitlines()[0], file=sys.stderr)
-      sys.exit(2)
-    except OSError as error:  # the config file did not load
-      print(_config_error(error), file=sys.stderr)
-      sys.exit(2)
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
-      # ml_collections: an unknown --config.FIELD or a value of the wrong type.
-      print(f'error: bad --config override: {error}'.splitlines()[0],
-            file=sys.stderr)
-      sys.exit(2)
-  return parse
-
-
 def entry_point():
-  from absl import app  # pylint: disable=g-import-not-at-top
-  try:
-    # With a default config file, config_flags loads it and applies the
-    # --config.FIELD overrides already here, before parsing.
-    flag_values = _define_flags()
-  except Exception as error:  # pylint: disable=broad-except
-    message = str(error).strip().strip('"') or type(error).__name__
-    print(f'error: bad --config override: {message}'.splitlines()[0],
-          file=sys.stderr)
-    sys.exit(2)
-  app.run(lambda argv: sys.exit(main(argv, flag_values)),
-          flags_parser=_flags_parser(flag_values))
+  flag_values = _define_flags()
+  cli.run(lambda argv: main(argv, flag_values),
+          prog='python scripts/reproduce_figures.py', about=__doc__,
+          default_config=DEFAULT_CONFIG,
+          own_flags=['figure', 'content', 'style', 'out', 'debug'],
+          flag_values=flag_values)
 
 
 if __name__ == '__main__':

@@ -202,7 +202,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
       (['--figure=1', '--config=no_such_config.py'],
        'error: --config: cannot load the config file'),
       (['--figure=1', '--config.no_such_field=1'],
-       'error: bad --config override')):
+       'error: --config.no_such_field: no such field')):
     process = subprocess.run([sys.executable, SCRIPT] + flags, cwd=tmp_path,
                              env=env, text=True, capture_output=True,
                              timeout=120)

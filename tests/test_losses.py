@@ -111,7 +111,7 @@ def test_loss_terms_compose(paper_problem, small_images):
   spec, problem = paper_problem
   _, _, noise = small_images
   terms = losses.loss_terms(jnp.asarray(noise), problem.variables,
-                            problem.targets, problem.weights, spec)
+                            problem.targets, problem.loss_weights, spec)
   style = sum(0.2 * terms['style_layers'][l] for l in spec.style_layers)
   np.testing.assert_allclose(terms['style'], style, rtol=1e-5)
   np.testing.assert_allclose(
@@ -138,7 +138,7 @@ def test_gradient_matches_finite_differences(paper_problem, small_images):
   value, grad = optim.loss_and_grad_jit(pixels, problem, spec)
   direction = jax.random.normal(jax.random.key(3), pixels.shape)
   loss = jax.jit(lambda x: losses.total_loss(
-      x, problem.variables, problem.targets, problem.weights, spec))
+      x, problem.variables, problem.targets, problem.loss_weights, spec))
   eps = 0.05
   numeric = (float(loss(pixels + eps * direction))
              - float(loss(pixels - eps * direction))) / (2 * eps)

@@ -36,7 +36,7 @@ def test_optimizer_lowers_loss(problem_spec, small_images, optimizer):
   np.testing.assert_allclose(state.value, recomputed, rtol=1e-4)
   # So are the loss terms carried for logging.
   terms = losses.loss_terms(state.pixels, problem.variables, problem.targets,
-                            problem.weights, spec)
+                            problem.loss_weights, spec)
   for name in ('total', 'content', 'style'):
     np.testing.assert_allclose(state.terms[name], terms[name], rtol=1e-4)
   if optimizer != 'lbfgs':  # one evaluation per step, plus the first
@@ -107,7 +107,7 @@ def test_changing_numbers_does_not_recompile(problem_spec, small_images):
   compiled = programs.compilations
   assert compiled == 2  # init and chunk
   other = problem.replace(
-      weights=losses.loss_weights(spec, 7.0, 2e-2, tv_weight=1.0),
+      loss_weights=losses.loss_weights(spec, 7.0, 2e-2, tv_weight=1.0),
       variables=jax.tree_util.tree_map(lambda x: x * 1.01, problem.variables))
   loop.minimize(noise * 0.5, other, spec, 'lbfgs_nols', 0.5, iterations=2,
                 chunk_size=3, stop_loss=1.0, tolerance=1e-3,

@@ -68,7 +68,7 @@ def default_weights_dir() -> str:
       checkout) else checkout
 
 
-def resolve_weights(spec: str, weights_dir: str = None,
+def resolve_weights(source: str, weights_dir: str = None,
                     allow_random_fallback: bool = False, log=print):
   """The weights a run asked for: a file, 'random' or 'auto'.
 
@@ -81,11 +81,11 @@ def resolve_weights(spec: str, weights_dir: str = None,
     (params, meta, path) where path is None for random weights.
   """
   weights_dir = weights_dir or default_weights_dir()
-  if spec == 'random':
+  if source == 'random':
     log(RANDOM_WARNING.format(seed=0))
     return (*random_weights(0), None)
-  if spec != 'auto':
-    return (*load_weights(spec), spec)
+  if source != 'auto':
+    return (*load_weights(source), source)
   for name in AUTO_FILES:
     path = os.path.join(weights_dir, name)
     if os.path.exists(path):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from nst_jax import files
 from nst_jax import vgg
 from nst_jax.errors import UserError
 
@@ -63,7 +63,7 @@ def check_params(params: dict, where: str) -> dict:
 
 
 def save_weights(path: str, params: dict, meta: dict) -> None:
-  """Writes a converted file atomically (temporary file, then rename).
+  """Writes a converted file atomically, with the umask's permissions.
 
   Args:
     path: output `.npz` path; its folder is created.
@@ -75,17 +75,9 @@ def save_weights(path: str, params: dict, meta: dict) -> None:
   arrays = {f'{name}/{part}': array for name, layer in params.items()
             for part, array in layer.items()}
   arrays['meta'] = np.array(json.dumps(meta))
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npz')
-  try:
-    with os.fdopen(handle, 'wb') as f:  # a file object: no '.npz' appended
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  # To a file object, np.savez appends no '.npz' to the name.
+  files.atomic_write(path, lambda file: np.savez(file, **arrays))
 
 
 def load_weights(path: str):
