@@ -42,8 +42,8 @@ def get_config():
   # Optimisation.
   config.optimizer = 'lbfgs'     # 'lbfgs' | 'lbfgs_nols' | 'adam' | 'sgd'
   # Step size; 0 = the optimiser's own default (optim.DEFAULT_LEARNING_RATES:
-  # 1 for lbfgs, lbfgs_nols and adam; a step scaled to the losses for sgd).
-  # For lbfgs it is the line search's first trial.
+  # 1 for lbfgs and lbfgs_nols, 10 for adam, 1e3 for sgd with the invariant
+  # losses). For lbfgs it is the line search's first trial.
   config.learning_rate = 0.0
   config.lbfgs_memory = 100      # curvature pairs L-BFGS keeps (torch's
                                  # history_size; each costs 2 image copies)

@@ -59,11 +59,14 @@ OPTIMIZERS = ('lbfgs', 'lbfgs_nols', 'adam', 'sgd')
 # (optax's default is 10; 100 reaches a given loss in fewer evaluations).
 LBFGS_MEMORY = 100
 # `learning_rate=0` in a config means these. L-BFGS's step is scaled by its
-# curvature estimate, so 1 is its natural step (torch's default); Adam's
-# step is about `learning_rate` per pixel value in 0-255; SGD's is
-# `learning_rate` times the gradient, whose scale is set by the losses.
-DEFAULT_LEARNING_RATES = {'lbfgs': 1.0, 'lbfgs_nols': 1.0, 'adam': 1.0,
-                          'sgd': 1.0}
+# curvature estimate, so 1 is its natural step (torch's default). Adam moves
+# each pixel value (0-255) by about `learning_rate` per step: 10, as
+# jcjohnson/neural-style's Adam. SGD's step is `learning_rate` times the
+# gradient, whose scale the losses set: 1e3 suits the invariant losses
+# (`scripts/learning_rates.py` compares steps; ten times more diverged
+# there), while the paper's un-normalised losses need a far smaller one.
+DEFAULT_LEARNING_RATES = {'lbfgs': 1.0, 'lbfgs_nols': 1.0, 'adam': 10.0,
+                          'sgd': 1e3}
 TOLERANCE_WINDOW = 20  # steps over which `tolerance` measures progress
 
 # Why a run stopped; index into STOP_REASONS.
