@@ -27,10 +27,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from nst_jax import devices as devices_lib, images, inputs
+from nst_jax import config_files, devices as devices_lib, images, inputs
 from nst_jax import loop, manifest as manifest_lib, memory, optim
 from nst_jax import programs as programs_lib, settings as settings_lib
-from nst_jax.configs import default as default_config
 from nst_jax.errors import UserError
 
 
@@ -97,7 +96,7 @@ def make_config(config=None, fields=None) -> ml_collections.ConfigDict:
   Raises:
     UserError: an unknown field or a value of the wrong type.
   """
-  config = (default_config.get_config() if config is None
+  config = (config_files.load('default') if config is None
             else ml_collections.ConfigDict(manifest_lib.config_dict(config)))
   for name, value in (fields or {}).items():
     _set_field(config, name, value, 'config.')

@@ -18,9 +18,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
-import importlib
-import importlib.machinery
-import importlib.util
 import io
 import os
 import re
@@ -35,16 +32,14 @@ from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
-import nst_jax
+from nst_jax import config_files
 from nst_jax.errors import UserError
 
-CONFIGS_PACKAGE = 'nst_jax.configs'
 # The config whose comments document every field.
 DOCUMENTED_CONFIG = 'default'
 HELP_FLAGS = ('-h', '-?', '--help', '-help', '--helpshort', '-helpshort')
 LEFT_COLUMN = 31  # help: where the meanings start
 
-_NAME = re.compile(r'[A-Za-z_]\w*')
 _CONFIG_VALUE = re.compile(r'--?config=(.*)', re.S)
 _OVERRIDE = re.compile(r'--?(?:no)?config\.([^=\s]+)')
 _DEBUG = re.compile(r'--?debug(=(true|1|yes))?', re.I)
@@ -52,144 +47,6 @@ _DEBUG = re.compile(r'--?debug(=(true|1|yes))?', re.I)
 _ILLEGAL_VALUE = re.compile(r'flag --config\.([^=\s]+)=')
 _TYPE_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number',
                str: 'a string', tuple: "a tuple, e.g. '(1, 2)'"}
-
-
-# ---------------------------------------------------------------------------
-# Finding and loading configs.
-
-def configs_package():
-  """The shipped configs' package, `nst_jax.configs`.
-
-  Installed (editable or not), setup.cfg maps it to the repository's
-  configs/ folder. When nst_jax is imported from a checkout's working tree
-  but that checkout is not what is installed, nothing maps the name: the
-  checkout's own configs/ is registered under it, so that configs, which
-  import their base as `nst_jax.configs.default`, load either way.
-
-  Returns:
-    The package module.
-  """
-  try:
-    return importlib.import_module(CONFIGS_PACKAGE)
-  except ModuleNotFoundError as error:
-    if error.name != CONFIGS_PACKAGE:
-      raise
-  folder = os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(nst_jax.__file__))),
-      'configs')
-  spec = importlib.util.spec_from_file_location(
-      CONFIGS_PACKAGE, os.path.join(folder, '__init__.py'),
-      submodule_search_locations=[folder])
-  if spec is None or not os.path.isdir(folder):
-    raise UserError(f'{CONFIGS_PACKAGE}: not installed and no configs/ '
-                    f'beside {os.path.dirname(nst_jax.__file__)}')
-  package = importlib.util.module_from_spec(spec)
-  sys.modules[CONFIGS_PACKAGE] = package
-  spec.loader.exec_module(package)
-  return package
-
-
-def configs_folder() -> str:
-  """The folder of the shipped configs."""
-  return list(configs_package().__path__)[0]
-
-
-def config_names() -> list:
-  """The shipped configs' names, sorted: 'cpu', 'default', ..."""
-  return sorted(name[:-3] for name in os.listdir(configs_folder())
-                if name.endswith('.py') and not name.startswith('_'))
-
-
-def config_summary(name: str) -> str:
-  """The first line of a shipped config's docstring ('' if it has none)."""
-  with open(os.path.join(configs_folder(), f'{name}.py'),
-            encoding='utf-8') as file:
-    docstring = ast.get_docstring(ast.parse(file.read())) or ''
-  return docstring.strip().split('\n', 1)[0]
-
-
-def load_config(spec: str) -> config_dict.ConfigDict:
-  """The config that `--config=SPEC` names.
-
-  Args:
-    spec: a shipped config's name ('cpu') or a config file's path
-      ('configs/cpu.py', relative to the current folder, or absolute),
-      either one optionally followed by ':ARG', which is passed to the
-      config's get_config(ARG) (as ml_collections' config files allow).
-  Returns:
-    What get_config returned, a ConfigDict.
-  Raises:
-    UserError: an unknown name, a missing file, a file that fails to import,
-      a get_config that fails or does not return a ConfigDict.
-  """
-  target, colon, arg = spec.partition(':')
-  configs_package()  # config files import their base from it
-  if _NAME.fullmatch(target):
-    module = _import_shipped(target)
-  else:
-    module = _import_file(target)
-  where = f'--config={spec}'
-  get_config = getattr(module, 'get_config', None)
-  if not callable(get_config):
-    raise UserError(f'{where}: the config file has no get_config()')
-  try:
-    config = get_config(arg) if colon else get_config()
-  except Exception as error:  # pylint: disable=broad-except
-    raise UserError(f'{where}: get_config() failed ({_reason(error)})'
-                    ) from error
-  if not isinstance(config, config_dict.ConfigDict):
-    raise UserError(f'{where}: get_config() returned a '
-                    f'{type(config).__name__}, not an '
-                    'ml_collections.ConfigDict')
-  return config
-
-
-def _import_shipped(name: str):
-  """Imports the shipped config `name` as nst_jax.configs.<name>."""
-  names = config_names()
-  if name not in names:
-    raise UserError(f'--config={name}: no shipped config of that name; '
-                    f'valid are {", ".join(names)}, or a config file\'s path')
-  try:
-    return importlib.import_module(f'{CONFIGS_PACKAGE}.{name}')
-  except Exception as error:  # pylint: disable=broad-except
-    raise UserError(f'--config: cannot load the shipped config {name} '
-                    f'({_reason(error)})') from error
-
-
-def _import_file(path: str):
-  """Imports a config file from its path."""
-  where = f'--config: cannot load the config file {path}'
-  if not os.path.exists(path):
-    raise UserError(f'{where} (file not found)')
-  if os.path.isdir(path):
-    raise UserError(f'{where} (a folder, not a .py file)')
-  # A module name of its own: a config's dataclasses and pickles look their
-  # module up in sys.modules.
-  name = '_nst_jax_config_' + re.sub(r'\W', '_', os.path.splitext(
-      os.path.basename(path))[0])
-  try:
-    spec = importlib.util.spec_from_file_location(
-        name, path, loader=importlib.machinery.SourceFileLoader(name, path))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-  except Exception as error:  # pylint: disable=broad-except
-    sys.modules.pop(name, None)
-    hint = ''
-    if isinstance(error, ModuleNotFoundError) and (
-        error.name or '').split('.')[0] == 'configs':
-      hint = ('; a config imports the shipped ones as '
-              '"from nst_jax.configs import default"')
-    raise UserError(f'{where} ({_reason(error)}{hint})') from error
-  return module
-
-
-def _reason(error: BaseException) -> str:
-  """'Type: first line of the message', for one-line errors."""
-  message = str(error).strip().split('\n', 1)[0]
-  return f'{type(error).__name__}: {message}' if message else (
-      type(error).__name__)
 
 
 # ---------------------------------------------------------------------------
@@ -366,7 +223,7 @@ def _dotted(node) -> Optional[str]:
 
 def documented_fields() -> dict:
   """field_docs of configs/default.py, the config that documents them all."""
-  with open(os.path.join(configs_folder(), f'{DOCUMENTED_CONFIG}.py'),
+  with open(os.path.join(config_files.configs_folder(), f'{DOCUMENTED_CONFIG}.py'),
             encoding='utf-8') as file:
     return field_docs(file.read())
 
@@ -476,7 +333,8 @@ def help_text(prog: str, about: str, config_spec: str,
            ('--helpfull', "every flag, with absl's logging flags")]
   lines += _columns(rows, width)
   lines += ['', 'Shipped configs (--config=NAME):']
-  lines += _columns([(name, config_summary(name)) for name in config_names()],
+  lines += _columns([(name, config_files.config_summary(name))
+                     for name in config_files.config_names()],
                     width)
   lines += [''] + textwrap.wrap(
       'Config fields (--config.FIELD=VALUE), with their values in '
@@ -538,7 +396,7 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues, *,
   """
   spec, argv = _take_config(argv)
   spec = spec or default_config
-  config = load_config(spec)
+  config = config_files.load(spec)
   if any(arg in HELP_FLAGS for arg in argv[1:]):
     sys.stdout.write(help_text(prog, about, spec, config,
                                [flag_values[name] for name in own_flags]))

@@ -21,7 +21,7 @@ from absl import flags
 import numpy as np
 import pytest
 
-from nst_jax import cli
+from nst_jax import cli, config_files
 from nst_jax import main as main_lib
 from nst_jax import run as run_lib
 from nst_jax import weights
@@ -75,8 +75,8 @@ def leaf_fields(config):
 # Choosing a config.
 
 def test_shipped_config_names():
-  assert set(SHIPPED) <= set(cli.config_names())
-  assert cli.configs_folder() == os.path.join(REPO, 'configs')
+  assert set(SHIPPED) <= set(config_files.config_names())
+  assert config_files.configs_folder() == os.path.join(REPO, 'configs')
 
 
 def test_default_config_when_none_given():
@@ -285,7 +285,7 @@ def test_help_shows_the_chosen_configs_values():
   flags.DEFINE_bool('debug', False, 'Show tracebacks.',
                     flag_values=flag_values)
   text = cli.help_text('prog', 'About.', 'paper_smoke',
-                       cli.load_config('paper_smoke'),
+                       config_files.load('paper_smoke'),
                        [flag_values['debug']], width=80)
   assert '  image_size = 64 ' in text and "  weights = 'random' " in text
   assert 'with their values in --config=paper_smoke:' in ' '.join(
@@ -359,10 +359,10 @@ def test_installed_layout_from_another_folder(tmp_path):
       'from nst_jax.configs import paper_smoke\n'
       'get_config = paper_smoke.get_config\n')
   code, stdout, stderr = run_cli(
-      '-c', 'from nst_jax import cli\n'
-      'print(cli.configs_folder())\n'
-      "print(cli.load_config('paper_smoke').image_size)\n"
-      "print(cli.load_config('mine.py').weights)\n",
+      '-c', 'from nst_jax import config_files\n'
+      'print(config_files.configs_folder())\n'
+      "print(config_files.load('paper_smoke').image_size)\n"
+      "print(config_files.load('mine.py').weights)\n",
       cwd=tmp_path / 'work', command=[sys.executable],
       env={'PYTHONPATH': str(tmp_path / 'site')})
   assert code == 0, stderr
@@ -378,10 +378,10 @@ def test_checkout_that_no_install_maps(tmp_path):
       '# No finder of an editable install: the checkout stands alone.\n'
       'sys.meta_path[:] = [f for f in sys.meta_path if not getattr(\n'
       "    f, '__module__', '').startswith('__editable__')]\n"
-      'from nst_jax import cli\n'
-      "print(cli.load_config('configs/cpu.py').image_size)\n"
-      "print(cli.load_config('tpu').image_size)\n"
-      'print(cli.configs_folder())\n',
+      'from nst_jax import config_files\n'
+      "print(config_files.load('configs/cpu.py').image_size)\n"
+      "print(config_files.load('tpu').image_size)\n"
+      'print(config_files.configs_folder())\n',
       cwd=checkout, command=[sys.executable])
   assert code == 0, stderr
   assert stdout.split() == ['256', '1024', str(checkout / 'configs')]
