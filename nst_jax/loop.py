@@ -54,11 +54,15 @@ class Reporter:
   wants_pixels = False  # whether `update` needs the current images
 
   def level(self, index: int, count: int, width: int, height: int,
-            iterations: int) -> None:
-    """A level starts (index 0 .. count - 1)."""
+            iterations: int, first_step: int) -> None:
+    """A level starts (index 0 .. count - 1); its steps are counted from
+    `first_step` (the steps of the levels before)."""
 
   def compiling(self, width: int, height: int) -> None:
     """Programs for this size are being compiled (not loaded)."""
+
+  def running(self) -> None:
+    """The programs are ready; the level's steps start."""
 
   def update(self, step: int, evaluations: int, terms: list,
              pixels: Optional[np.ndarray]) -> None:
@@ -88,11 +92,13 @@ class TerminalProgress(Reporter):
     else:
       logging.info('%s', message)
 
-  def level(self, index, count, width, height, iterations):
+  def level(self, index, count, width, height, iterations, first_step):
     self.tag = (f'level {index + 1}/{count} {width}x{height} ' if count > 1
                 else '')
     self.total = iterations
-    self.first_step = None
+    self.first_step = first_step
+
+  def running(self):
     self.start = time.perf_counter()
 
   def compiling(self, width, height):
@@ -101,8 +107,6 @@ class TerminalProgress(Reporter):
 
   def update(self, step, evaluations, terms, pixels):
     del pixels
-    if self.first_step is None:  # Steps count over levels.
-      self.first_step = step - min(step, self.total)
     done = step - self.first_step
     elapsed = time.perf_counter() - self.start
     rate = done / elapsed if elapsed > 0 else 0.0
@@ -277,6 +281,7 @@ def optimize_level(run: Run, variables, content, style_images: dict,
     steps = to_host(state.step)[:count]
     optimize_start = time.perf_counter()
     loop_start_unix = time.time()
+    run.reporter.running()
     interrupted = False
     while True:
       if run.should_stop():
@@ -345,7 +350,7 @@ def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
     iterations = (run.settings.iterations if last
                   else run.settings.coarse_iterations)
     run.reporter.level(index, len(level_inputs), content.shape[1],
-                       content.shape[0], iterations)
+                       content.shape[0], iterations, offsets[0])
     level = optimize_level(run, variables, content, style_images, starts,
                            iterations, offsets)
     level.step_offset = offsets[0]

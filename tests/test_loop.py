@@ -1,0 +1,50 @@
+"""The loop's pieces: level sizes, chunk sizes, progress over levels."""
+
+import io
+
+from nst_jax import loop
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_level_sizes_and_chunk_size():
+  assert loop.level_sizes(512, 2) == [128, 256, 512]
+  assert loop.level_sizes(512, 0) == [512]
+  assert loop.chunk_size(10, 0, 500) == 10
+  assert loop.chunk_size(10, 25, 500) == 5  # both every 10th and 25th step
+  assert loop.chunk_size(10, 0, 4) == 4
+
+
+def test_progress_counts_each_levels_steps_and_names_the_level():
+  stream = _Terminal()
+  progress = loop.TerminalProgress(stream)
+  terms = [{'total': 1.5}]
+  progress.level(0, 2, 16, 12, 10, first_step=0)
+  progress.compiling(16, 12)
+  progress.running()
+  progress.update(10, 11, terms, None)
+  progress.close()
+  progress.level(1, 2, 32, 24, 20, first_step=10)
+  progress.running()
+  progress.update(20, 22, terms, None)
+  progress.update(30, 32, terms, None)
+  progress.close()
+  text = stream.getvalue()
+  assert 'compiling for 16x12' in text
+  assert 'level 1/2 16x12 [' in text and ' 10/10 loss 1.5' in text
+  assert 'level 2/2 32x24 [' in text
+  assert ' 10/20 loss' in text and ' 20/20 loss' in text
+  assert '30/20' not in text
+
+
+def test_single_level_progress_has_no_level_tag():
+  stream = _Terminal()
+  progress = loop.TerminalProgress(stream)
+  progress.level(0, 1, 32, 32, 6, first_step=0)
+  progress.running()
+  progress.update(3, 4, [{'total': None}, {'total': 2.0}], None)
+  assert stream.getvalue().startswith('\r[###') and '3/6 loss 2' in (
+      stream.getvalue())
