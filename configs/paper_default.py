@@ -6,7 +6,7 @@ the un-normalised losses (`loss_normalization='paper'`: content
 L-BFGS, white-noise start, content layer conv4_2, style layers
 conv1_1 .. conv5_1 with w_l = 1/5, alpha/beta = 1e-3, 512 px.
 
-Run (see scripts/FIGURES.md; the figure sets the layers and weights):
+Run (see docs/figures.md; the figure sets the layers and weights):
   python scripts/reproduce_figures.py --figure=3 \
       --content=Tuebingen_Neckarfront.jpg --style=Composition_VII.jpg \
       --out=out/figures

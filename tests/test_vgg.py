@@ -93,7 +93,7 @@ def test_min_image_size_and_macs():
   assert vgg.min_image_size(['conv5_1']) == 16
   assert vgg.min_image_size(['conv1_1']) == 1
   assert vgg.min_image_size(['pool1']) == 2
-  # The paper's network up to conv5_1 (REFERENCE.md: 361,152 per pixel).
+  # VGG19 up to conv5_1: 361,152 multiply-adds per input pixel.
   assert vgg.MACS_PER_PIXEL['conv5_1'] == 361152
 
 

@@ -1,6 +1,6 @@
 """Keras' `vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5` -> params.
 
-Layout (REFERENCE.md): root attribute `layer_names` (an input layer, then
+Layout (the Keras HDF5 weights file): root attribute `layer_names` (an input layer, then
 `block{b}_conv{l}` and `block{b}_pool`); each conv group has attribute
 `weight_names` = [`block{b}_conv{l}_W_1:0`, `block{b}_conv{l}_b_1:0`] naming
 its datasets: kernel (3, 3, Cin, Cout) HWIO, bias (Cout,). The first layer's
