@@ -38,6 +38,32 @@ def get_config():
   config.tv_weight = 0.0
   config.loss_normalization = 'invariant'  # 'paper' | 'invariant'
   config.pooling = 'avg'         # 'avg' (the paper) | 'max'
+  # Beyond the image's edge the convolutions see 'zeros' (VGG as trained; the
+  # edge reads as a dark frame) | 'reflect' | 'replicate'.
+  config.padding = 'zeros'
+  # The style term per layer: 'gram' (the paper) | 'mean_std' (channel means
+  # and deviations) | 'mean_cov' (2-Wasserstein between Gaussians) |
+  # 'sliced_wasserstein' (sorted random projections); see docs/control.md.
+  config.style_loss = 'gram'
+  config.sliced_redraw = False   # sliced_wasserstein: new directions every
+                                 # step (adam, sgd only; else fixed by seed)
+
+  # Colour: 'none' | 'luminance' (transfer on luminance only, the content's
+  # colours kept) | 'histogram' (style recoloured to the content's colour
+  # mean and covariance first) | 'original_colors' (the result's luminance
+  # with the content's colours, on every image written).
+  config.color_control = 'none'
+  config.match_luminance = True  # luminance: match each style's luminance
+                                 # mean and spread to the content's first
+  config.color_transform = 'pca'  # histogram: 'pca' | 'cholesky' | 'sym'
+
+  # Regions (guided Gram matrices): one mask image per style,
+  # 'sky.png,ground.png'; white = in the region, grey = partly. Region k
+  # takes the k-th style.
+  config.content_masks = ''
+  config.style_masks = ''        # optional: the part of each style image
+                                 # whose statistics count (default: all)
+  config.region_weights = ''     # one weight per region (default: equal)
 
   # Optimisation.
   config.optimizer = 'lbfgs'     # 'lbfgs' | 'lbfgs_nols' | 'adam' | 'sgd'

@@ -27,7 +27,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from nst_jax import config_files, devices as devices_lib, images, inputs
+from nst_jax import color, config_files, devices as devices_lib, images
+from nst_jax import inputs
 from nst_jax import loop, manifest as manifest_lib, memory, optim
 from nst_jax import programs as programs_lib, settings as settings_lib
 from nst_jax.errors import UserError
@@ -140,7 +141,8 @@ def stylize(content, style, *, config=None,
       a second call at the same sizes compiles nothing).
     **fields: any field of configs/default.py by name, overriding `config`
       (`image_size=256`, `style_weight=1e-2`, `weights='random'`,
-      `sweep={'style_weight': (1e-4, 1e-3)}`).
+      `sweep={'style_weight': (1e-4, 1e-3)}`); `content_masks` and
+      `style_masks` also take lists of images (paths, PIL images, arrays).
   Returns:
     `Result`.
   Raises:
@@ -157,7 +159,15 @@ def stylize(content, style, *, config=None,
     if name in fields:
       raise UserError(f'{name}: pass images as the arguments of stylize, '
                       'and output paths to Result.save')
+  # Masks may be images in memory: the config names them, execute reads
+  # these.
+  mask_sources = [_image_list(fields.pop(name, None) or ())
+                  for name in ('content_masks', 'style_masks')]
   config = make_config(config, fields)
+  for name, sources in zip(('content_masks', 'style_masks'), mask_sources):
+    if sources:
+      config[name] = ','.join(inputs.describe(m).replace(',', ';')
+                              for m in sources)
   style_list = list(style) if isinstance(style, (list, tuple)) else [style]
   if not style_list:
     raise UserError('style: give at least one style image')
@@ -181,7 +191,16 @@ def stylize(content, style, *, config=None,
     reporter = loop.Reporter()
   return execute(config, settings, members, content, style_sources,
                  reporter, programs=programs, log=logging.warning
-                 if progress else lambda message: None)
+                 if progress else lambda message: None,
+                 mask_sources=mask_sources if any(mask_sources) else None)
+
+
+def _image_list(value) -> list:
+  """A field given as images: 'a.png,b.png', or a list of paths, PIL
+  images or arrays."""
+  if isinstance(value, (str, os.PathLike)):
+    return list(settings_lib.split(os.fspath(value)))
+  return list(value)
 
 
 def resolve_conv_algorithm(conv_algorithm: str, platform: str, dtype: str,
@@ -205,7 +224,8 @@ def resolve_conv_algorithm(conv_algorithm: str, platform: str, dtype: str,
 
 def execute(config, settings, members, content_source, style_sources: dict,
             reporter: loop.Reporter, *, should_stop=lambda: False,
-            on_snapshot=None, programs=None, log=logging.warning) -> Result:
+            on_snapshot=None, programs=None, log=logging.warning,
+            mask_sources=None) -> Result:
   """Runs checked settings: what `stylize` and `run` share.
 
   Args:
@@ -221,6 +241,8 @@ def execute(config, settings, members, content_source, style_sources: dict,
       steps, or None.
     programs: `programs.Programs`, default the process's.
     log: where warnings go.
+    mask_sources: (content masks, style masks) as images in memory, for
+      `stylize`; default the settings' paths.
   Returns:
     `Result`.
   """
@@ -237,8 +259,8 @@ def execute(config, settings, members, content_source, style_sources: dict,
   cache_counts = _cache_counts(programs)
   sizes = loop.level_sizes(settings.image_size, settings.coarse_to_fine)
   level_inputs = [inputs.read_level(settings, content_source, style_sources,
-                                    size) for size in sizes]
-  content, style_images = level_inputs[-1]
+                                    size, mask_sources) for size in sizes]
+  content, style_images = level_inputs[-1].content, level_inputs[-1].styles
   height, width = content.shape[:2]
   devices = devices_lib.member_devices(len(members), settings.shard_rows)
   conv_algorithm = resolve_conv_algorithm(
@@ -262,9 +284,8 @@ def execute(config, settings, members, content_source, style_sources: dict,
   spec = dataclasses.replace(settings.spec,
                              preprocessing=meta['preprocessing'],
                              conv_algorithm=conv_algorithm)
-  network_sizes = {image.shape[:2] for level_content, level_styles
-                   in level_inputs
-                   for image in [level_content, *level_styles.values()]}
+  network_sizes = {image.shape[:2] for level in level_inputs
+                   for image in [level.content, *level.styles.values()]}
   variables = programs.prepare_variables(
       params, tuple(sorted(network_sizes)) if conv_algorithm == 'winograd'
       else (), spec.layers)
@@ -272,15 +293,19 @@ def execute(config, settings, members, content_source, style_sources: dict,
   if mode == 'auto':
     mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
 
-  first_content, first_styles = level_inputs[0]
-  starts = [inputs.initial_pixels(settings, member.seed, first_content,
-                                  [first_styles[k] for k in member.styles])
+  first = level_inputs[0]
+  starts = [inputs.initial_pixels(settings, member.seed, first.content,
+                                  [first.styles[k] for k in member.styles])
             for member in members]
+  finish = _colour_finish(settings, level_inputs)
   levels = loop.optimize(
       loop.Run(settings=settings, spec=spec, members=tuple(members),
                mode=mode, devices=tuple(devices), programs=programs,
                reporter=reporter, should_stop=should_stop,
-               on_snapshot=on_snapshot),
+               on_snapshot=on_snapshot and (
+                   lambda k, step, pixels: on_snapshot(k, step,
+                                                       finish(pixels))),
+               finish=finish),
       variables, level_inputs, starts)
 
   manifest = _manifest(config, settings, members, levels, sizes)
@@ -318,9 +343,22 @@ def execute(config, settings, members, content_source, style_sources: dict,
       'loaded': loaded - cache_counts[0],
       'traced': (traced - cache_counts[1]) if programs.program_cache
                 else None}
-  return Result(images=[images.to_uint8(p) for p in levels[-1].pixels],
+  return Result(images=[images.to_uint8(finish(p))
+                        for p in levels[-1].pixels],
                 manifest=manifest, labels=[m.label for m in members],
                 grid_columns=settings_lib.grid_columns(config, settings))
+
+
+def _colour_finish(settings, level_inputs):
+  """What turns an optimised image into the one shown and written: with
+  `luminance` and `original_colors`, its luminance with the content's
+  colours (`color.restore_chroma`) at the image's own size."""
+  if settings.color_control not in ('luminance', 'original_colors'):
+    return lambda pixels: pixels
+  contents = {level.content.shape[:2]: level.colour_content
+              for level in level_inputs}
+  return lambda pixels: color.restore_chroma(
+      np.asarray(pixels, np.float32), contents[pixels.shape[:2]])
 
 
 def _cache_counts(programs) -> tuple:

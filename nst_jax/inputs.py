@@ -7,13 +7,14 @@ resizing, so a file and the array of its pixels give the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from nst_jax import images, vgg
+from nst_jax import color, images, vgg
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
 
@@ -54,16 +55,39 @@ def check_image_size(pixels, name, what, layers) -> None:
         '(raise config.image_size or use shallower layers)')
 
 
-def read_level(settings, content_source, style_sources: dict, image_size):
-  """Content and style images at one image size, checked against the layers.
+@dataclasses.dataclass
+class Level:
+  """A level's inputs, at its image size.
+
+  Attributes:
+    content: the content the network sees (H, W, 3), 0-255.
+    styles: {style key: the style the network sees}.
+    colour_content: the content as read, for the colour modes that put its
+      colours back on the result (`color.restore_chroma`).
+    content_masks: (R, H, W) masks in [0, 1], one per region, or None.
+    style_masks: [(H_k, W_k)] one per style of the regions, or None.
+  """
+  content: np.ndarray
+  styles: dict
+  colour_content: np.ndarray
+  content_masks: Optional[np.ndarray] = None
+  style_masks: Optional[list] = None
+
+
+def read_level(settings, content_source, style_sources: dict, image_size,
+               mask_sources=None) -> Level:
+  """Content, styles and masks at one image size, checked and prepared.
 
   Args:
     settings: `settings.Settings`.
     content_source: see `read_image`.
     style_sources: {style key: source} of every style a member uses.
     image_size: the content's longest side; styles take `style_scale` of it.
+    mask_sources: (content masks, style masks): sources as `read_image`
+      takes them; default the settings' paths.
   Returns:
-    (content pixels, {style key: style pixels}).
+    A `Level`; with colour control the content and styles are those the
+    network sees (luminance only, or the styles recoloured).
   """
   layers = settings.spec.layers
   content = read_image(content_source, image_size, 'content image')
@@ -75,7 +99,64 @@ def read_level(settings, content_source, style_sources: dict, image_size):
     styles[key] = read_image(source, style_size, 'style image')
     check_image_size(styles[key], key, 'style image',
                      settings.spec.style_layers or layers)
-  return content, styles
+  content_mask_sources, style_mask_sources = mask_sources or (
+      settings.content_masks, settings.style_masks)
+  content_masks = style_masks = None
+  if content_mask_sources:
+    content_masks = np.stack([
+        read_mask(source, content.shape[:2], 'content mask')
+        for source in content_mask_sources])
+    uncovered = int(np.sum(content_masks.sum(0) < 0.01))
+    if uncovered:
+      raise UserError(
+          f'config.content_masks: the masks leave {uncovered} of '
+          f'{content.shape[0] * content.shape[1]} pixels uncovered at '
+          f'{content.shape[1]}x{content.shape[0]}; every pixel needs a '
+          'region')
+    style_images = [styles[key] for key in settings.styles]
+    style_masks = [
+        read_mask(source, style.shape[:2], 'style mask')
+        for source, style in zip(style_mask_sources, style_images)] or None
+  return Level(content=_network_content(settings, content),
+               styles={key: _network_style(settings, style, content)
+                       for key, style in styles.items()},
+               colour_content=content, content_masks=content_masks,
+               style_masks=style_masks)
+
+
+def _network_content(settings, content):
+  if settings.color_control == 'luminance':
+    return color.luminance_only(content)
+  return content
+
+
+def _network_style(settings, style, content):
+  """A style as the colour mode shows it to the network."""
+  if settings.color_control == 'luminance':
+    return color.luminance_only(
+        style, content if settings.match_luminance else None)
+  if settings.color_control == 'histogram':
+    return color.match_histogram(style, content, settings.color_transform)
+  return style
+
+
+def read_mask(source, shape_hw, what: str) -> np.ndarray:
+  """A mask image as (H, W) in [0, 1] at `shape_hw`: its luminance / 255
+  (white = inside, grey = partly).
+
+  Raises:
+    UserError: an unreadable file, or another aspect ratio than `shape_hw`.
+  """
+  pixels = read_image(source, None, what)
+  height, width = pixels.shape[:2]
+  fitted = images.fit_longest_side((height, width), max(shape_hw))
+  if max(abs(a - b) for a, b in zip(fitted, shape_hw)) > 1:
+    raise UserError(
+        f'{what} {describe(source)!r}: {width}x{height} has another aspect '
+        f'ratio than the image it masks ({shape_hw[1]}x{shape_hw[0]})')
+  pixels = images.resize(pixels, shape_hw)
+  return np.clip(color.luminance(pixels) / 255.0, 0.0, 1.0).astype(
+      np.float32)
 
 
 def initial_pixels(settings, seed: int, content, styles: Sequence):

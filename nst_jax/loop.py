@@ -185,6 +185,9 @@ class Run:
   should_stop: Callable[[], bool]
   # on_snapshot(member index, step, pixels) every settings.save_every steps.
   on_snapshot: Optional[Callable] = None
+  # pixels -> the image shown (colour control puts the content's colours
+  # back); applied to progress images.
+  finish: Callable = lambda pixels: pixels
 
 
 
@@ -201,15 +204,14 @@ def _out_of_memory_is_user_error(width, height):
                     f'memory; {memory.ADVICE}') from None
 
 
-def optimize_level(run: Run, variables, content, style_images: dict,
-                   starts: list, iterations: int, offsets) -> Level:
+def optimize_level(run: Run, variables, level_inputs, starts: list,
+                   iterations: int, offsets) -> Level:
   """Optimises every member from `starts` at one image size.
 
   Args:
     run: the run's fixed parts.
     variables: `vgg.prepare_variables` output for the weights.
-    content: the content image (H, W, 3) at this level's size.
-    style_images: {style key: pixels} at this level's size.
+    level_inputs: `inputs.Level`: content, styles and masks at this size.
     starts: one start image per member.
     iterations: steps at this level.
     offsets: (steps, [evaluations per member]) of the levels before.
@@ -233,6 +235,7 @@ def optimize_level(run: Run, variables, content, style_images: dict,
       iterations, settings.stop_loss, settings.tolerance)] * padded)
   init_key_args = (variables, pixels, loss_weights, learning_rate)
   chunk_key_args = init_key_args + (criteria,)
+  content = level_inputs.content
   height, width = content.shape[:2]
   if not (loop.is_ready('init', init_key_args) and
           loop.is_ready('chunk', chunk_key_args)):
@@ -244,8 +247,10 @@ def optimize_level(run: Run, variables, content, style_images: dict,
                if member.styles == settings.styles
                else (1.0,) * len(member.styles))
       targets_by_styles[member.styles] = run.programs.targets(
-          variables, content, [style_images[k] for k in member.styles],
-          blend, run.spec)
+          variables, content,
+          [level_inputs.styles[k] for k in member.styles], blend, run.spec,
+          level_inputs.content_masks, level_inputs.style_masks,
+          settings.seed)
   # Dispatched, not finished: the init and chunk programs load from the
   # program cache on worker threads while the targets compute.
   loop.prefetch('init', init_key_args)
@@ -305,8 +310,9 @@ def optimize_level(run: Run, variables, content, style_images: dict,
                     int(previous_steps.max()) // settings.save_every)
         current = (to_host(state.pixels)[:count]
                    if snapshot or run.reporter.wants_pixels else None)
-        run.reporter.update(step_offset + int(steps.max()),
-                            int(evaluations.sum()), finals, current)
+        run.reporter.update(
+            step_offset + int(steps.max()), int(evaluations.sum()), finals,
+            None if current is None else [run.finish(p) for p in current])
         if snapshot:
           for k in range(count):
             run.on_snapshot(k, step_offset + int(steps[k]), current[k])
@@ -332,8 +338,7 @@ def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
   Args:
     run: the run's fixed parts.
     variables: `vgg.prepare_variables` output.
-    level_inputs: [(content, {style key: pixels})] per level, coarsest
-      first.
+    level_inputs: an `inputs.Level` per level, coarsest first.
     starts: one start image per member at the first level's size.
   Returns:
     The `Level`s run (fewer than asked when one was interrupted or a
@@ -342,7 +347,8 @@ def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
   count = len(run.members)
   levels = []
   offsets = (0, [0] * count)
-  for index, (content, style_images) in enumerate(level_inputs):
+  for index, inputs_at_level in enumerate(level_inputs):
+    content = inputs_at_level.content
     if levels:
       starts = [images.resize(levels[-1].pixels[k], content.shape[:2])
                 for k in range(count)]
@@ -351,7 +357,7 @@ def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
                   else run.settings.coarse_iterations)
     run.reporter.level(index, len(level_inputs), content.shape[1],
                        content.shape[0], iterations, offsets[0])
-    level = optimize_level(run, variables, content, style_images, starts,
+    level = optimize_level(run, variables, inputs_at_level, starts,
                            iterations, offsets)
     level.step_offset = offsets[0]
     levels.append(level)

@@ -32,6 +32,14 @@ Total variation (pixel units of the optimised RGB array, 0-255)::
   TV = sum (x[i+1, j] - x[i, j])^2 + sum (x[i, j+1] - x[i, j])^2   (paper)
   TV = the same sums, each divided by its element count          (invariant)
 
+Other definitions of style (`style_loss`, `nst_jax.style_losses`) replace
+E_l; spatial guidance (`spec.regions`, Gatys et al. CVPR 2017) computes E_l
+per region r from the features weighted by the region's mask T_r at that
+layer (`layer_masks`) and sums lambda_r E_l,r: for the Gram loss
+G_r = sum_x T_r(x)^2 f(x) f(x)^T (divided by M_l when invariant), with each
+T_r normalised so mean(T_r^2) = 1, so a region's Gram does not depend on the
+region's size.
+
 Everything here works on one image (H, W, C); sweeps `jax.vmap` over a
 leading axis of the loss weights and targets.
 """
@@ -39,7 +47,7 @@ leading axis of the loss weights and targets.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.struct
 import jax
@@ -47,10 +55,11 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from nst_jax import vgg
+from nst_jax import style_losses, vgg
 from nst_jax.errors import UserError
 
 NORMALIZATIONS = ('paper', 'invariant')
+STYLE_LOSSES = ('gram', 'mean_std', 'mean_cov', 'sliced_wasserstein')
 DEFAULT_CONTENT_LAYERS = ('conv4_2',)
 DEFAULT_STYLE_LAYERS = ('conv1_1', 'conv2_1', 'conv3_1', 'conv4_1', 'conv5_1')
 
@@ -72,8 +81,12 @@ class LossSpec:
   # (less memory, about a third more compute; see vgg.py).
   remat: bool = False
   # 'winograd' computes most convolutions with Winograd's algorithm (fewer
-  # multiply-adds; see vgg.winograd_tile), 'direct' with lax.conv.
+  # multiply-adds; see winograd.choose_tile), 'direct' with lax.conv.
   conv_algorithm: str = 'direct'
+  padding: str = 'zeros'        # vgg.PADDINGS
+  style_loss: str = 'gram'      # STYLE_LOSSES
+  regions: int = 0              # content masks (0: the whole image)
+  sliced_redraw: bool = False   # sliced_wasserstein: directions per step
 
   def __post_init__(self):
     # Canonical names, so 'relu4_2' and 'conv4_2' are one spec.
@@ -102,18 +115,21 @@ class LossWeights:
       layer's loss.
     style_layer_weights: (len(style_layers),) the paper's w_l; a zero turns a
       layer off (Figure 3 sweeps the layer set this way).
+    region_weights: (spec.regions,) each region's lambda_r.
   """
   content_weight: jax.Array
   style_weight: jax.Array
   tv_weight: jax.Array
   content_layer_weights: jax.Array
   style_layer_weights: jax.Array
+  region_weights: jax.Array      # (regions,) lambda_r, or (0,) without
 
 
 def loss_weights(spec: LossSpec, content_weight=1.0, style_weight=1e3,
                  tv_weight=0.0, content_layer_weights=None,
-                 style_layer_weights=None) -> LossWeights:
-  """Builds `LossWeights`; layer weights default to 1/|L| (the paper's w_l)."""
+                 style_layer_weights=None, region_weights=None) -> LossWeights:
+  """Builds `LossWeights`; layer weights default to 1/|L| (the paper's w_l),
+  region weights to 1/regions."""
   # NumPy: these are inputs, placed on devices with the other arguments.
   def layer_weights(given, layers):
     if given is None:
@@ -126,7 +142,8 @@ def loss_weights(spec: LossSpec, content_weight=1.0, style_weight=1e3,
       content_layer_weights=layer_weights(content_layer_weights,
                                           spec.content_layers),
       style_layer_weights=layer_weights(style_layer_weights,
-                                        spec.style_layers))
+                                        spec.style_layers),
+      region_weights=layer_weights(region_weights, range(spec.regions)))
 
 
 def gram_matrix(features: jax.Array, normalize: bool) -> jax.Array:
@@ -171,18 +188,10 @@ def _gram_bwd(flat, grad_gram):
 _gram.defvjp(_gram_fwd, _gram_bwd)
 
 
-def style_targets(features: dict, spec: LossSpec) -> dict:
-  """Target Gram matrices A^l of one style image's features {layer: (H,W,N)}.
-
-  'paper' keeps the raw sum over positions, 'invariant' divides by M_style.
-  """
-  normalize = spec.normalization == 'invariant'
-  return {l: gram_matrix(features[l], normalize) for l in spec.style_layers}
-
-
 def blend_style_targets(grams: Sequence[dict],
                         blend_weights: Sequence[float]) -> dict:
-  """Mixes several styles' target Grams with weights normalised to sum 1."""
+  """Mixes several styles' statistics (Gram matrices, moments, sorted
+  projections: each blends linearly) with weights normalised to sum 1."""
   weights = jnp.asarray(blend_weights, jnp.float32)
   weights = weights / jnp.sum(weights)
   return jax.tree_util.tree_map(
@@ -219,9 +228,48 @@ def total_variation(pixels: jax.Array, normalization: str) -> jax.Array:
 
 @flax.struct.dataclass
 class Targets:
-  """What the loss compares against: content features and style Grams."""
+  """What the loss compares against.
+
+  Attributes:
+    content_features: {content layer: P^l}.
+    style_statistics: {style layer: the style loss's target}: the Gram
+      matrix A^l for 'gram', see `nst_jax.style_losses` for the others; with
+      regions, a leading axis of one per region.
+    region_masks: {style layer: (regions, h, w)} normalised masks
+      (`layer_masks`), or None without regions.
+    directions: {style layer: (N, N)} the sliced loss's projections, or
+      None.
+  """
   content_features: dict
-  style_grams: dict
+  style_statistics: dict
+  region_masks: Any = None
+  directions: Any = None
+
+
+def layer_masks(masks, layers) -> dict:
+  """Region masks at each of `layers`: {layer: (R, h, w)}.
+
+  The (R, H, W) masks at the image's size follow the network: each 2 x 2
+  pooling averages them as it averages (or maxes) the features, so a
+  layer's mask weighs its positions by how much of their own pooled
+  neighbourhood lies in the region; convolutions keep the size. Each is
+  then normalised, T <- T / sqrt(mean(T^2)), and a region empty at a layer
+  is all zeros there (its term is skipped).
+  """
+  wanted = set(layers)
+  masks = jnp.asarray(masks, jnp.float32)
+  result = {}
+  for name in vgg.layers_to_run(layers):
+    if name.startswith('pool'):
+      regions, height, width = masks.shape
+      masks = masks[:, :height // 2 * 2, :width // 2 * 2].reshape(
+          regions, height // 2, 2, width // 2, 2).mean(axis=(2, 4))
+    if name in wanted:
+      norm = jnp.sqrt(jnp.mean(jnp.square(masks), axis=(1, 2),
+                               keepdims=True))
+      result[name] = jnp.where(norm > 0, masks / jnp.where(norm > 0, norm, 1),
+                               0.0)
+  return result
 
 
 def image_features(variables, pixels, spec: LossSpec, layers=None) -> dict:
@@ -231,20 +279,31 @@ def image_features(variables, pixels, spec: LossSpec, layers=None) -> dict:
   features = vgg.extract_features(
       variables, network_input[None], tuple(layers or spec.layers),
       pooling=spec.pooling, dtype=jnp.dtype(spec.dtype), remat=spec.remat,
-      conv_algorithm=spec.conv_algorithm)
+      conv_algorithm=spec.conv_algorithm, padding=spec.padding)
   return {name: f[0] for name, f in features.items()}
 
 
+def _flat(features):
+  return features.reshape(-1, features.shape[-1]).astype(jnp.float32)
+
+
 def make_targets(variables, content_pixels, style_pixels_list, spec: LossSpec,
-                 blend_weights=None) -> Targets:
-  """Content features and (blended) style Grams for the loss.
+                 blend_weights=None, content_masks=None, style_masks=None,
+                 seed=0) -> Targets:
+  """Content features and style targets for the loss.
 
   Args:
     variables: VGG variables (`vgg.prepare_variables`).
     content_pixels: (H, W, 3) RGB 0-255.
-    style_pixels_list: list of (H_k, W_k, 3) style images (any sizes).
+    style_pixels_list: list of (H_k, W_k, 3) style images (any sizes); with
+      regions, one per region.
     spec: the loss spec.
-    blend_weights: one weight per style image (default: equal).
+    blend_weights: one weight per style image (default: equal); unused with
+      regions.
+    content_masks: (R, H, W) region masks in [0, 1] when `spec.regions`.
+    style_masks: optional [(H_k, W_k)] the part of each style image whose
+      statistics count (default: all of it).
+    seed: draws the sliced loss's directions.
   Returns:
     `Targets`.
   """
@@ -253,13 +312,70 @@ def make_targets(variables, content_pixels, style_pixels_list, spec: LossSpec,
     content = image_features(variables, content_pixels, spec,
                              spec.content_layers)
     content = {l: content[l].astype(jnp.float32) for l in spec.content_layers}
-  grams = [style_targets(image_features(variables, s, spec,
-                                        spec.style_layers), spec)
-           if spec.style_layers else {} for s in style_pixels_list]
-  if blend_weights is None:
-    blend_weights = [1.0] * len(grams)
-  return Targets(content_features=content,
-                 style_grams=blend_style_targets(grams, blend_weights))
+  directions = None
+  if spec.style_loss == 'sliced_wasserstein':
+    directions = style_losses.layer_directions(seed, {
+        l: vgg.layer_channels(l) for l in spec.style_layers})
+  positions = {l: m.shape[1] * m.shape[2] for l, m in layer_masks(
+      jnp.ones((1,) + content_pixels.shape[:2]), spec.style_layers).items()}
+  features, masks = [], []
+  for k, style in enumerate(style_pixels_list):
+    features.append(image_features(variables, style, spec, spec.style_layers)
+                    if spec.style_layers else {})
+    masks.append(layer_masks(style_masks[k][None], spec.style_layers)
+                 if style_masks else None)
+
+  def target(layer, styles, weights):
+    """The target at `layer` of the styles `styles` (indices) blended."""
+    style_masks_at = [None if masks[k] is None else masks[k][layer][0]
+                      for k in styles]
+    if spec.style_loss == 'gram':
+      grams = [gram_matrix(features[k][layer] if mask is None
+                           else features[k][layer] * mask[..., None],
+                           spec.normalization == 'invariant')
+               for k, mask in zip(styles, style_masks_at)]
+      return blend_style_targets(grams, weights)
+    return style_losses.style_target(
+        spec.style_loss, [_flat(features[k][layer]) for k in styles], weights,
+        [None if mask is None else jnp.square(mask).reshape(-1)
+         for mask in style_masks_at],
+        directions=None if directions is None else directions[layer],
+        positions=positions[layer])
+
+  region_masks = None
+  if spec.regions:
+    # One style per region: stacked, not blended.
+    region_masks = layer_masks(content_masks, spec.style_layers)
+    targets = {l: jax.tree_util.tree_map(
+        lambda *xs: jnp.stack(xs),
+        *[target(l, [r], [1.0]) for r in range(spec.regions)])
+               for l in spec.style_layers}
+  else:
+    if blend_weights is None:
+      blend_weights = [1.0] * len(style_pixels_list)
+    targets = {l: target(l, range(len(style_pixels_list)), blend_weights)
+               for l in spec.style_layers}
+  return Targets(content_features=content, style_statistics=targets,
+                 region_masks=region_masks, directions=directions)
+
+
+def style_layer_term(spec, features, target, loss_weights, masks=None,
+                     directions=None):
+  """E_l of one layer: the style loss of `spec.style_loss`, or with regions
+  sum_r lambda_r E_l,r over the regions not empty at this layer."""
+  def one(target, mask=None):
+    if spec.style_loss == 'gram':
+      weighted = features if mask is None else features * mask[..., None]
+      return style_layer_loss(weighted, target, spec.normalization)
+    weights = None if mask is None else jnp.square(mask).reshape(-1)
+    return style_losses.layer_loss(spec.style_loss, _flat(features), target,
+                                   weights, directions)
+  if masks is None:
+    return one(target)
+  per_region = jax.vmap(one)(target, masks)
+  present = jnp.max(masks, axis=(1, 2)) > 0
+  return jnp.sum(jnp.where(present, loss_weights.region_weights * per_region,
+                           0.0))
 
 
 def loss_terms(pixels, variables, targets: Targets,
@@ -278,8 +394,11 @@ def loss_terms(pixels, variables, targets: Targets,
       loss_weights.content_layer_weights[i] * content_layer_loss(
           features[l], targets.content_features[l], norm)
       for i, l in enumerate(spec.content_layers)), zero)
-  style_layers = {l: style_layer_loss(features[l], targets.style_grams[l],
-                                      norm) for l in spec.style_layers}
+  style_layers = {l: style_layer_term(
+      spec, features[l], targets.style_statistics[l], loss_weights,
+      None if targets.region_masks is None else targets.region_masks[l],
+      None if targets.directions is None else targets.directions[l])
+                  for l in spec.style_layers}
   style = sum((loss_weights.style_layer_weights[i] * style_layers[l]
                for i, l in enumerate(spec.style_layers)), zero)
   tv = total_variation(pixels.astype(jnp.float32), norm)

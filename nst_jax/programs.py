@@ -233,9 +233,6 @@ class LoopPrograms:
                              batched)
 
 
-_make_targets = jax.jit(losses.make_targets, static_argnames=('spec',))
-
-
 class Programs:
   """Compiled programs kept for reuse, optionally backed by a program cache.
 
@@ -296,25 +293,35 @@ class Programs:
          {name: flipped[name] for name, _ in tiles})) if tiles else None
     return vgg.assemble_variables(params, flipped, transforms)
 
-  def targets(self, variables, content, style_list, blend_weights,
-              spec) -> losses.Targets:
+  def targets(self, variables, content, style_list, blend_weights, spec,
+              content_masks=None, style_masks=None, seed=0) -> losses.Targets:
     """`losses.make_targets`, compiled (once per machine with a program
-    cache).
+    cache); `seed` draws the sliced loss's directions.
 
     With direct convolutions whatever `spec.conv_algorithm`: the targets are
     computed once, and Winograd's transforms make a program's machine code
     several times larger and slower to load.
     """
     spec = dataclasses.replace(spec, conv_algorithm='direct')
-    args = jax.device_put((variables, np.asarray(content, np.float32),
-                           [np.asarray(s, np.float32) for s in style_list],
-                           np.asarray(blend_weights, np.float32)))
+    as_arrays = lambda xs: None if xs is None else [
+        np.asarray(x, np.float32) for x in xs]
+    args = jax.device_put((
+        variables, np.asarray(content, np.float32), as_arrays(style_list),
+        np.asarray(blend_weights, np.float32), as_arrays(content_masks),
+        as_arrays(style_masks), np.asarray(seed, np.uint32)))
     if self.program_cache is None:
-      variables, content, style_list, blend_weights = args
-      return _make_targets(variables, content, style_list, spec=spec,
-                           blend_weights=blend_weights)
-    jitted = jax.jit(lambda v, c, s, b: losses.make_targets(v, c, s, spec, b))
-    return self._run_cached('targets', spec, jitted, args)
+      return _targets_program(spec)(*args)
+    return self._run_cached('targets', spec, _targets_program(spec), args)
+
+
+@functools.lru_cache(maxsize=None)
+def _targets_program(spec):
+  """`losses.make_targets` jitted for `spec` (arguments as `targets` puts
+  them)."""
+  return jax.jit(lambda variables, content, styles, blend, content_masks,
+                 style_masks, seed: losses.make_targets(
+                     variables, content, styles, spec, blend, content_masks,
+                     style_masks, seed))
 
 
 _SHARED = {}

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nst_jax import losses, optim, vgg
+from nst_jax import color, losses, optim, vgg
 from nst_jax.errors import UserError
 
 INITS = ('noise', 'content', 'style', 'image')
@@ -60,12 +60,23 @@ class Settings:
   # 'auto' (winograd on CPU with float32, else direct), 'direct', 'winograd'.
   conv_algorithm: str
   sweep_product: bool = False
+  # Colour control (nst_jax.color): 'none', 'luminance', 'histogram' or
+  # 'original_colors'; luminance matching; the histogram transform.
+  color_control: str = 'none'
+  match_luminance: bool = True
+  color_transform: str = 'pca'
+  # Regions: one content mask per style (paths), optional style masks, and
+  # one weight per region (summing to 1; equal by default).
+  content_masks: tuple = ()
+  style_masks: tuple = ()
+  region_weights: tuple = ()
+  sliced_redraw: bool = False
   # What the config asks that has no effect (e.g. init_image without
   # init='image'): logged and kept in the manifest.
   warnings: tuple = ()
 
 
-def _split(value) -> tuple:
+def split(value) -> tuple:
   """'a,b' or ('a', 'b') -> ('a', 'b'); '' -> ()."""
   if value is None:
     return ()
@@ -76,7 +87,7 @@ def _split(value) -> tuple:
 
 def _floats(field, value) -> tuple:
   try:
-    return tuple(float(v) for v in _split(value))
+    return tuple(float(v) for v in split(value))
   except (TypeError, ValueError):
     raise UserError(f'config.{field}: expected numbers separated by commas, '
                     f'got {value!r}') from None
@@ -101,9 +112,9 @@ def _number(config, field, minimum=None, positive=False, integer=False,
   return number
 
 
-def _flag(config, field, name=None) -> bool:
+def _flag(config, field, name=None, default=False) -> bool:
   """A boolean field; refuses strings like 'yes' that bool() would accept."""
-  value = config.get(field, False) if hasattr(config, 'get') else False
+  value = config.get(field, default) if hasattr(config, 'get') else default
   if isinstance(value, (bool, np.bool_, int)) and value in (0, 1):
     return bool(value)
   raise UserError(f'{name or "config." + field}: must be True or False, got '
@@ -119,7 +130,7 @@ def _choice(config, field, valid: Sequence[str], default=None) -> str:
 
 
 def _layers(config, field) -> tuple:
-  names = _split(config[field])
+  names = split(config[field])
   try:
     return tuple(vgg.canonical_layer(name) for name in names)
   except UserError as error:
@@ -137,6 +148,46 @@ def _layer_weights(config, field, layers_field, layers):
     raise UserError(f'config.{field}: weights must be finite and >= 0, got '
                     f'{config[field]!r}')
   return weights
+
+
+def _regions(config, styles, style_loss):
+  """(content_masks, style_masks, region_weights), checked against the
+  styles: one content mask per style, style masks none or one per style,
+  region weights none or one per region (normalised to sum 1)."""
+  content_masks = split(config.get('content_masks', ''))
+  style_masks = split(config.get('style_masks', ''))
+  weights = _floats('region_weights', config.get('region_weights', ''))
+  if not content_masks:
+    for field, given in (('style_masks', style_masks),
+                         ('region_weights', weights)):
+      if given:
+        raise UserError(f'config.{field}: needs config.content_masks (one '
+                        'mask per style)')
+    return (), (), ()
+  if len(content_masks) != len(styles):
+    raise UserError(f'config.content_masks: {len(content_masks)} masks for '
+                    f'{len(styles)} style images (one region per style)')
+  if style_masks and len(style_masks) != len(styles):
+    raise UserError(f'config.style_masks: {len(style_masks)} masks for '
+                    f'{len(styles)} style images')
+  if weights and len(weights) != len(content_masks):
+    raise UserError(f'config.region_weights: {len(weights)} weights for '
+                    f'{len(content_masks)} regions')
+  if weights and (any(w < 0 or math.isinf(w) for w in weights)
+                  or sum(weights) <= 0):
+    raise UserError('config.region_weights: must be finite and >= 0 with a '
+                    f'positive sum, got {config["region_weights"]!r}')
+  if style_loss == 'sliced_wasserstein':
+    raise UserError("config.content_masks: not with style_loss="
+                    "'sliced_wasserstein' (sorted projections have no "
+                    'per-position weights); use gram, mean_std or mean_cov')
+  sweep = config.get('sweep') or {}
+  if hasattr(sweep, 'get') and sweep.get('style'):
+    raise UserError('config.content_masks: not with config.sweep.style (each '
+                    'region takes its own style)')
+  weights = weights or (1.0,) * len(content_masks)
+  return (content_masks, style_masks,
+          tuple(w / sum(weights) for w in weights))
 
 
 def manifest_path(output: str) -> str:
@@ -187,7 +238,7 @@ def check(config, from_files: bool = True) -> Settings:
   if missing:
     raise UserError(f'config.{missing[0]}: required (e.g. '
                     f'--config.{missing[0]}=path)')
-  styles = _split(config.get('style', ''))
+  styles = split(config.get('style', ''))
   blend = _floats('style_blend_weights', config.get('style_blend_weights', ''))
   if blend and styles and len(blend) != len(styles):
     raise UserError(f'config.style_blend_weights: {len(blend)} weights for '
@@ -217,7 +268,27 @@ def check(config, from_files: bool = True) -> Settings:
   output = str(config.get('output', ''))
   if from_files:
     inputs = list(styles) + [config['content'], config.get('init_image', '')]
+    inputs += split(config.get('content_masks', ''))
+    inputs += split(config.get('style_masks', ''))
     check_output(output, inputs)
+
+  style_loss = _choice(config, 'style_loss', losses.STYLE_LOSSES,
+                       default='gram')
+  padding = _choice(config, 'padding', vgg.PADDINGS, default='zeros')
+  color_control = _choice(config, 'color_control', color.COLOR_CONTROLS,
+                          default='none')
+  color_transform = _choice(config, 'color_transform', color.COLOR_TRANSFORMS,
+                            default='pca')
+  content_masks, style_masks, region_weights = _regions(
+      config, styles, style_loss)
+  sliced_redraw = _flag(config, 'sliced_redraw')
+  if sliced_redraw and style_loss != 'sliced_wasserstein':
+    raise UserError("config.sliced_redraw: only with "
+                    "config.style_loss='sliced_wasserstein'")
+  if sliced_redraw and optimizer not in ('adam', 'sgd'):
+    raise UserError('config.sliced_redraw: needs optimizer adam or sgd (a '
+                    'line search and L-BFGS\'s curvature pairs need the same '
+                    'objective at every step)')
 
   sweep = config.get('sweep') or {}
   sweep_mode = sweep.get('mode', 'auto') if hasattr(sweep, 'get') else 'auto'
@@ -239,7 +310,10 @@ def check(config, from_files: bool = True) -> Settings:
       spec=losses.LossSpec(content_layers=content_layers,
                            style_layers=style_layers,
                            normalization=normalization, pooling=pooling,
-                           dtype=dtype, remat=_flag(config, 'remat')),
+                           dtype=dtype, remat=_flag(config, 'remat'),
+                           padding=padding, style_loss=style_loss,
+                           regions=len(content_masks),
+                           sliced_redraw=sliced_redraw),
       conv_algorithm=conv_algorithm,
       content_layer_weights=None,
       style_layer_weights=_layer_weights(config, 'style_layer_weights',
@@ -268,7 +342,11 @@ def check(config, from_files: bool = True) -> Settings:
       lbfgs_memory=_number(config, 'lbfgs_memory', integer=True,
                            positive=True, default=optim.LBFGS_MEMORY),
       distributed=_flag(config, 'distributed'),
-      sweep_product=sweep_product, warnings=tuple(warnings))
+      sweep_product=sweep_product, color_control=color_control,
+      match_luminance=_flag(config, 'match_luminance', default=True),
+      color_transform=color_transform, content_masks=content_masks,
+      style_masks=style_masks, region_weights=region_weights,
+      sliced_redraw=sliced_redraw, warnings=tuple(warnings))
 
 
 SWEEP_FIELDS = ('content_weight', 'style_weight', 'tv_weight', 'seed',
@@ -376,7 +454,7 @@ def sweep_lists(config) -> dict:
   lists = {}
   for field in SWEEP_FIELDS:
     values = sweep.get(field) if hasattr(sweep, 'get') else None
-    values = _split(values) if isinstance(values, str) else tuple(
+    values = split(values) if isinstance(values, str) else tuple(
         values or ())
     if values:
       lists[field] = values

@@ -66,6 +66,11 @@ LAYER_ORDER = tuple(
 
 POOLINGS = ('avg', 'max')
 CONV_ALGORITHMS = ('direct', 'winograd')
+# How the 3x3 convolutions see beyond the image's edge: 'zeros' (as VGG was
+# trained), or the edge pixels mirrored ('reflect') or repeated
+# ('replicate'), so the edge does not look like a dark frame to every layer.
+PADDINGS = ('zeros', 'reflect', 'replicate')
+_PAD_MODES = {'reflect': 'reflect', 'replicate': 'edge'}
 
 # (input channels, output channels) of each convolution.
 CONV_SHAPES = {}
@@ -110,6 +115,14 @@ def canonical_layer(name: str) -> str:
 def deepest_layer(layers: Iterable[str]) -> str:
   """The layer of `layers` that comes last in the forward pass."""
   return max((canonical_layer(l) for l in layers), key=LAYER_ORDER.index)
+
+
+def layer_channels(layer: str) -> int:
+  """The channels of a layer's output (a pooling keeps its block's)."""
+  layer = canonical_layer(layer)
+  if layer.startswith('pool'):
+    return BLOCK_CHANNELS[int(layer[4]) - 1][-1]
+  return CONV_SHAPES[layer][1]
 
 
 def layers_to_run(layers: Iterable[str]) -> tuple:
@@ -220,13 +233,29 @@ winograd_conv_relu.defvjp(_winograd_fwd, _winograd_bwd)
 
 class ConvReLU(nn.Module):
   """A 3x3 SAME convolution with bias and ReLU, using `conv_relu` (or
-  `winograd_conv_relu` where `winograd.choose_tile` picks a tile)."""
+  `winograd_conv_relu` where `winograd.choose_tile` picks a tile).
+
+  With `padding` 'reflect' or 'replicate' the input is padded by one pixel
+  that way and the zero-padded convolution's border outputs are cropped:
+  the custom gradients stay those of the SAME convolution, and the pad's
+  own gradient folds the border back onto the edge pixels.
+  """
   features: int
   dtype: Any = jnp.float32
   conv_algorithm: str = 'direct'
+  padding: str = 'zeros'
 
   @nn.compact
   def __call__(self, x):
+    if self.padding == 'zeros':
+      return self._same(x, x.shape)
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)),
+                     mode=_PAD_MODES[self.padding])
+    return self._same(padded, x.shape)[:, 1:-1, 1:-1]
+
+  def _same(self, x, shape):
+    """The zero-padded convolution of `x`; its tile is chosen for the
+    unpadded `shape` (the tiles `prepare_variables` computed)."""
     kernel = self.param('kernel', nn.initializers.he_normal(),
                         (3, 3, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,),
@@ -234,7 +263,7 @@ class ConvReLU(nn.Module):
     cast = lambda a: a.astype(self.dtype)
     tile = None
     if self.conv_algorithm == 'winograd':
-      tile = winograd.choose_tile(x.shape[-3], x.shape[-2], x.shape[-1],
+      tile = winograd.choose_tile(shape[-3], shape[-2], shape[-1],
                                   self.features)
     if tile is not None:
       if self.has_variable('winograd', tile):
@@ -271,11 +300,13 @@ class VGG19(nn.Module):
     remat: rematerialise each block in the backward pass (see module
       docstring).
     conv_algorithm: 'direct' or 'winograd' (see `winograd.choose_tile`).
+    padding: 'zeros', 'reflect' or 'replicate' (`PADDINGS`).
   """
   pooling: str = 'avg'
   dtype: Any = jnp.float32
   remat: bool = False
   conv_algorithm: str = 'direct'
+  padding: str = 'zeros'
 
   @nn.compact
   def __call__(self, x: jax.Array, layers: Sequence[str]) -> dict:
@@ -304,7 +335,7 @@ class VGG19(nn.Module):
     for name in names:
       if name.startswith('conv'):
         x = ConvReLU(CONV_SHAPES[name][1], self.dtype, self.conv_algorithm,
-                     name=name)(x)
+                     self.padding, name=name)(x)
       else:
         x = _pool(x, self.pooling)
       if name in wanted:
@@ -422,7 +453,8 @@ def flip_all(kernels: dict) -> dict:
 def extract_features(variables: dict, images: jax.Array,
                      layers: Sequence[str], pooling: str = 'avg',
                      dtype: Any = jnp.float32, remat: bool = False,
-                     conv_algorithm: str = 'direct') -> dict:
+                     conv_algorithm: str = 'direct',
+                     padding: str = 'zeros') -> dict:
   """Rectified features of preprocessed NHWC `images` at `layers`.
 
   Args:
@@ -435,12 +467,13 @@ def extract_features(variables: dict, images: jax.Array,
     conv_algorithm: 'direct', or 'winograd' where `winograd.choose_tile` picks a
       tile (pass `winograd_sizes` to `prepare_variables` so the transformed
       kernels are computed once, not per call).
+    padding: beyond the image's edge: 'zeros', 'reflect' or 'replicate'.
   Returns:
     {canonical layer name: (batch, h, w, channels)}; the keys are canonical
     names (relu aliases map to conv names).
   """
   return VGG19(pooling=pooling, dtype=dtype, remat=remat,
-               conv_algorithm=conv_algorithm).apply(
+               conv_algorithm=conv_algorithm, padding=padding).apply(
       variables, images, tuple(layers))
 
 

@@ -125,7 +125,7 @@ def test_loss_terms_compose(paper_problem, small_images):
   np.testing.assert_allclose(terms['content'], 0.5 * np.sum((f - p) ** 2),
                              rtol=1e-4)
   f = np.asarray(features['conv2_1'], np.float64).reshape(-1, 128)
-  a = np.asarray(problem.targets.style_grams['conv2_1'], np.float64)
+  a = np.asarray(problem.targets.style_statistics['conv2_1'], np.float64)
   expected = np.sum((f.T @ f - a) ** 2) / (4 * 128 ** 2 * f.shape[0] ** 2)
   np.testing.assert_allclose(terms['style_layers']['conv2_1'], expected,
                              rtol=1e-3)
