@@ -239,11 +239,34 @@ class Targets:
       (`layer_masks`), or None without regions.
     directions: {style layer: (N, N)} the sliced loss's projections, or
       None.
+    redraw: with `spec.sliced_redraw`, what redraws the sliced loss's
+      directions and targets at every step: {'features': {style layer:
+      [each style's (M_k, N) features]}, 'blend': the blend weights, 'seed',
+      'step'} (the optimiser sets 'step'); else None.
   """
   content_features: dict
   style_statistics: dict
   region_masks: Any = None
   directions: Any = None
+  redraw: Any = None
+
+
+def redrawn(targets: Targets, spec: LossSpec, step) -> Targets:
+  """`targets` with the sliced loss's directions and targets drawn for
+  `step` (from the seed and the step): new directions every step, so that
+  over many steps every direction counts, as Heitz et al. draw them."""
+  redraw = targets.redraw
+  seed = jax.random.fold_in(jax.random.key(redraw['seed']), step)
+  seed = jax.random.randint(seed, (), 0, jnp.iinfo(jnp.int32).max)
+  directions = style_losses.layer_directions(seed, {
+      l: vgg.layer_channels(l) for l in spec.style_layers})
+  positions = {l: s['sorted'].shape[0]
+               for l, s in targets.style_statistics.items()}
+  statistics = {l: style_losses.style_target(
+      spec.style_loss, redraw['features'][l], redraw['blend'],
+      directions=directions[l], positions=positions[l])
+                for l in spec.style_layers}
+  return targets.replace(style_statistics=statistics, directions=directions)
 
 
 def layer_masks(masks, layers) -> dict:
@@ -355,8 +378,16 @@ def make_targets(variables, content_pixels, style_pixels_list, spec: LossSpec,
       blend_weights = [1.0] * len(style_pixels_list)
     targets = {l: target(l, range(len(style_pixels_list)), blend_weights)
                for l in spec.style_layers}
+  redraw = None
+  if spec.sliced_redraw:
+    redraw = {'features': {l: [_flat(f[l]) for f in features]
+                           for l in spec.style_layers},
+              'blend': jnp.asarray(blend_weights, jnp.float32),
+              'seed': jnp.asarray(seed, jnp.uint32),
+              'step': jnp.zeros((), jnp.int32)}
   return Targets(content_features=content, style_statistics=targets,
-                 region_masks=region_masks, directions=directions)
+                 region_masks=region_masks, directions=directions,
+                 redraw=redraw)
 
 
 def style_layer_term(spec, features, target, loss_weights, masks=None,
@@ -387,6 +418,8 @@ def loss_terms(pixels, variables, targets: Targets,
     content and style are before alpha and beta (content already weighted
     per layer, style = sum_l w_l E_l) and total is after.
   """
+  if spec.sliced_redraw:
+    targets = redrawn(targets, spec, targets.redraw['step'])
   features = image_features(variables, pixels, spec)
   norm = spec.normalization
   zero = jnp.zeros((), jnp.float32)

@@ -556,6 +556,9 @@ def init_state(pixels, problem: Problem, spec: losses.LossSpec,
 def _step(state: LoopState, problem, spec, optimizer, learning_rate,
           criteria: StopCriteria) -> LoopState:
   """One optimiser step from `state` (which must be running)."""
+  if spec.sliced_redraw:  # This step's evaluation draws its own directions.
+    problem = problem.replace(targets=problem.targets.replace(
+        redraw=dict(problem.targets.redraw, step=state.step + 1)))
   opt = make_optimizer(optimizer, learning_rate)
   updates, opt_state = opt.update(state.grad, state.opt_state, state.pixels)
   if as_optimizer(optimizer).name == 'lbfgs':

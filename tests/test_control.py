@@ -214,3 +214,54 @@ def test_padding_reaches_the_run():
              for pad in vgg.PADDINGS]
   totals = [r.manifest['initial']['total'] for r in results]
   assert len(set(totals)) == 3
+
+
+def test_sliced_redraw_draws_new_directions_every_step(variables,
+                                                      small_images):
+  content, style, _ = small_images
+  spec = losses.LossSpec(style_loss='sliced_wasserstein', sliced_redraw=True,
+                         **SPEC_LAYERS)
+  targets = losses.make_targets(variables, content, [style], spec, seed=3)
+  first, second = (losses.redrawn(targets, spec, step) for step in (1, 2))
+  assert not np.allclose(first.directions['conv1_1'],
+                         second.directions['conv1_1'])
+  again = losses.redrawn(targets, spec, 1)
+  np.testing.assert_array_equal(first.directions['conv1_1'],
+                                again.directions['conv1_1'])
+  fields = dict(FIELDS, style_loss='sliced_wasserstein', optimizer='adam',
+                init='noise', iterations=6, content_weight=0.0,
+                style_weight=1.0)
+  fixed = nst_jax.stylize(content.astype(np.uint8), style.astype(np.uint8),
+                          **fields).manifest
+  redraw = nst_jax.stylize(content.astype(np.uint8), style.astype(np.uint8),
+                           sliced_redraw=True, **fields).manifest
+  assert redraw['final']['style'] < 0.7 * redraw['initial']['style']
+  assert redraw['final']['style'] != fixed['final']['style']
+  with pytest.raises(nst_jax.UserError, match='sliced_redraw: needs'):
+    nst_jax.stylize('builtin:scene', 'builtin:painting', **dict(
+        fields, optimizer='lbfgs', sliced_redraw=True))
+
+
+def test_mask_files_from_the_command_lines_config_and_no_recompile(
+    tmp_path, small_config):
+  """Masks as files through run(config); new masks of the same size are
+  new arguments of the same compiled programs."""
+  from nst_jax import programs as programs_lib  # pylint: disable=g-import-not-at-top
+  paths = {}
+  for name, column in (('left', slice(0, 16)), ('right', slice(16, 32))):
+    mask = np.zeros((32, 32, 3), np.float32)
+    mask[:, column] = 255
+    paths[name] = str(tmp_path / f'{name}.png')
+    images.save_image(paths[name], mask)
+  programs = programs_lib.Programs()
+  finals, compiled = [], []
+  for masks in ((paths['left'], paths['right']),
+                (paths['right'], paths['left'])):
+    manifest = run_lib.run(small_config(
+        tmp_path / masks[0][-9:-4], style='builtin:painting,builtin:scene',
+        content_masks=','.join(masks), region_weights='2,1'),
+                           programs=programs)
+    finals.append(manifest['final']['total'])
+    compiled.append(programs.compilations)
+  assert compiled == [2, 2]  # init and chunk, once
+  assert finals[0] != finals[1]
