@@ -39,12 +39,20 @@ def member_devices(count: int, shard_rows: bool = False) -> list:
 
 def make_mesh(devices, shard_rows: bool) -> jax.sharding.Mesh:
   """('members',) over `devices`, or ('members', 'rows') of shape
-  (1, len(devices)) with `shard_rows`."""
+  (1, len(devices)) with `shard_rows`, in the order given.
+
+  Built from the device list itself, not `jax.make_mesh`, which lays
+  devices out by their physical topology and on TPUs asserts a whole
+  cuboid of chips: 3 members on a v4-8, or 3, 5 or 7 on a v5e-8, would
+  fail. Members and rows exchange little (rows their border rows), so the
+  layout does not need the topology.
+  """
+  devices = np.asarray(list(devices), dtype=object)
   if shard_rows:
     auto = (jax.sharding.AxisType.Auto,) * 2
-    return jax.make_mesh((1, len(devices)), ('members', 'rows'),
-                         devices=devices, axis_types=auto)
-  return jax.make_mesh((len(devices),), ('members',), devices=devices)
+    return jax.sharding.Mesh(devices.reshape(1, -1), ('members', 'rows'),
+                             axis_types=auto)
+  return jax.sharding.Mesh(devices, ('members',))
 
 
 def spatial_spec(x, shards: int,

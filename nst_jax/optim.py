@@ -212,9 +212,12 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
             state.initial_scale))
 
     # The recursion on scalars, in age order (position 0 = newest pair).
-    # Both loops stop at `stored`, so positions past it keep alpha = beta = 0
-    # and their pairs weigh 0 in the direction.
+    # Both loops run over every position, a fixed trip count (a loop bound
+    # known only at run time compiles to a while loop whose condition
+    # XLA:GPU copies to the host every iteration); positions past `stored`
+    # keep alpha = beta = 0 and their pairs weigh 0 in the direction.
     positions = jnp.arange(memory_size)
+    held = positions < state.stored
     slots = (state.next_index - 1 - positions) % memory_size
     rho = state.rho_history[slots]
     s_grad = s_products[slots, 0]
@@ -225,19 +228,20 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
 
     def backward(i, alphas):  # newest first
       newer = jnp.where(positions < i, alphas, 0.0)
-      return alphas.at[i].set(rho[i] * (s_grad[i] - _dot(sy[i], newer)))
+      return alphas.at[i].set(jnp.where(
+          held[i], rho[i] * (s_grad[i] - _dot(sy[i], newer)), 0.0))
 
-    alphas = lax.fori_loop(0, state.stored, backward,
+    alphas = lax.fori_loop(0, memory_size, backward,
                            jnp.zeros((memory_size,), jnp.float32))
     y_q = y_grad - _dot(yy, alphas)  # y_i . q, q = g - sum alpha_j y_j
 
     def forward(k, betas):  # oldest first
-      i = state.stored - 1 - k
+      i = memory_size - 1 - k
       older = jnp.where(positions > i, alphas - betas, 0.0)
-      return betas.at[i].set(rho[i] * (gamma * y_q[i]
-                                       + _dot(sy[:, i], older)))
+      return betas.at[i].set(jnp.where(
+          held[i], rho[i] * (gamma * y_q[i] + _dot(sy[:, i], older)), 0.0))
 
-    betas = lax.fori_loop(0, state.stored, forward,
+    betas = lax.fori_loop(0, memory_size, forward,
                           jnp.zeros((memory_size,), jnp.float32))
     # Back from age order to slots.
     s_weights = jnp.zeros((memory_size,), jnp.float32).at[slots].set(

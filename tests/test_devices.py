@@ -150,3 +150,12 @@ def test_two_processes_match_one(tmp_path, split):
     np.testing.assert_allclose(result['finals'], single['finals'], rtol=1e-4)
   assert (tmp_path / 'p0' / 'r.json').exists()
   assert not (tmp_path / 'p1').exists() or not os.listdir(tmp_path / 'p1')
+
+
+def test_mesh_keeps_the_given_devices_in_order():
+  """Any count and order of devices (no physical cuboid asked for)."""
+  device = jax.devices()[0]
+  for shard_rows, shape in ((False, (3,)), (True, (1, 3))):
+    mesh = devices.make_mesh([device] * 3, shard_rows)
+    assert mesh.devices.shape == shape
+    assert list(mesh.devices.flat) == [device] * 3

@@ -352,6 +352,15 @@ def test_lbfgs_direction_is_the_two_loop_recursion(stored, next_index):
   assert int(new_state.stored) == stored  # the zero pair was not kept
 
 
+def test_lbfgs_direction_has_no_loop_bound_known_only_at_run_time():
+  """XLA:GPU copies a while loop's condition to the host every iteration:
+  the recursion's loops have fixed trip counts (scans, no while)."""
+  opt = optim.scale_by_lbfgs_fixed_step(1.0, memory_size=5)
+  params = jnp.ones((4, 3, 3))
+  jaxpr = str(jax.make_jaxpr(opt.update)(params, opt.init(params), params))
+  assert 'scan' in jaxpr and 'while' not in jaxpr
+
+
 @pytest.mark.parametrize('curvature,lr', [('positive', 1.0), ('mixed', 1.0),
                                           ('positive', 30.0),
                                           ('mixed', 0.3)])
