@@ -266,9 +266,15 @@ def execute(config, settings, members, content_source, style_sources: dict,
   conv_algorithm = resolve_conv_algorithm(
       settings.conv_algorithm, devices[0].platform, settings.spec.dtype,
       settings.shard_rows)
+
+  mode = settings.sweep_mode
+  if mode == 'auto':
+    mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
+  per_device = 1 if settings.shard_rows else -(-len(members) // len(devices))
   memory.check(settings, height, width,
                shards=len(devices) if settings.shard_rows else 1,
-               use_winograd=conv_algorithm == 'winograd')
+               use_winograd=conv_algorithm == 'winograd', members=per_device,
+               batched=mode == 'vmap' and per_device > 1)
 
   warnings = list(settings.warnings)
   if settings.shard_rows and height % len(devices):
@@ -289,9 +295,6 @@ def execute(config, settings, members, content_source, style_sources: dict,
   variables = programs.prepare_variables(
       params, tuple(sorted(network_sizes)) if conv_algorithm == 'winograd'
       else (), spec.layers)
-  mode = settings.sweep_mode
-  if mode == 'auto':
-    mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
 
   first = level_inputs[0]
   starts = [inputs.initial_pixels(settings, member.seed, first.content,

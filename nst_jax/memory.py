@@ -18,7 +18,8 @@ from nst_jax.errors import UserError
 
 def estimate_bytes(height, width, spec: losses.LossSpec, optimizer: str,
                    shards: int = 1, lbfgs_memory: int = optim.LBFGS_MEMORY,
-                   use_winograd: bool = False) -> int:
+                   use_winograd: bool = False, members: int = 1,
+                   batched: bool = False) -> int:
   """Rough peak bytes per device of one evaluation plus optimiser state.
 
   Counts (float32) each layer's activation up to the deepest layer three
@@ -27,7 +28,10 @@ def estimate_bytes(height, width, spec: losses.LossSpec, optimizer: str,
   transforms of the layers that run (`vgg.prepare_variables`), and the
   optimiser's copies of the pixels (L-BFGS: two per curvature pair). With
   rows split over `shards` devices, each holds 1/shards of the activations
-  and pixel copies and all of the weights.
+  and pixel copies and all of the weights. A device running `members`
+  sweep members holds every member's optimiser state, and with `batched`
+  (vmap) every member's activations too; one after another (map), one
+  member's activations at a time.
   """
   activations = 0
   h, w, channels = height, width, 3
@@ -39,8 +43,9 @@ def estimate_bytes(height, width, spec: losses.LossSpec, optimizer: str,
     activations += h * w * channels
   pixel_copies = {'lbfgs': 2 * lbfgs_memory + 6,
                   'lbfgs_nols': 2 * lbfgs_memory + 4}.get(optimizer, 6)
-  per_image = 3 * activations + pixel_copies * height * width * 3
-  return 4 * -(-per_image // shards) + variables_bytes(
+  per_device = members * pixel_copies * height * width * 3 + 3 * activations * (
+      members if batched else 1)
+  return 4 * -(-per_device // shards) + variables_bytes(
       height, width, spec.layers, use_winograd)
 
 
@@ -79,15 +84,19 @@ ADVICE = ('use a smaller image_size, fewer L-BFGS pairs (lbfgs_memory; each '
           'with more devices')
 
 
-def check(settings, height, width, shards=1, use_winograd=False) -> None:
+def check(settings, height, width, shards=1, use_winograd=False, members=1,
+          batched=False) -> None:
   """Raises `UserError` when `estimate_bytes` exceeds the device's memory
-  (or `settings.max_memory_gb`)."""
+  (or `settings.max_memory_gb`); `members` per device, `batched` under
+  vmap."""
   needed = estimate_bytes(height, width, settings.spec, settings.optimizer,
-                          shards, settings.lbfgs_memory, use_winograd)
+                          shards, settings.lbfgs_memory, use_winograd,
+                          members, batched)
   limit = (settings.max_memory_gb * 2**30 if settings.max_memory_gb
            else available_bytes())
   if needed > limit:
     raise UserError(
-        f'config.image_size: {width}x{height} needs about '
-        f'{needed / 2**30:.1f} GiB, more than the {limit / 2**30:.1f} GiB '
-        f'available per device; {ADVICE}')
+        f'config.image_size: {width}x{height}'
+        + (f' with {members} sweep members per device' if members > 1
+           else '') + f' needs about {needed / 2**30:.1f} GiB, more than '
+        f'the {limit / 2**30:.1f} GiB available per device; {ADVICE}')
