@@ -124,6 +124,17 @@ def to_host(tree):
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is true on any process: one Ctrl-C or SIGTERM (a spot
+  VM's preemption) is seen by one process only, and a process that left
+  the loop alone would leave the others waiting in a collective."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(
+      np.asarray(bool(flag)))))
+
+
 def writes_outputs() -> bool:
   """Process 0 writes images and manifests; the others only compute."""
   return jax.process_index() == 0

@@ -289,7 +289,7 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
     run.reporter.running()
     interrupted = False
     while True:
-      if run.should_stop():
+      if devices_lib.any_process(run.should_stop()):
         interrupted = True
         break
       previous_steps = steps

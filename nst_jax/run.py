@@ -95,5 +95,6 @@ def run(config, members=None, programs=None) -> dict:
         log=lambda message: logging.warning('%s', message))
     manifest = result.save(settings.output)
   if result.partial:
-    raise Interrupted(catcher.signum, manifest)
+    # Across hosts a process may stop because another was signalled.
+    raise Interrupted(catcher.signum or signal.SIGTERM, manifest)
   return manifest
