@@ -4,29 +4,23 @@
   python scripts/benchmark.py --sizes=128,256 --time-to-quality
   python scripts/benchmark.py --sizes=1024 --optimizers=lbfgs_nols --no-torch
 
-The problem: Gatys et al.'s loss in the paper's normalisation (VGG19 to
-conv5_1, average pooling, style layers conv1_1 ... conv5_1, content layer
-conv4_2, alpha 1, beta 1e3, Caffe preprocessing) of the built-in demo images
-with seeded random weights (speed does not depend on their values), built
-by the library as a run builds it. Per square size H = W it measures one
-evaluation (loss + pixel gradient, `optim.loss_and_grad_jit`; GFLOP/s count
-4 * MACS_PER_PIXEL['conv5_1'] * H * W, the direct convolutions' forward and
-input gradient), the same in PyTorch (`scripts/torch_reference.py`, in its
-own process; unless --no-torch), optimiser steps (the loop programs of
-`programs.Programs`, as ratios to the evaluations timed around each chunk),
-compiling (fresh processes, cold, then from a new persistent cache; unless
---skip-compile) and memory (XLA's counts, and the peak RSS of a fresh
-process; unless --skip-memory). More studies: --sweep, --startup,
---layer-sizes, --memory-sizes, --time-to-quality. "Other load" is the CPU
-cores other processes used meanwhile. docs/performance.md explains each
-figure. Writes JSON (--out) and prints Markdown tables (--table-from prints
-them again).
+The problem is Gatys et al.'s loss in the paper's normalisation (VGG19 to
+conv5_1, alpha 1, beta 1e3) of the built-in demo images with seeded random
+weights, built by the library as a run builds it. Per size: one evaluation
+(loss + pixel gradient) in JAX and in PyTorch (scripts/torch_reference.py),
+optimiser steps (the loop programs a run uses) as ratios to evaluations,
+compiling and memory; more with --sweep, --startup, --layer-sizes,
+--memory-sizes, --time-to-quality. docs/performance.md defines each figure.
+Writes JSON (--out) and prints Markdown tables (--table-from prints them
+again).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -35,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 _PROCESS_START = time.perf_counter()
 
@@ -65,12 +59,17 @@ ALPHA, BETA, WEIGHTS_SEED = 1.0, 1e3, 0
 PROGRAMS = programs_lib.Programs()
 
 
+def xla_options():
+  """The compiler options the library's programs use here."""
+  return programs_lib.compiler_options(jax.default_backend())
+
+
 # ---------------------------------------------------------------------------
 # The problem and its programs, built by the library.
 
 @dataclasses.dataclass
 class Bench:
-  """A benchmark problem: arrays, or only their shapes when abstract."""
+  """A benchmark problem."""
   size: int
   spec: losses.LossSpec
   problem: optim.Problem
@@ -78,24 +77,26 @@ class Bench:
 
 
 def build(size, normalization='paper', remat=False, style_weight=BETA,
-          conv_algorithm='auto', shard_rows=False, abstract=False) -> Bench:
+          conv_algorithm='auto', shard_rows=False, compute=True) -> Bench:
   """The demo content and style at `size` px with seeded random weights,
-  prepared as a run prepares them; `abstract`: shapes only."""
+  prepared as a run prepares them; `compute=False`: zeros of the same
+  shapes, computing nothing (enough to compile its programs)."""
   conv_algorithm = api.resolve_conv_algorithm(
       conv_algorithm, jax.devices()[0].platform, 'float32', shard_rows)
   spec = losses.LossSpec(normalization=normalization, remat=remat,
                          conv_algorithm=conv_algorithm)
   winograd_sizes = [(size, size)] if conv_algorithm == 'winograd' else []
   loss_weights = losses.loss_weights(spec, ALPHA, style_weight)
-  if abstract:
+  if not compute:
     def problem_of(params, content, style):
       variables = vgg.prepare_variables(params, winograd_sizes, spec.layers)
       return optim.Problem(variables, losses.make_targets(
           variables, content, [style], spec), loss_weights)
     image = jax.ShapeDtypeStruct((size, size, 3), jnp.float32)
     params = jax.eval_shape(vgg.init_params, jax.random.key(WEIGHTS_SEED))
-    return Bench(size, spec, jax.eval_shape(problem_of, params, image, image),
-                 image)
+    return Bench(size, spec, *jax.tree_util.tree_map(
+        lambda x: np.zeros(x.shape, x.dtype),
+        (jax.eval_shape(problem_of, params, image, image), image)))
   params, _ = weights.random_weights(WEIGHTS_SEED)
   content, style = images.demo_content(size), images.demo_style(size)
   variables = PROGRAMS.prepare_variables(params, winograd_sizes, spec.layers)
@@ -107,70 +108,51 @@ def build(size, normalization='paper', remat=False, style_weight=BETA,
 def compile_evaluation(bench, options=None):
   """`optim.loss_and_grad_jit` for `bench`, compiled with the library's
   compiler options (or `options`)."""
-  if options is None:
-    options = programs_lib.compiler_options(jax.default_backend())
   return optim.loss_and_grad_jit.lower(bench.pixels, bench.problem,
-                                       bench.spec).compile(options)
+                                       bench.spec).compile(
+                                           xla_options() if options is None
+                                           else options)
 
 
-def stack(tree, members):
-  """`members` copies of `tree` on a new leading axis (shapes stay shapes)."""
-  def copies(x):
-    if isinstance(x, jax.ShapeDtypeStruct):
-      return jax.ShapeDtypeStruct((members,) + x.shape, x.dtype)
-    return np.stack([np.asarray(x)] * members)
-  return jax.tree_util.tree_map(copies, tree)
-
-
-@dataclasses.dataclass
-class Loop:
-  """The init and chunk programs of `Programs.loop`, compiled (what a run
-  of that many members executes), and their placed arguments."""
-  programs: Any  # programs.LoopPrograms
-  init: Any
-  chunk: Any
-  args: tuple    # variables, pixels, targets, loss weights, lr, criteria
+class Loop(NamedTuple):
+  """A compiled loop: `start(pixels=None)`, the initial state (from the
+  content image), and `run(state, criteria=None)`, one chunk (with the
+  loop's stop criteria or, for one member, `criteria`)."""
+  start: Callable
+  run: Callable
   compile_s: dict
-
-  def start(self, pixels=None):
-    """The initial state, from the content image or from `pixels`."""
-    variables, start, targets, loss_weights, lr, _ = self.args
-    if pixels is not None:
-      start = self.programs.place(np.asarray(pixels)[None])
-    return self.init(variables, start, targets, loss_weights, lr)
-
-  def run(self, state, criteria=None):
-    """One chunk, with the loop's stop criteria or (one member) `criteria`."""
-    variables, _, targets, loss_weights, lr, default = self.args
-    if criteria is not None:
-      criteria = self.programs.place(stack(criteria, 1))
-    return self.chunk(variables, state, targets, loss_weights, lr,
-                      default if criteria is None else criteria)
 
 
 def compile_loop(bench, optimizer, chunk_size, criteria, members=1,
                  mode='map', learning_rate=None) -> Loop:
-  """The `Loop` of `optimizer` for `members` copies of `bench` on the first
-  device; from shapes alone when `bench` is abstract."""
+  """The init and chunk programs of `Programs.loop` (what a run of that
+  many members executes) for `members` copies of `bench` on the first
+  device."""
   programs = PROGRAMS.loop(bench.spec, optim.Optimizer(optimizer), chunk_size,
                            mode, jax.devices()[:1])
   lr = LEARNING_RATES[optimizer] if learning_rate is None else learning_rate
-  args = (bench.problem.variables,) + stack(
-      (bench.pixels, bench.problem.targets, bench.problem.loss_weights,
-       np.float32(lr), criteria), members)
-  if not isinstance(bench.pixels, jax.ShapeDtypeStruct):
-    args = (programs.place(args[0], batched=False),) + programs.place(args[1:])
+  variables = programs.place(bench.problem.variables, batched=False)
+  args = programs.place(devices.stack([(
+      bench.pixels, bench.problem.targets, bench.problem.loss_weights,
+      np.float32(lr), criteria)] * members))
+  pixels, targets, loss_weights, lr, criteria = args
   start = time.perf_counter()
-  init = programs.compiled('init', None, *args[:5])
+  init = programs.compiled('init', None, variables, *args[:4])
   middle = time.perf_counter()
-  state = jax.tree_util.tree_map(
+  state = jax.tree_util.tree_map(  # What init returns.
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
       init.out_info)
-  chunk = programs.compiled('chunk', None, args[0], state, *args[2:])
+  chunk = programs.compiled('chunk', None, variables, state, *args[1:])
   end = time.perf_counter()
-  return Loop(programs, init, chunk, args, {
-      'init_s': middle - start, 'chunk_s': end - middle,
-      'total_s': end - start})
+  return Loop(
+      lambda start=None: init(variables, pixels if start is None else
+                              programs.place(np.asarray(start)[None]),
+                              targets, loss_weights, lr),
+      lambda state, stop=None: chunk(
+          variables, state, targets, loss_weights, lr, criteria if stop is
+          None else programs.place(devices.stack([stop]))),
+      {'init_s': middle - start, 'chunk_s': end - middle,
+       'total_s': end - start})
 
 
 # ---------------------------------------------------------------------------
@@ -182,20 +164,16 @@ def timed(fn):
   return time.perf_counter() - start, out
 
 
-def auto_steps(size, requested):
-  return requested or (10 if size <= 256 else 5 if size <= 512 else 3)
-
-
-def auto_rounds(size, requested):
-  return requested or (3 if size <= 128 else 2 if size <= 256 else 1)
+def auto_repeats(first_s, requested):
+  """As many timed calls as fit in about 8 s, 3 to 9, unless requested."""
+  return requested or int(min(9, max(3, 8.0 // max(first_s, 1e-3))))
 
 
 def median_time(fn, repeats):
-  """Median seconds of `fn()` over `repeats` calls after a warm-up call
-  (0: as many as fit in about 8 s, 3 to 9), and the times."""
+  """Median seconds of `fn()` over `repeats` calls after a warm-up call,
+  and the times."""
   first, _ = timed(fn)
-  repeats = repeats or int(min(9, max(3, 8.0 // max(first, 1e-3))))
-  times = [timed(fn)[0] for _ in range(repeats)]
+  times = [timed(fn)[0] for _ in range(auto_repeats(first, repeats))]
   return float(np.median(times)), times
 
 
@@ -212,10 +190,9 @@ def memory_fields(compiled):
 
 
 def other_load():
-  """Starts counting the CPU time other processes use; returns a function
-  giving it since then in cores (0: the machine was ours), from /proc/stat's
-  busy time less this process's and its finished children's (None without
-  /proc/stat)."""
+  """Starts counting the CPU time of other processes; returns a function
+  giving it since then in cores (0: the machine was ours): /proc/stat's busy
+  time less this process's and its finished children's."""
   if not os.path.exists('/proc/stat'):
     return lambda: None
 
@@ -235,6 +212,12 @@ def other_load():
   return cores
 
 
+def failure(proc):
+  """A failed process's exception line and the tail of its stderr."""
+  lines = [l for l in proc.stderr.splitlines() if 'Error' in l] or ['']
+  return {'error': lines[-1], 'stderr': proc.stderr[-1500:]}
+
+
 def run_child(function, **kwargs):
   """`function(**kwargs)` (one of CHILDREN) in a fresh process of this
   script, without a persistent compilation cache unless it opens one: its
@@ -247,7 +230,7 @@ def run_child(function, **kwargs):
        json.dumps([function.__name__, kwargs])], capture_output=True,
       text=True, cwd=REPO, env=env, check=False)
   if proc.returncode != 0:
-    return {'error': f'exit {proc.returncode}: ' + proc.stderr.strip()[-1500:]}
+    return failure(proc)
   return dict(json.loads(proc.stdout.strip().splitlines()[-1]),
               process_wall_s=time.perf_counter() - start,
               other_processes_cores=load())
@@ -261,11 +244,11 @@ def default_threads():
 
 
 # ---------------------------------------------------------------------------
-# Evaluation and steps, in this process.
+# Per size: evaluation, steps, compiling, PyTorch, memory.
 
 def bench_evaluation(bench, repeats, remat_memory):
   """One evaluation: time, FLOP/s, XLA's FLOP and byte counts; also with
-  XLA's default options where the library sets its own."""
+  direct convolutions and with XLA's default options."""
   pixels, problem = bench.pixels, bench.problem
   row = {'size': bench.size, 'conv_algorithm': bench.spec.conv_algorithm,
          'flops_per_evaluation': FLOPS_PER_PIXEL * bench.size**2}
@@ -280,14 +263,18 @@ def bench_evaluation(bench, repeats, remat_memory):
         dataclasses.replace(bench, spec=remat)))
   evaluate = lambda: compiled(pixels, problem)
   load = other_load()
-  row['evaluation_s'], row['evaluation_times_s'] = median_time(evaluate,
-                                                               repeats)
+  row['evaluation_s'], times = median_time(evaluate, repeats)
   row['evaluation_other_processes_cores'] = load()
   row['gflops_per_s'] = row['flops_per_evaluation'] / row['evaluation_s'] / 1e9
-  if programs_lib.compiler_options(jax.default_backend()):
+  if xla_options():
     default = compile_evaluation(bench, options={})
     row['evaluation_xla_defaults_s'], _ = median_time(
-        lambda: default(pixels, problem), repeats)
+        lambda: default(pixels, problem), len(times))
+  if bench.spec.conv_algorithm != 'direct':
+    direct = build(bench.size, conv_algorithm='direct')
+    direct_compiled = compile_evaluation(direct)
+    row['evaluation_direct_s'], _ = median_time(
+        lambda: direct_compiled(direct.pixels, direct.problem), len(times))
   value, grad = evaluate()
   row['loss_at_content'] = float(value)
   row['grad_norm_at_content'] = float(jnp.linalg.norm(grad))
@@ -302,8 +289,8 @@ def bench_steps(bench, name, steps, evaluate, rounds):
   # Warm-up: the same program, one step (the rest are skipped no-ops).
   state, _, _ = jax.block_until_ready(loop.run(loop.start(),
                                                optim.stop_criteria(1)))
-  state = state.replace(stop_reason=loop.programs.place(
-      np.full((1,), optim.RUNNING, np.int32)))
+  state = state.replace(stop_reason=jnp.full_like(state.stop_reason,
+                                                  optim.RUNNING))
   load = other_load()
   before, _ = timed(evaluate)
   step_s, ratios, per_evaluation = [], [], []
@@ -323,8 +310,7 @@ def bench_steps(bench, name, steps, evaluate, rounds):
     ratios.append(elapsed / done / local)
     per_evaluation.append(elapsed / max(spent, 1) / local)
   median = lambda xs: float(np.median(xs)) if xs else float('nan')
-  return {'chunk_steps': steps, 'steps': total_steps,
-          'evaluations': total_evaluations, 'step_s': median(step_s),
+  return {'chunk_steps': steps, 'step_s': median(step_s),
           'evaluations_per_step': total_evaluations / max(total_steps, 1),
           'step_over_evaluation': median(ratios),
           'step_over_evaluation_rounds': ratios,
@@ -333,38 +319,14 @@ def bench_steps(bench, name, steps, evaluate, rounds):
           'other_processes_cores': load()}
 
 
-def bench_size(size, optimizers, repeats, steps, rounds, remat_memory):
-  """Evaluations (as a run does them and with direct convolutions) and
-  steps at `size`."""
-  bench = build(size)
-  row, evaluate = bench_evaluation(bench, repeats, remat_memory)
-  if bench.spec.conv_algorithm != 'direct':
-    direct = build(size, conv_algorithm='direct')
-    compiled = compile_evaluation(direct)
-    row['evaluation_direct_s'], _ = median_time(
-        lambda: compiled(direct.pixels, direct.problem),
-        len(row['evaluation_times_s']))
-    del direct, compiled
-  row['steps'] = {}
-  for name in optimizers:
-    row['steps'][name] = bench_steps(bench, name, steps, evaluate, rounds)
-    print(f'  {size} px {name}: '
-          f'{row["steps"][name]["step_over_evaluation"]:.3f} x evaluation',
-          file=sys.stderr, flush=True)
-  return row
-
-
-# ---------------------------------------------------------------------------
-# Fresh processes: compiling, memory, PyTorch.
-
 def compile_child(size, optimizers, steps, cache_dir):
   """Compiles the evaluation and each optimiser's init and chunk programs
   from shapes alone, with the persistent cache in `cache_dir`."""
   programs_lib.open_cache(cache_dir)
-  bench = build(size, abstract=True)
+  bench = build(size, compute=False)
   start = time.perf_counter()
   compile_evaluation(bench)
-  result = {'size': size, 'imports_s': _IMPORTED - _PROCESS_START,
+  result = {'imports_s': _IMPORTED - _PROCESS_START,
             'evaluation_s': time.perf_counter() - start, 'optimizers': {
                 name: compile_loop(bench, name, steps, optim.stop_criteria(
                     10**9)).compile_s for name in optimizers}}
@@ -373,16 +335,31 @@ def compile_child(size, optimizers, steps, cache_dir):
   return result
 
 
-def bench_compile(size, optimizers, steps, cache):
-  """Cold, then cached compiles in two fresh processes sharing `cache`,
-  which holds nothing of this size yet."""
-  before = len(os.listdir(cache))
-  cold = run_child(compile_child, size=size, optimizers=optimizers,
-                   steps=steps, cache_dir=cache)
-  cold['cache_entries_written'] = len(os.listdir(cache)) - before
-  return {'cold': cold, 'warm': run_child(
-      compile_child, size=size, optimizers=optimizers, steps=steps,
-      cache_dir=cache)}
+def torch_child(study, size, threads, repeats=0, evaluations=0):
+  """PyTorch on the same images and weights: one evaluation ('evaluation')
+  or torch.optim.LBFGS from the content image ('lbfgs')."""
+  from scripts import torch_reference  # pylint: disable=g-import-not-at-top
+  params, _ = weights.random_weights(WEIGHTS_SEED)
+  content, style = images.demo_content(size), images.demo_style(size)
+  if study == 'lbfgs':
+    return torch_reference.lbfgs(params, content, style, evaluations, threads)
+  first = torch_reference.evaluation(params, content, style, 1, threads)
+  return torch_reference.evaluation(
+      params, content, style, auto_repeats(first['evaluation_s'], repeats),
+      threads)
+
+
+def bench_torch(row, repeats, threads):
+  """PyTorch's evaluation at the row's size, and how the two compare."""
+  torch_row = row['torch'] = run_child(
+      torch_child, study='evaluation', size=row['size'], threads=threads,
+      repeats=repeats)
+  if 'error' not in torch_row:
+    row['jax_over_torch'] = row['evaluation_s'] / torch_row['evaluation_s']
+    row['loss_rel_diff_vs_torch'] = abs(
+        row['loss_at_content'] / torch_row['loss'] - 1)
+    row['grad_norm_rel_diff_vs_torch'] = abs(
+        row['grad_norm_at_content'] / torch_row['grad_norm'] - 1)
 
 
 def status_kib(field='VmHWM'):
@@ -406,7 +383,7 @@ def jax_only_baseline():
 
 def memory_child(size, remat, row_shards):
   """Builds the problem, compiles and runs one evaluation: the peak RSS
-  after each phase, and the RSS before the evaluation. With `row_shards`
+  after each phase and the RSS before the evaluation. With `row_shards`
   > 1 the rows are split over that many simulated CPU devices."""
   if row_shards > 1:
     jax.config.update('jax_num_cpu_devices', row_shards)
@@ -438,59 +415,62 @@ def bench_memory(size, baseline_kib, remat=False, row_shards=1):
          'child': child}
   if 'error' not in child:
     peak = max(child['after_compile_kib'], child['after_evaluation_kib'])
-    row.update(
-        baseline_mib=baseline_kib / 1024,
-        peak_rss_minus_baseline_mib=(peak - baseline_kib) / 1024,
-        after_setup_minus_baseline_mib=(child['after_setup_kib']
-                                        - baseline_kib) / 1024,
-        evaluation_peak_over_rss_before_mib=(
-            child['after_evaluation_kib']
-            - child['rss_before_evaluation_kib']) / 1024)
+    row['peak_rss_minus_baseline_mib'] = (peak - baseline_kib) / 1024
+    row['evaluation_peak_over_rss_before_mib'] = (
+        child['after_evaluation_kib'] - child['rss_before_evaluation_kib']
+    ) / 1024
   return row
 
 
-def bench_memory_sizes(sizes, row_shards=4):
-  """Each size without and with remat, and with the rows split over
-  `row_shards` simulated devices."""
-  baseline = jax_only_baseline()
+def bench_sizes(args, sizes, optimizers, have_torch, cache):
+  """The per-size studies, one row per size; compiling with `cache` (a
+  new persistent cache folder, or None: not measured)."""
+  baseline = None if args.skip_memory or not sizes else jax_only_baseline()
   rows = []
   for size in sizes:
-    for remat, shards in ((False, 1), (True, 1), (False, row_shards)):
-      print(f'memory {size} px remat={remat} shards={shards} ...',
-            file=sys.stderr, flush=True)
-      rows.append(bench_memory(size, baseline, remat, shards))
-  return {'baseline_kib': baseline, 'rows': rows}
-
-
-def torch_child(study, size, threads, repeats=0, evaluations=0):
-  """PyTorch on the same images and weights: one evaluation ('evaluation')
-  or torch.optim.LBFGS from the content image ('lbfgs')."""
-  from scripts import torch_reference  # pylint: disable=g-import-not-at-top
-  params, _ = weights.random_weights(WEIGHTS_SEED)
-  content, style = images.demo_content(size), images.demo_style(size)
-  if study == 'lbfgs':
-    return torch_reference.lbfgs(params, content, style, evaluations, threads)
-  if not repeats:  # As many as `median_time` would take.
-    first = torch_reference.evaluation(params, content, style, 1, threads)
-    repeats = int(min(9, max(3, 8.0 // max(first['evaluation_s'], 1e-3))))
-  return torch_reference.evaluation(params, content, style, repeats, threads)
-
-
-def bench_torch(row, repeats, threads):
-  """PyTorch's evaluation at the row's size, and how the two compare."""
-  torch_row = row['torch'] = run_child(
-      torch_child, study='evaluation', size=row['size'], threads=threads,
-      repeats=repeats)
-  if 'error' not in torch_row:
-    row['jax_over_torch'] = row['evaluation_s'] / torch_row['evaluation_s']
-    row['loss_rel_diff_vs_torch'] = abs(
-        row['loss_at_content'] / torch_row['loss'] - 1)
-    row['grad_norm_rel_diff_vs_torch'] = abs(
-        row['grad_norm_at_content'] / torch_row['grad_norm'] - 1)
+    print(f'{size} px ...', file=sys.stderr, flush=True)
+    load = other_load()
+    steps = args.steps or (10 if size <= 256 else 5 if size <= 512 else 3)
+    rounds = args.rounds or (3 if size <= 128 else 2 if size <= 256 else 1)
+    compiles = None
+    if cache:  # First, while the cache holds nothing of this size.
+      compiles = {phase: run_child(
+          compile_child, size=size, optimizers=optimizers, steps=steps,
+          cache_dir=cache) for phase in ('cold', 'warm')}
+    bench = build(size)
+    row, evaluate = bench_evaluation(bench, args.repeats,
+                                     not args.skip_memory)
+    row['steps'] = {name: bench_steps(bench, name, steps, evaluate, rounds)
+                    for name in optimizers}
+    del bench, evaluate
+    if compiles:
+      row['compile'] = compiles
+    if have_torch:
+      bench_torch(row, args.repeats, args.torch_threads)
+    if baseline is not None:
+      row['memory'] = bench_memory(size, baseline)
+    row['other_processes_cores'] = load()
+    rows.append(row)
+  return rows
 
 
 # ---------------------------------------------------------------------------
 # The other studies.
+
+def bench_memory_sizes(sizes, row_shards=4):
+  """Peak memory of one evaluation at each size, without and with remat,
+  and with the rows split over `row_shards` simulated devices."""
+  baseline = jax_only_baseline()
+  return {'baseline_kib': baseline, 'rows': [
+      bench_memory(size, baseline, remat, shards) for size in sizes
+      for remat, shards in ((False, 1), (True, 1), (False, row_shards))]}
+
+
+def run_until_stopped(loop, state):
+  while int(state.stop_reason[0]) == optim.RUNNING:
+    state, _, _ = loop.run(state)
+  return state
+
 
 def ttq_child(name, size, stop_loss, max_steps, chunk_size):
   """nst_jax's `name` from the content image until the loss is at most
@@ -498,9 +478,7 @@ def ttq_child(name, size, stop_loss, max_steps, chunk_size):
   then on from the upsampled result."""
   coarse = name == 'lbfgs_nols_c2f'
   optimizer = 'lbfgs_nols' if coarse else name
-  start = time.perf_counter()
-  bench = build(size)
-  small = build(size // 2) if coarse else None
+  bench, small = build(size), build(size // 2) if coarse else None
   jax.block_until_ready((bench.problem, small and small.problem))
   compile_start = time.perf_counter()
   loop = compile_loop(bench, optimizer, chunk_size,
@@ -509,49 +487,33 @@ def ttq_child(name, size, stop_loss, max_steps, chunk_size):
     small_loop = compile_loop(small, optimizer, chunk_size,
                               optim.stop_criteria(100))
   optimize_start = time.perf_counter()
-  result = {'optimizer': name, 'setup_s': compile_start - start,
-            'compile_s': optimize_start - compile_start,
-            'chunk_size': chunk_size, 'lbfgs_memory': optim.LBFGS_MEMORY}
-  pixels = None
+  result, pixels = {'compile_s': optimize_start - compile_start}, None
   if coarse:
-    state = small_loop.start()
-    while int(state.stop_reason[0]) == optim.RUNNING:
-      state, _, _ = small_loop.run(state)
+    state = run_until_stopped(small_loop, small_loop.start())
     result.update(coarse_size=size // 2,
                   coarse_evaluations=int(state.evaluations[0]))
     pixels = images.resize(np.asarray(state.pixels[0]), (size, size))
-  state = loop.start(pixels)
-  curve = []  # (evaluations, seconds, loss) after each chunk
-  while not curve or int(state.stop_reason[0]) == optim.RUNNING:
-    if curve:
-      state, _, _ = loop.run(state)
-    curve.append((int(state.evaluations[0]),
-                  time.perf_counter() - optimize_start, float(state.value[0])))
+  state = run_until_stopped(loop, loop.start(pixels))
   end = time.perf_counter()
   reason = optim.STOP_REASONS[int(state.stop_reason[0])]
-  result.update(reached=reason == 'stop_loss', stop_reason=reason,
-                evaluations=int(state.evaluations[0]),
-                steps=int(state.step[0]), final_loss=float(state.value[0]),
-                optimize_s=end - optimize_start,
-                optimize_incl_compile_s=end - compile_start, curve=curve)
-  return result
+  return dict(result, reached=reason == 'stop_loss', stop_reason=reason,
+              evaluations=int(state.evaluations[0]), steps=int(state.step[0]),
+              optimize_s=end - optimize_start,
+              optimize_incl_compile_s=end - compile_start)
 
 
 def time_to_quality(size, evaluations, threads, chunk_size):
   """torch.optim.LBFGS for `evaluations` evaluations, then each nst_jax run
   until it reaches torch's final loss; each in a fresh process."""
-  print(f'time to quality at {size} px ...', file=sys.stderr, flush=True)
   torch_run = run_child(torch_child, study='lbfgs', size=size,
                         threads=threads, evaluations=evaluations)
   if 'error' in torch_run:
-    return {'error': torch_run['error']}
-  return {'size': size, 'target_loss': torch_run['final_loss'],
-          'torch': torch_run, 'jax': {name: run_child(
-              ttq_child, name=name, size=size,
-              stop_loss=torch_run['final_loss'], max_steps=3 * evaluations,
-              chunk_size=chunk_size)
-                                      for name in ('lbfgs', 'lbfgs_nols',
-                                                   'lbfgs_nols_c2f')}}
+    return torch_run
+  runs = {name: run_child(ttq_child, name=name, size=size,
+                          stop_loss=torch_run['final_loss'],
+                          max_steps=3 * evaluations, chunk_size=chunk_size)
+          for name in ('lbfgs', 'lbfgs_nols', 'lbfgs_nols_c2f')}
+  return {'size': size, 'torch': torch_run, 'jax': runs}
 
 
 def bench_sweep(size=64, members=4, steps=10):
@@ -561,7 +523,8 @@ def bench_sweep(size=64, members=4, steps=10):
   criteria = optim.stop_criteria(10**9)
   results = {}
   for name in optim.OPTIMIZERS:
-    lr = LEARNING_RATES[name] * (1e6 if name == 'sgd' else 1)  # invariant
+    # SGD's step scales with the gradient, smaller in this normalisation.
+    lr = LEARNING_RATES[name] * (1e6 if name == 'sgd' else 1)
     one = compile_loop(bench, name, steps, criteria, learning_rate=lr)
     one_s, _ = median_time(lambda loop=one: loop.run(loop.start()), 2)
     results[name] = {'one_run_s': one_s}
@@ -572,7 +535,7 @@ def bench_sweep(size=64, members=4, steps=10):
   return results
 
 
-def bench_startup(runs=3, iterations=10, conv_algorithm='auto'):
+def bench_startup(conv_algorithm, runs=3, iterations=10):
   """Seconds from launching `python -m nst_jax.main` to its first step at
   128 px, from PNG files and a weights file, in fresh processes sharing a
   new cache folder: the first fills it, the others load from it."""
@@ -585,21 +548,20 @@ def bench_startup(runs=3, iterations=10, conv_algorithm='auto'):
     subprocess.run([sys.executable, '-m', 'nst_jax.weights', 'random',
                     f'--seed={WEIGHTS_SEED}', path('weights.npz')], cwd=REPO,
                    check=True, capture_output=True)
-    config = {'content': path('content.png'), 'style': path('style.png'),
-              'weights': path('weights.npz'), 'image_size': 128,
-              'init': 'content', 'iterations': iterations,
-              'compilation_cache': path('cache'),
-              'conv_algorithm': conv_algorithm}
+    config = dict(content=path('content.png'), style=path('style.png'),
+                  weights=path('weights.npz'), image_size=128, init='content',
+                  iterations=iterations, compilation_cache=path('cache'),
+                  conv_algorithm=conv_algorithm)
     for run in range(1, runs + 1):
+      config['output'] = path(f'run{run}.png')
       launched = time.time()
       proc = subprocess.run(
-          [sys.executable, '-m', 'nst_jax.main', '--config=default',
-           f'--config.output={path(f"run{run}.png")}']
+          [sys.executable, '-m', 'nst_jax.main']
           + [f'--config.{key}={value}' for key, value in config.items()],
           cwd=REPO, capture_output=True, text=True, check=False,
           env=dict(os.environ, NST_JAX_OFFLINE='1'))
       if proc.returncode != 0:
-        rows.append({'run': run, 'error': proc.stderr.strip()[-1500:]})
+        rows.append(dict(failure(proc), run=run))
         continue
       with open(path(f'run{run}.json')) as f:
         manifest = json.load(f)
@@ -620,7 +582,6 @@ def bench_layers(size, repeats=5):
   with each Winograd tile, beside the tile `winograd.choose_tile` picks."""
   rng = np.random.default_rng(0)
   normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
-  options = programs_lib.compiler_options(jax.default_backend())
   rows = []
   for name in vgg.CONV_LAYERS[:vgg.CONV_LAYERS.index('conv5_1') + 1]:
     side = size // 2 ** (int(name[4]) - 1)
@@ -638,32 +599,24 @@ def bench_layers(size, repeats=5):
     for label, (fn, args) in candidates.items():
       grad = jax.jit(jax.grad(
           lambda x, *args, fn=fn: jnp.vdot(fn(x, *args), cotangent)),
-                     compiler_options=options)
+                     compiler_options=xla_options())
       row[f'{label}_s'], _ = median_time(
           lambda grad=grad, args=args: grad(x, *args), repeats)
     rows.append(row)
   return {'size': size, 'layers': rows}
 
 
-def machine():
+def machine(have_torch):
   info = {'cpu': platform.processor(), 'cores': os.cpu_count(),
-          'cores_available': default_threads(), 'jax': jax.__version__,
-          'device': jax.devices()[0].device_kind,
-          'python': platform.python_version(),
           'memory_gib': os.sysconf('SC_PAGE_SIZE')
                         * os.sysconf('SC_PHYS_PAGES') / 2**30,
-          'xla_flags': os.environ.get('XLA_FLAGS', ''),
-          'compiler_options': programs_lib.compiler_options(
-              jax.default_backend()), 'lbfgs_memory': optim.LBFGS_MEMORY}
+          'jax': jax.__version__, 'compiler_options': xla_options()}
   if os.path.exists('/proc/cpuinfo'):
     with open('/proc/cpuinfo') as f:
       info['cpu'] = next((line.split(':', 1)[1].strip() for line in f
                           if line.startswith('model name')), info['cpu'])
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    info['torch'] = torch.__version__
-  except ImportError:
-    pass
+  if have_torch:  # Not imported here: its threads would stay beside XLA's.
+    info['torch'] = importlib.metadata.version('torch')
   return info
 
 
@@ -728,12 +681,12 @@ def print_evaluations(report):
 
 
 def print_steps(sizes):
-  rows = []
+  rows, chunks = [], {}
   for row in sizes:
-    compiles = row.get('compile', {})
-    cold = compiles.get('cold', {}).get('optimizers', {})
-    warm = compiles.get('warm', {}).get('optimizers', {})
+    cold, warm = (row.get('compile', {}).get(phase, {}).get('optimizers', {})
+                  for phase in ('cold', 'warm'))
     for name, r in row['steps'].items():
+      chunks[row['size']] = r['chunk_steps']
       ratio, rounds = (f'{r["step_over_evaluation"]:.3f}',
                        r['step_over_evaluation_rounds'])
       if len(rounds) > 1:
@@ -745,30 +698,27 @@ def print_steps(sizes):
           f'{cold[name]["total_s"]:.1f} s / {warm[name]["total_s"]:.1f} s'
           if name in cold and name in warm else '-',
           _num(r['other_processes_cores'], 2)])
-  chunks = sorted({f'{r["chunk_steps"]} steps at {row["size"]} px'
-                   for row in sizes for r in row['steps'].values()})
-  _table(f'One optimisation step (chunks of {", ".join(chunks)}; ratios to '
-         'the evaluations timed around each chunk; compile = init + chunk '
-         'in a fresh process, cold / cached):',
+  _table('One optimisation step (chunks of ' + ', '.join(
+      f'{n} steps at {size} px' for size, n in chunks.items()) + '; ratios '
+         'to the evaluations timed around each chunk; compile = init + '
+         'chunk in a fresh process, cold / cached):',
          ['size', 'optimiser', 'step', 'evaluations / step',
           'step / evaluation (range over rounds)',
           'per evaluation / evaluation', 'compile cold / cached',
           'other load'], rows)
-  lines = []
-  for row in sizes:
-    cold, warm = row.get('compile', {}).get('cold'), row.get(
-        'compile', {}).get('warm')
-    if cold and ('error' in cold or 'error' in warm):
-      lines.append(f'{row["size"]} px: '
-                   + (cold.get('error') or warm['error'])[:200])
-    elif cold:
-      lines.append(f'{row["size"]} px {cold["evaluation_s"]:.1f} s / '
-                   f'{warm["evaluation_s"]:.1f} s (fresh process to '
-                   f'everything compiled: {cold["process_wall_s"]:.1f} s / '
-                   f'{warm["process_wall_s"]:.1f} s)')
-  if lines:
-    print('\nCompile of the evaluation alone, cold / cached: '
-          + '; '.join(lines) + '.')
+
+
+def print_compile(sizes):
+  compiled = [(row['size'], row['compile']) for row in sizes
+              if 'compile' in row]
+  if compiled:
+    cell = lambda c, key: ' / '.join(
+        f'{c[phase][key]:.1f} s' if key in c[phase] else
+        c[phase].get('error', '')[:100] for phase in ('cold', 'warm'))
+    _table('Compiling in a fresh process, cold / cached:',
+           ['size', 'the evaluation', 'launch to everything compiled'],
+           [[size, cell(c, 'evaluation_s'), cell(c, 'process_wall_s')]
+            for size, c in compiled])
 
 
 def print_sweep(sweep):
@@ -787,30 +737,27 @@ def print_time_to_quality(q):
            f'{t["seconds"]:.1f} s',
            f'{1000 * t["seconds"] / t["evaluations"]:.0f} ms', '-', '1',
            _num(t['other_processes_cores'], 2)]]
-  labels = {'lbfgs': 'nst_jax lbfgs (strong Wolfe line search)',
-            'lbfgs_nols': 'nst_jax lbfgs_nols',
-            'lbfgs_nols_c2f': 'nst_jax lbfgs_nols, 100 steps at half size '
-                              'first'}
   for name, r in q['jax'].items():
+    label = 'nst_jax ' + {'lbfgs': 'lbfgs (strong Wolfe line search)',
+                          'lbfgs_nols_c2f': 'lbfgs_nols, 100 steps at half '
+                                            'size first'}.get(name, name)
     if 'error' in r:
-      rows.append([labels[name], f'error: {r["error"][:100]}'] + [''] * 7)
+      rows.append([label, f'error: {r["error"][:100]}'] + [''] * 7)
       continue
+    coarse = (f' (+{r["coarse_evaluations"]} at {r["coarse_size"]} px)'
+              if 'coarse_size' in r else '')
     evaluations = r['evaluations'] + r.get('coarse_evaluations', 0)
     rows.append([
-        labels[name], 'yes' if r['reached'] else 'no',
-        f'{r["evaluations"]}' + (f' (+{r["coarse_evaluations"]} at '
-                                 f'{r["coarse_size"]} px)'
-                                 if 'coarse_size' in r else ''),
+        label, 'yes' if r['reached'] else 'no', f'{r["evaluations"]}{coarse}',
         r['steps'], f'{r["optimize_s"]:.1f} s',
         f'{1000 * r["optimize_s"] / evaluations:.0f} ms',
-        f'{r["compile_s"]:.1f} s',
-        f'{r["optimize_s"] / t["seconds"]:.2f} / '
+        f'{r["compile_s"]:.1f} s', f'{r["optimize_s"] / t["seconds"]:.2f} / '
         f'{r["optimize_incl_compile_s"] / t["seconds"]:.2f}',
         _num(r['other_processes_cores'], 2)])
   _table(f'Time to quality at {q["size"]} px from the content image: nst_jax '
          f'with stop_loss = the loss torch.optim.LBFGS (history '
          f'{t["history_size"]}, lr 1, no line search) reaches in '
-         f'{t["evaluations"]} evaluations, {q["target_loss"]:.6g}:',
+         f'{t["evaluations"]} evaluations, {t["final_loss"]:.6g}:',
          ['run', 'reached', 'evaluations', 'steps', 'optimise',
           'per evaluation', '+ compile', 'vs PyTorch (excl. / incl. compile)',
           'other load'], rows)
@@ -864,6 +811,7 @@ def print_report(report):
   if report['sizes']:
     print_evaluations(report)
     print_steps(report['sizes'])
+    print_compile(report['sizes'])
   for key, printer in (('layers', print_layers), ('startup', print_startup),
                        ('memory_by_size', print_memory),
                        ('sweep_64px_4_members', print_sweep),
@@ -885,46 +833,38 @@ def parse_args(argv=None):
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog='\n'.join(__doc__.splitlines()[1:]))
   add = parser.add_argument
-  add('--sizes', default='128,256,512',
-      help='comma-separated square image sizes (empty: none)')
+  add('--sizes', default='128,256,512', help='square image sizes, px')
   add('--optimizers', default=','.join(optim.OPTIMIZERS))
   add('--repeats', type=int, default=0,
-      help='timed evaluations per size (0: automatic, 3-9)')
+      help='timed evaluations per size (0: 3-9, as fit in 8 s)')
   add('--steps', type=int, default=0,
       help='steps per timed chunk (0: 10 up to 256 px, 5 at 512, 3 above)')
   add('--rounds', type=int, default=0,
-      help='timed chunks per optimiser, each between two timed evaluations '
-           '(0: 3 at 128 px, 2 at 256, 1 above)')
-  add('--no-torch', '--no_torch', dest='no_torch', action='store_true',
-      help='skip PyTorch')
+      help='timed chunks per optimiser (0: 3 at 128 px, 2 at 256, 1 above)')
+  add('--no-torch', '--no_torch', dest='no_torch', action='store_true')
   add('--torch-threads', type=int, default=default_threads(),
-      help='torch.set_num_threads (default: the cores available, as XLA '
-           'uses)')
+      help='torch.set_num_threads (default: the cores XLA uses)')
   add('--skip-compile', '--skip_compile', dest='skip_compile',
       action='store_true')
   add('--skip-memory', '--skip_memory', dest='skip_memory',
       action='store_true')
   add('--time-to-quality', '--time_to_quality', dest='time_to_quality',
-      action='store_true', help="evaluations and seconds nst_jax needs to "
-      "reach torch.optim.LBFGS's loss after --ttq-evaluations (needs torch)")
+      action='store_true',
+      help="nst_jax to torch.optim.LBFGS's loss after --ttq-evaluations")
   add('--ttq-size', type=int, default=128)
   add('--ttq-evaluations', type=int, default=300)
   add('--ttq-chunk', type=int, default=10)
   add('--sweep', action='store_true',
       help='4 members at 64 px as one program vs 4 runs')
   add('--startup', action='store_true',
-      help='launch to first step of `python -m nst_jax.main` in fresh '
-           'processes: cold, then from the caches')
+      help='launch to first step of `python -m nst_jax.main`')
   add('--layer-sizes', default='',
-      help='e.g. 128,256: each convolution layer direct and with each '
-           'Winograd tile (the basis of winograd.choose_tile)')
+      help='e.g. 128,256: each convolution layer, direct and Winograd')
   add('--memory-sizes', default='',
-      help='e.g. 512,1024,2048: peak memory of one evaluation with and '
-           'without remat, and XLA bytes per device with rows split over 4 '
-           'simulated devices (fresh processes)')
+      help='e.g. 512,1024: peak memory of one evaluation, with and without '
+           'remat, and with rows split over 4 devices')
   add('--out', default=os.path.join('out', 'benchmark.json'))
-  add('--table-from', default='',
-      help='only print the tables of an existing JSON file')
+  add('--table-from', default='', help='print the tables of a JSON file')
   add('--child', default='', help=argparse.SUPPRESS)  # [name, kwargs]
   return parser.parse_args(argv)
 
@@ -941,15 +881,10 @@ def main(argv=None):
     return
   sizes = [int(s) for s in args.sizes.split(',') if s.strip()]
   optimizers = [o for o in args.optimizers.split(',') if o.strip()]
-  unknown = set(optimizers) - set(optim.OPTIMIZERS)
-  if unknown:
-    sys.exit(f'unknown optimizers {sorted(unknown)}; valid: '
-             + ', '.join(optim.OPTIMIZERS))
-  try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
-    have_torch = not args.no_torch
-  except ImportError:
-    have_torch = False
+  if set(optimizers) - set(optim.OPTIMIZERS):
+    sys.exit(f'--optimizers: valid are {", ".join(optim.OPTIMIZERS)}')
+  have_torch = (not args.no_torch
+                and importlib.util.find_spec('torch') is not None)
   if args.time_to_quality and not have_torch:
     print('--time-to-quality needs torch (and no --no-torch); skipped',
           file=sys.stderr)
@@ -957,12 +892,10 @@ def main(argv=None):
     print("peak memory needs Linux's /proc; skipped", file=sys.stderr)
     args.skip_memory = True
   started = time.perf_counter()
-  report = {'machine': machine(), 'flops_formula': FLOPS_FORMULA,
-            'images': 'nst_jax.images.demo_content/demo_style',
-            'weights': f'random He-normal, seed {WEIGHTS_SEED}',
+  report = {'machine': machine(have_torch), 'flops_formula': FLOPS_FORMULA,
             'learning_rates': LEARNING_RATES,
             'torch_threads': args.torch_threads if have_torch else None,
-            'load_average_start': os.getloadavg(), 'sizes': []}
+            'load_average_start': os.getloadavg()}
   cache = None
   if sizes and not args.skip_compile:
     # The compile children fill this cache; this process then loads the
@@ -970,22 +903,7 @@ def main(argv=None):
     cache = tempfile.mkdtemp(prefix='nst_jax_bench_cache_')
     programs_lib.open_cache(cache)
   try:
-    baseline = jax_only_baseline() if sizes and not args.skip_memory else None
-    for size in sizes:
-      print(f'{size} px ...', file=sys.stderr, flush=True)
-      load, steps = other_load(), auto_steps(size, args.steps)
-      # Before this process compiles anything of this size.
-      compiles = cache and bench_compile(size, optimizers, steps, cache)
-      row = bench_size(size, optimizers, args.repeats, steps,
-                       auto_rounds(size, args.rounds), baseline is not None)
-      if compiles:
-        row['compile'] = compiles
-      if have_torch:
-        bench_torch(row, args.repeats, args.torch_threads)
-      if baseline is not None:
-        row['memory'] = bench_memory(size, baseline)
-      row['other_processes_cores'] = load()
-      report['sizes'].append(row)
+    report['sizes'] = bench_sizes(args, sizes, optimizers, have_torch, cache)
     if args.sweep:
       report['sweep_64px_4_members'] = bench_sweep()
     if args.layer_sizes:
@@ -994,9 +912,7 @@ def main(argv=None):
     if args.startup:
       # The default (Winograd on CPU), then direct convolutions, whose
       # smaller programs load faster.
-      report['startup'] = [row for conv_algorithm in ('auto', 'direct')
-                           for row in bench_startup(
-                               conv_algorithm=conv_algorithm)]
+      report['startup'] = bench_startup('auto') + bench_startup('direct')
     if args.memory_sizes:
       report['memory_by_size'] = bench_memory_sizes(
           [int(x) for x in args.memory_sizes.split(',') if x.strip()])
