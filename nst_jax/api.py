@@ -311,7 +311,7 @@ def execute(config, settings, members, content_source, style_sources: dict,
                finish=finish),
       variables, level_inputs, starts)
 
-  manifest = _manifest(config, settings, members, levels, sizes)
+  manifest = _manifest(config, settings, members, levels)
   manifest.update({
       'inputs': {'content': inputs.describe(content_source),
                  'styles': list(style_sources)},
@@ -369,9 +369,8 @@ def _cache_counts(programs) -> tuple:
   return (cache.loaded, cache.traced) if cache else (0, 0)
 
 
-def _manifest(config, settings, members, levels, sizes) -> dict:
+def _manifest(config, settings, members, levels) -> dict:
   """The manifest's config, per-member results and stop reasons."""
-  del sizes
   last = levels[-1]
   count = len(members)
   steps = last.step_offset + last.steps

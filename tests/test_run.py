@@ -14,7 +14,8 @@ from nst_jax import run as run_lib
 def test_single_run_writes_image_and_manifest(tmp_path, small_config):
   manifest = run_lib.run(small_config(
       tmp_path, content_layers='conv4_2',
-      style_layers='conv1_1,conv2_1,conv3_1,conv4_1,conv5_1'))
+      style_layers='conv1_1,conv2_1,conv3_1,conv4_1,conv5_1',
+      conv_algorithm='auto'))
   out = tmp_path / 'out'
   assert (out / 'result.png').exists()
   written = json.loads((out / 'result.json').read_text())
