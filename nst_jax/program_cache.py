@@ -79,6 +79,26 @@ def host_signature() -> str:
                     platform.processor(), cpu_flags])
 
 
+# Environment variables that change what XLA compiles.
+COMPILER_ENVIRONMENT = ('XLA_FLAGS', 'LIBTPU_INIT_ARGS')
+# JAX settings that change the compiled code of the same Python program.
+COMPILER_JAX_SETTINGS = ('jax_default_matmul_precision', 'jax_enable_x64',
+                         'jax_default_prng_impl',
+                         'jax_disable_most_optimizations',
+                         'jax_numpy_rank_promotion')
+
+
+def compiler_settings() -> str:
+  """The environment and JAX settings a program's machine code depends on
+  besides its source and arguments: a tuned run (XLA_FLAGS, a matmul
+  precision) must not reuse another's programs."""
+  parts = [f'{name}={os.environ.get(name, "")}'
+           for name in COMPILER_ENVIRONMENT]
+  parts += [f'{name}={getattr(jax.config, name, None)}'
+            for name in COMPILER_JAX_SETTINGS]
+  return ';'.join(parts)
+
+
 @contextlib.contextmanager
 def _fresh_compilation():
   """Keeps a compilation out of JAX's persistent compilation cache.
@@ -152,7 +172,7 @@ class ProgramCache:
     leaves, tree = jax.tree_util.tree_flatten(args)
     text = '\n'.join([
         name, repr(static), str(tree), jax.__version__, jaxlib.__version__,
-        source_hash(), host_signature(),
+        source_hash(), host_signature(), compiler_settings(),
         *(_leaf_signature(x) for x in leaves)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -49,6 +49,7 @@ def assert_refused(tmp_path, match, **overrides):
     ('init', 'zeros', r'config.init: .*noise, content, style, image'),
     ('loss_normalization', 'mean', r'config.loss_normalization: .*paper'),
     ('dtype', 'int8', r'config.dtype: .*float32'),
+    ('dtype', 'float16', r'config.dtype: unknown .*bfloat16$'),
     ('conv_algorithm', 'fft', r'config.conv_algorithm: .*winograd'),
     ('image_size', 0, r'config.image_size: must be > 0'),
     ('image_size', -5, r'config.image_size: must be > 0'),

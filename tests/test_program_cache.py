@@ -150,3 +150,20 @@ def test_programs_are_written_and_read_beside_jax_cache(tmp_path):
   traced, loaded, total = _legacy(tmp_path, 'cache')
   assert (traced, loaded) == ('0', '1')
   assert float(total) == expected
+
+
+def test_key_depends_on_compiler_flags_and_jax_settings(tmp_path,
+                                                         monkeypatch):
+  cache = program_cache.ProgramCache(str(tmp_path))
+  key = lambda: cache.key('combine', 'v1', _args())
+  plain = key()
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_enable_fast_math=true')
+  flagged = key()
+  monkeypatch.setenv('LIBTPU_INIT_ARGS', '--xla_tpu_some_flag=true')
+  tpu_flagged = key()
+  monkeypatch.delenv('XLA_FLAGS')
+  monkeypatch.delenv('LIBTPU_INIT_ARGS')
+  assert key() == plain
+  with jax.default_matmul_precision('highest'):
+    precise = key()
+  assert len({plain, flagged, tpu_flagged, precise}) == 4
