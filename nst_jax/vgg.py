@@ -156,9 +156,12 @@ def flip_kernel(kernel: jax.Array) -> jax.Array:
 
 
 def _conv(x, kernel):
+  # dtype='float32' means float32: GPUs (TF32) and TPUs (one bfloat16 pass)
+  # would otherwise round the products by default.
+  precision = lax.Precision.HIGHEST if x.dtype == jnp.float32 else None
   return lax.conv_general_dilated(
       x, kernel, window_strides=(1, 1), padding='SAME',
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
 
 
 @jax.custom_vjp

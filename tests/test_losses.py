@@ -164,3 +164,30 @@ def test_bfloat16_convolutions_stay_close_to_float32(variables, small_images):
   cosine = jnp.vdot(grad32, grad16) / (jnp.linalg.norm(grad32)
                                        * jnp.linalg.norm(grad16))
   assert float(cosine) > 0.99
+
+
+def test_precision_follows_dtype(variables, small_images):
+  """float32 convolutions and Grams at HIGHEST precision (no TF32 or
+  one-pass bfloat16 on accelerators); bfloat16 Grams multiply bfloat16
+  with float32 accumulation, and equal the float32 product of the same
+  values."""
+  content, style, noise = small_images
+  for dtype in ('float32', 'bfloat16'):
+    spec = losses.LossSpec(dtype=dtype, content_layers=('conv1_2',),
+                           style_layers=('conv1_1',))
+    targets = losses.make_targets(variables, content, [style], spec)
+    weights = losses.loss_weights(spec, 1.0, 1.0)
+    hlo = jax.jit(jax.grad(lambda x: losses.total_loss(
+        x, variables, targets, weights, spec))).lower(noise).as_text()
+    convs = [line for line in hlo.splitlines()
+             if 'stablehlo.convolution' in line]
+    assert convs and all(('HIGHEST' in line) == (dtype == 'float32')
+                         for line in convs)
+  features = jnp.asarray(np.random.default_rng(0).uniform(
+      0, 30, (6, 5, 8)), jnp.bfloat16)
+  gram = losses.gram_matrix(features, normalize=False)
+  jaxpr = str(jax.make_jaxpr(lambda f: losses.gram_matrix(f, False))(
+      features))
+  assert 'preferred_element_type=float32' in jaxpr
+  exact = np.asarray(features, np.float64).reshape(-1, 8)
+  np.testing.assert_allclose(gram, exact.T @ exact, rtol=1e-6)
