@@ -8,6 +8,7 @@ split over devices, and both across two processes joined by
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -152,10 +153,35 @@ def test_two_processes_match_one(tmp_path, split):
   assert not (tmp_path / 'p1').exists() or not os.listdir(tmp_path / 'p1')
 
 
-def test_mesh_keeps_the_given_devices_in_order():
+def test_three_member_mesh_from_four_devices(tmp_path):
   """Any count and order of devices (no physical cuboid asked for)."""
-  device = jax.devices()[0]
-  for shard_rows, shape in ((False, (3,)), (True, (1, 3))):
-    mesh = devices.make_mesh([device] * 3, shard_rows)
-    assert mesh.devices.shape == shape
-    assert list(mesh.devices.flat) == [device] * 3
+  script = (
+      'import jax\n'
+      "jax.config.update('jax_num_cpu_devices', 4)\n"
+      'from nst_jax import devices\n'
+      'chosen = devices.member_devices(3)\n'
+      'mesh = devices.make_mesh(chosen[::-1], False)\n'
+      'rows = devices.make_mesh(chosen, True)\n'
+      'print(mesh.devices.shape, [d.id for d in mesh.devices.flat],\n'
+      '      rows.devices.shape)\n')
+  out = subprocess.run([sys.executable, '-c', script], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120,
+                       check=True).stdout
+  assert out.split('\n')[0] == '(3,) [2, 1, 0] (1, 3)'
+
+
+def test_single_member_loop_selects_over_no_history(tmp_path, small_config):
+  """One member runs the plain program: no select over L-BFGS's
+  history-sized arrays in the compiled chunk (vmap's batched condition
+  would select over the whole loop state every step)."""
+  from nst_jax import programs as programs_lib  # pylint: disable=g-import-not-at-top
+  from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  kept = programs_lib.Programs()
+  run_lib.run(small_config(tmp_path, optimizer='lbfgs', lbfgs_memory=7,
+                           iterations=2, log_every=2, sweep_mode='vmap'),
+              programs=kept)
+  (chunk,) = kept.executables('chunk')
+  text = chunk.as_text()
+  assert 'f32[7,3072]' in text  # 7 pairs of 32 x 32 x 3
+  # Any select whose result holds the histories (batched: f32[K,7,3072]).
+  assert not re.search(r'= f32\[(\d+,)*7,3072\]\{[^}]*\} select\(', text)
