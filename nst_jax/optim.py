@@ -70,9 +70,12 @@ DEFAULT_LEARNING_RATES = {'lbfgs': 1.0, 'lbfgs_nols': 1.0, 'adam': 10.0,
 TOLERANCE_WINDOW = 20  # steps over which `tolerance` measures progress
 
 # Why a run stopped; index into STOP_REASONS.
+# 'no_progress': L-BFGS's line search found no lower loss (its trial steps
+# fell below the loss's resolution, e.g. in bfloat16, or the gradient
+# vanished); it would spend its evaluations on the same point.
 STOP_REASONS = ('running', 'iterations', 'non_finite', 'stop_loss',
-                'tolerance')
-RUNNING, ITERATIONS, NON_FINITE, STOP_LOSS, TOLERANCE = range(5)
+                'tolerance', 'no_progress')
+RUNNING, ITERATIONS, NON_FINITE, STOP_LOSS, TOLERANCE, NO_PROGRESS = range(6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -585,11 +588,14 @@ def _step(state: LoopState, problem, spec, optimizer, learning_rate,
   finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(pixels))
   value_window_ago = state.recent_values[step % TOLERANCE_WINDOW]
   improvement = (value_window_ago - value) / jnp.abs(value_window_ago)
+  # A strong Wolfe step always lowers the loss: one that does not is a
+  # line search that failed.
+  stalled = (as_optimizer(optimizer).name == 'lbfgs') & (value >= state.value)
   reason = jnp.select(
       [~finite, value <= criteria.stop_loss,
        (criteria.tolerance > 0) & (improvement < criteria.tolerance),
-       step >= criteria.iterations],
-      [NON_FINITE, STOP_LOSS, TOLERANCE, ITERATIONS], RUNNING)
+       stalled, step >= criteria.iterations],
+      [NON_FINITE, STOP_LOSS, TOLERANCE, NO_PROGRESS, ITERATIONS], RUNNING)
   advanced = LoopState(
       pixels=pixels, opt_state=opt_state, value=value, grad=grad, step=step,
       evaluations=state.evaluations + spent, stop_reason=reason,

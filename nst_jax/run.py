@@ -69,7 +69,8 @@ def run(config, members=None, programs=None) -> dict:
       (default: the process's).
   Returns:
     The manifest written beside the output image. `manifest['stop_reason']`
-    (per run in a sweep) is 'iterations', 'stop_loss', 'tolerance' or
+    (per run in a sweep) is 'iterations', 'stop_loss', 'tolerance',
+    'no_progress' (L-BFGS's line search found no lower loss) or
     'non_finite'.
   Raises:
     UserError: bad input (nothing has been written).

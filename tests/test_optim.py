@@ -443,3 +443,20 @@ def test_compiler_options_are_valid_and_reach_minimize(problem_spec,
   with pytest.raises(Exception, match='xla_cpu_scheduler_type'):
     loop.minimize(jnp.asarray(small_images[2]), problem, spec, 'lbfgs_nols',
                   iterations=1, programs=programs_lib.Programs())
+
+
+def test_lbfgs_stops_when_its_line_search_finds_no_lower_loss(
+    variables, small_images):
+  """At a minimum (content and style both the image itself) the gradient
+  vanishes: the line search cannot lower the loss, and the run stops with
+  the reason instead of spending evaluations on the same point."""
+  image = jnp.asarray(small_images[1][:32, :32])
+  spec = losses.LossSpec(content_layers=('conv2_1',),
+                         style_layers=('conv1_1', 'conv2_1'))
+  targets = losses.make_targets(variables, image, [image], spec)
+  problem = optim.Problem(variables, targets,
+                          losses.loss_weights(spec, 1.0, 1.0))
+  state = loop.minimize(image, problem, spec, 'lbfgs', iterations=5,
+                        chunk_size=5)
+  assert optim.STOP_REASONS[int(state.stop_reason)] == 'no_progress'
+  assert int(state.step) < 5  # rounding may leave a step or two
