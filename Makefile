@@ -17,7 +17,7 @@ demo: $(STAMP)
 	@echo "demo image: out/demo.png (manifest: out/demo.json)"
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py
