@@ -76,12 +76,15 @@ def run(config, members=None, programs=None) -> dict:
     UserError: bad input (nothing has been written).
     Interrupted: SIGINT/SIGTERM; the partial images and manifest were saved.
   """
+  settings = settings_lib.check(config)
+  member_list = settings_lib.sweep_members(config, settings, members)
+  count = len(member_list)
+  if settings.distributed:
+    # Before the handlers below: JAX's coordination client installs its own
+    # SIGTERM handler, which would replace ours.
+    devices_lib.initialize_distributed()
   # Signals are recorded from here on and acted on between compiled chunks.
   with _SignalCatcher() as catcher:
-    settings = settings_lib.check(config)
-    member_list = settings_lib.sweep_members(config, settings, members)
-    count = len(member_list)
-
     def save_snapshot(k, step, pixels):
       if devices_lib.writes_outputs():
         images.save_image(manifest_lib.numbered_path(

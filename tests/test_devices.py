@@ -9,9 +9,11 @@ split over devices, and both across two processes joined by
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -185,3 +187,58 @@ def test_single_member_loop_selects_over_no_history(tmp_path, small_config):
   assert 'f32[7,3072]' in text  # 7 pairs of 32 x 32 x 3
   # Any select whose result holds the histories (batched: f32[K,7,3072]).
   assert not re.search(r'= f32\[(\d+,)*7,3072\]\{[^}]*\} select\(', text)
+
+
+SIGNAL_SCRIPT = '''
+import sys
+from absl import logging
+import jax
+jax.config.update('jax_disable_most_optimizations', True)
+from nst_jax.configs import default
+from nst_jax import run
+logging.set_verbosity(logging.INFO)
+config = default.get_config()
+config.update(dict(content='builtin:scene', style='builtin:painting',
+                   weights='random', image_size=32, iterations=100000,
+                   log_every=1, optimizer='lbfgs_nols', init='content',
+                   content_layers='conv1_2', style_layers='conv1_1',
+                   conv_algorithm='direct', compilation_cache='',
+                   output=sys.argv[1], distributed=True))
+try:
+  run.run(config)
+except run.Interrupted as interrupted:
+  print('interrupted', interrupted.signum, flush=True)
+  sys.exit(3)
+'''
+
+
+def test_a_signal_to_one_process_stops_both(tmp_path):
+  """SIGTERM (a spot VM's preemption) reaches process 1 only; both leave
+  the loop at the same chunk (no hang in a collective) and process 0 saves
+  the partial result."""
+  port = _free_port()
+  logs = [tmp_path / f'log{k}' for k in range(2)]
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', SIGNAL_SCRIPT, str(tmp_path / f'p{k}' / 'r.png')],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=open(logs[k], 'w'), text=True,
+      env=dict(os.environ, NST_JAX_OFFLINE='1', JAX_NUM_CPU_DEVICES='1',
+               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+               NST_JAX_NUM_PROCESSES='2', NST_JAX_PROCESS_ID=str(k)))
+               for k in range(2)]
+  try:
+    deadline = time.monotonic() + 200
+    while 'iteration' not in logs[1].read_text():
+      assert time.monotonic() < deadline and processes[1].poll() is None, (
+          logs[1].read_text()[-2000:])
+      time.sleep(0.2)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=60)[0] for p in processes]
+  finally:
+    for process in processes:
+      process.kill()
+  assert [p.returncode for p in processes] == [3, 3], [
+      log.read_text()[-2000:] for log in logs]
+  assert all(out.strip().endswith(f'interrupted {int(signal.SIGTERM)}')
+             for out in outputs)
+  written = json.loads((tmp_path / 'p0' / 'r.json').read_text())
+  assert written['partial'] and written['stop_reason'] == 'interrupted'
