@@ -77,7 +77,10 @@ def test_save_every_writes_numbered_images(tmp_path, small_config):
 
 def test_sweep_members_equal_standalone_runs(tmp_path, small_config):
   weights = (1e-3, 1e-1)
-  sweep = run_lib.run(small_config(tmp_path, sweep_style_weight=weights))
+  # One after another ('map'); the vmap test below covers the default.
+  sweep = run_lib.run(small_config(tmp_path, sweep_style_weight=weights,
+                                   sweep_mode='map'))
+  assert sweep['device']['sweep_mode'] == 'map'
   out = tmp_path / 'out'
   assert (out / 'result_grid.png').exists()
   assert len(sweep['runs']) == 2
