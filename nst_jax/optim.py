@@ -722,7 +722,53 @@ def init_state_batched(pixels, problem: Problem, spec, optimizer,
 def run_chunk_batched(state, problem: Problem, spec, optimizer, learning_rate,
                       criteria, chunk_size, mode='vmap'):
   """`run_chunk` for every member (see `default_sweep_mode`)."""
+  if mode == 'vmap' and state.step.shape[0] > 1:
+    return _run_chunk_vmap(state, problem, spec, optimizer, learning_rate,
+                           criteria, chunk_size)
   fn = lambda s, t, w, lr, c: run_chunk(
       s, Problem(problem.variables, t, w), spec, optimizer, lr, c, chunk_size)
   return _batched(fn, mode)(state, problem.targets, problem.loss_weights,
                             learning_rate, criteria)
+
+
+def _run_chunk_vmap(state, problem: Problem, spec, optimizer, learning_rate,
+                    criteria, chunk_size):
+  """`run_chunk` for a batch of members, with steps batched by vmap.
+
+  Not `vmap(run_chunk)`: a while loop under vmap has a batched condition,
+  and JAX keeps a stopped member's whole loop state by selecting over all
+  of it every step, L-BFGS's histories included (2 x memory images). Here
+  the loop runs while any member runs, and a stopped member's step is
+  computed and its result dropped: only its pixels, loss, gradient and
+  counters are selected. Its optimiser state does advance, harmlessly: a
+  stopped member never steps again in this run (L-BFGS's histories do not
+  even change, as its pixels and gradient stay put, so no pair is kept).
+  """
+  step = jax.vmap(lambda s, t, w, lr, c: _step(
+      s, Problem(problem.variables, t, w), spec, optimizer, lr, c))
+  state = jax.vmap(_stopped_at_start)(state, criteria)
+
+  def running(carry):
+    taken, state, _ = carry
+    return (taken < chunk_size) & jnp.any(state.stop_reason == RUNNING)
+
+  def body(carry):
+    taken, state, values = carry
+    advanced = step(state, problem.targets, problem.loss_weights,
+                    learning_rate, criteria)
+    was_running = state.stop_reason == RUNNING
+    kept = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(
+            was_running.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+        advanced.replace(opt_state=None), state.replace(opt_state=None))
+    state = kept.replace(opt_state=advanced.opt_state)
+    return taken + 1, state, values.at[:, taken].set(state.value)
+
+  members = state.step.shape[0]
+  taken, state, values = lax.while_loop(
+      running, body, (jnp.zeros((), jnp.int32), state,
+                      jnp.zeros((members, chunk_size), state.value.dtype)))
+  # A member's values after its stop repeat its final loss.
+  steps_in_chunk = jnp.arange(chunk_size)[None, :] < taken
+  values = jnp.where(steps_in_chunk, values, state.value[:, None])
+  return state, values, state.terms

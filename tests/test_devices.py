@@ -172,19 +172,22 @@ def test_three_member_mesh_from_four_devices(tmp_path):
   assert out.split('\n')[0] == '(3,) [2, 1, 0] (1, 3)'
 
 
-def test_single_member_loop_selects_over_no_history(tmp_path, small_config):
-  """One member runs the plain program: no select over L-BFGS's
-  history-sized arrays in the compiled chunk (vmap's batched condition
-  would select over the whole loop state every step)."""
+@pytest.mark.parametrize('members', [1, 2])
+def test_vmap_loop_selects_over_no_history(tmp_path, small_config, members):
+  """No select over L-BFGS's history-sized arrays in the compiled chunk
+  under sweep.mode='vmap': one member runs the plain program, and a batch
+  selects only a stopped member's pixels, loss and gradient (vmap of a
+  while loop would select over the whole loop state every step)."""
   from nst_jax import programs as programs_lib  # pylint: disable=g-import-not-at-top
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   kept = programs_lib.Programs()
   run_lib.run(small_config(tmp_path, optimizer='lbfgs', lbfgs_memory=7,
-                           iterations=2, log_every=2, sweep_mode='vmap'),
+                           iterations=2, log_every=2, sweep_mode='vmap',
+                           sweep_style_weight=(1e-2, 1e-1)[:members]),
               programs=kept)
   (chunk,) = kept.executables('chunk')
   text = chunk.as_text()
-  assert 'f32[7,3072]' in text  # 7 pairs of 32 x 32 x 3
+  assert '7,3072]' in text  # 7 pairs of 32 x 32 x 3
   # Any select whose result holds the histories (batched: f32[K,7,3072]).
   assert not re.search(r'= f32\[(\d+,)*7,3072\]\{[^}]*\} select\(', text)
 
