@@ -685,7 +685,8 @@ def default_sweep_mode(optimizer: str, platform: str) -> str:
   'vmap' batches the members' convolutions: on GPUs and TPUs to fill the
   chip, and on a CPU too, where a batched evaluation uses the cores better
   than several small ones (`scripts/benchmark.py --sweep`: 4 members at
-  64 px cost 0.64-0.73 of 4 runs batched, 1.00-1.10 one after another).
+  64 px cost about two thirds of 4 runs batched, about as much as 4 runs
+  one after another).
   Results match the stand-alone runs up to floating-point reassociation;
   'map' (one after another) gives each member its stand-alone program
   exactly. That holds for `lbfgs` too: its line search is one while_loop
