@@ -190,7 +190,6 @@ class Run:
   finish: Callable = lambda pixels: pixels
 
 
-
 @contextlib.contextmanager
 def _out_of_memory_is_user_error(width, height):
   """XLA's RESOURCE_EXHAUSTED becomes one line of advice."""

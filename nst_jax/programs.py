@@ -141,6 +141,7 @@ class LoopPrograms:
     self.mesh = devices_lib.make_mesh(devices, setting.shard_rows)
     self.member_slots = 1 if setting.shard_rows else len(devices)
     self._compiled = {}
+    self._ready = set()  # (name, signature of key_args) compiled here
     self.compilations = 0
     spec, optimizer = setting.spec, setting.optimizer
     mode, chunk_size = setting.mode, setting.chunk_size
@@ -193,10 +194,10 @@ class LoopPrograms:
     init's output."""
     return self.program_cache.key(name, self.setting, abstract(key_args))
 
-  def is_ready(self, name, key_args, *args) -> bool:
-    """Whether `compiled(name, ...)` will neither trace nor compile: held
-    here, or in the program cache on disk."""
-    if self._signature(name, args) in self._compiled:
+  def is_ready(self, name, key_args) -> bool:
+    """Whether `compiled(name, key_args, ...)` will neither trace nor
+    compile: held here, or in the program cache on disk."""
+    if self._signature(name, key_args) in self._ready:
       return True
     return bool(self.program_cache) and self.program_cache.has(
         self.key(name, key_args))
@@ -224,6 +225,7 @@ class LoopPrograms:
       else:
         self._compiled[signature] = self._jitted[name].lower(
             *args).compile()
+      self._ready.add(self._signature(name, key_args))
       self.compilations += 1
     return self._compiled[signature]
 

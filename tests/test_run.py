@@ -1,6 +1,7 @@
 """run(config) end to end: outputs, manifest, sweeps, stopping, recompiles."""
 
 import json
+import logging
 import os
 
 import jax
@@ -124,16 +125,20 @@ def test_non_finite_loss_keeps_last_finite_image(tmp_path, small_config):
   assert np.isfinite(pixels).all()
 
 
-def test_same_size_inputs_do_not_recompile(tmp_path, small_config):
+def test_same_size_inputs_do_not_recompile(tmp_path, small_config, caplog):
+  caplog.set_level(logging.INFO, logger='absl')
   programs = programs_lib.Programs()
   run_lib.run(small_config(tmp_path / 'a'), programs=programs)
   before = programs.compilations
   assert before > 0
+  assert 'compiling for 32x32' in caplog.text
+  caplog.clear()
   run_lib.run(small_config(tmp_path / 'b', style_weight=7.0,
                            content_weight=0.5, tv_weight=1e-3,
                            style='builtin:scene', content='builtin:painting',
                            learning_rate=0.5, seed=3), programs=programs)
   assert programs.compilations == before
+  assert 'compiling' not in caplog.text  # nor says it does
 
 
 def test_coarse_to_fine_starts_from_the_upsampled_coarse_result(
