@@ -47,6 +47,7 @@ leading axis of the loss weights and targets.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import flax.struct
@@ -343,12 +344,13 @@ def make_targets(variables, content_pixels, style_pixels_list, spec: LossSpec,
     content = image_features(variables, content_pixels, spec,
                              spec.content_layers)
     content = {l: content[l].astype(jnp.float32) for l in spec.content_layers}
-  directions = None
+  directions = positions = None
   if spec.style_loss == 'sliced_wasserstein':
     directions = style_losses.layer_directions(seed, {
         l: vgg.layer_channels(l) for l in spec.style_layers})
-  positions = {l: m.shape[1] * m.shape[2] for l, m in layer_masks(
-      jnp.ones((1,) + content_pixels.shape[:2]), spec.style_layers).items()}
+    # The style's quantiles are read at the generated image's positions.
+    positions = {l: math.prod(vgg.feature_size(*content_pixels.shape[:2], l))
+                 for l in spec.style_layers}
   features, masks = [], []
   for k, style in enumerate(style_pixels_list):
     features.append(image_features(variables, style, spec, spec.style_layers)
@@ -371,7 +373,7 @@ def make_targets(variables, content_pixels, style_pixels_list, spec: LossSpec,
         [None if mask is None else jnp.square(mask).reshape(-1)
          for mask in style_masks_at],
         directions=None if directions is None else directions[layer],
-        positions=positions[layer])
+        positions=None if positions is None else positions[layer])
 
   region_masks = None
   if spec.regions:

@@ -125,6 +125,13 @@ def layer_channels(layer: str) -> int:
   return CONV_SHAPES[layer][1]
 
 
+def feature_size(height: int, width: int, layer: str) -> tuple:
+  """(h, w) of a layer's output for an image of height x width: each
+  pooling before it halves both (rounding down)."""
+  pools = sum(1 for name in layers_to_run([layer]) if name.startswith('pool'))
+  return height // 2 ** pools, width // 2 ** pools
+
+
 def layers_to_run(layers: Iterable[str]) -> tuple:
   """The layers the forward pass computes for `layers`, in order: from
   conv1_1 to the deepest of them."""
