@@ -131,4 +131,28 @@ def get_config():
   config.sweep.style = ''        # 'a.jpg,b.jpg': one style per member
   config.sweep.product = False   # every combination of the fields given
   config.sweep.mode = 'auto'     # 'auto' | 'map' | 'vmap' (see optim.py)
+
+  # Video: a content that is a video file (.mp4, .mov, .mkv, .webm, .avi,
+  # .gif) or a folder of frames, with output=out/clip.mp4 (or .gif), writes
+  # the clip, its frames out/clip/frame_00001.png ... and out/clip.json.
+  # Running the same command again continues an interrupted clip.
+  config.video = ml_collections.ConfigDict()
+  # gamma, the weight of Ruder et al.'s temporal loss (mean over pixel values
+  # of certainty * (x - warped previous result)^2, in 0-255 units); 0: off.
+  config.video.temporal_weight = 1.0
+  config.video.flow = 'dis'      # optical flow: 'dis' | 'farneback' | 'none'
+  # Each frame (but the first) starts from: 'warped' (the previous result
+  # warped along the flow, the content where it is disoccluded) | 'content'
+  # | 'noise' (seed + frame index).
+  config.video.init = 'warped'
+  config.video.long_term = (1,)  # temporal terms against these earlier
+                                 # frames, e.g. (1, 10, 20, 40)
+  config.video.first_iterations = 0  # steps on the first frame (0: iterations)
+  # 'sequential' (frame after frame) | 'joint' (video.window frames optimised
+  # together, the temporal terms coupling neighbours; the window's frames are
+  # split over the devices).
+  config.video.mode = 'sequential'
+  config.video.window = 4
+  config.video.fps = 0.0         # output frame rate (0: the source's; a
+                                 # folder of frames: 24)
   return config

@@ -55,9 +55,13 @@ def make_mesh(devices, shard_rows: bool) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(devices, ('members',))
 
 
-def spatial_spec(x, shards: int,
-                 image_shape=None) -> jax.sharding.PartitionSpec:
+def spatial_spec(x, shards: int, image_shape=None,
+                 frames: bool = False) -> jax.sharding.PartitionSpec:
   """Member axis first; image-shaped leaves (..., H, W, C) split on H.
+
+  With `frames` (a joint video window, images (N, H, W, 3) per member) the
+  leaves with a frame axis (K, N, ...) are split on N instead, and the flat
+  histories' equal blocks are whole frames.
 
   Covers the pixels and optimiser moments (K, H, W, 3) and content features
   (K, h, w, c); with `image_shape` (H, W, 3) also L-BFGS's flat histories
@@ -67,7 +71,10 @@ def spatial_spec(x, shards: int,
   rows don't divide by `shards` stays whole (inside the compiled program XLA
   pads uneven splits itself).
   """
-  if x.ndim >= 4 and x.shape[-3] % shards == 0:
+  if frames:
+    if x.ndim >= 5 and x.shape[1] % shards == 0:
+      return jax.P('members', 'rows', *([None] * (x.ndim - 2)))
+  elif x.ndim >= 4 and x.shape[-3] % shards == 0:
     return jax.P('members', *([None] * (x.ndim - 4)), 'rows', None, None)
   if (image_shape is not None and x.ndim == 3
       and x.shape[-1] == np.prod(image_shape) and image_shape[0] % shards == 0):
@@ -75,17 +82,19 @@ def spatial_spec(x, shards: int,
   return jax.P('members') if x.ndim else jax.P()
 
 
-def place(tree, mesh, shard_rows: bool, batched: bool = True):
-  """Puts host arrays on `mesh`: split by member (and rows), or replicated
-  (`batched=False`). Each process supplies the same whole arrays and keeps
-  only the shards of its own devices."""
+def place(tree, mesh, shard_rows: bool, batched: bool = True,
+          frames: bool = False):
+  """Puts host arrays on `mesh`: split by member (and rows, or with
+  `frames` a video window's frames), or replicated (`batched=False`). Each
+  process supplies the same whole arrays and keeps only the shards of its
+  own devices."""
   shards = mesh.devices.size
 
   def partition(x):
     if not batched:
       return jax.P()
-    if shard_rows:
-      return spatial_spec(x, shards)
+    if shard_rows or frames:
+      return spatial_spec(x, shards, frames=frames)
     return jax.P('members')
 
   def put(x):

@@ -204,16 +204,21 @@ def _out_of_memory_is_user_error(width, height):
 
 
 def optimize_level(run: Run, variables, level_inputs, starts: list,
-                   iterations: int, offsets) -> Level:
+                   iterations: int, offsets, targets=None,
+                   temporal_weight=0.0) -> Level:
   """Optimises every member from `starts` at one image size.
 
   Args:
     run: the run's fixed parts.
     variables: `vgg.prepare_variables` output for the weights.
     level_inputs: `inputs.Level`: content, styles and masks at this size.
-    starts: one start image per member.
+    starts: one start image per member (a video window: (N, H, W, 3)).
     iterations: steps at this level.
     offsets: (steps, [evaluations per member]) of the levels before.
+    targets: one `losses.Targets` per member, or None: computed here from
+      `level_inputs` (a video frame brings its own, with temporal
+      references).
+    temporal_weight: gamma (video).
   """
   settings, members = run.settings, run.members
   count = len(members)
@@ -221,12 +226,15 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
                     settings.save_every if run.on_snapshot else 0, iterations)
   optimizer = optim.Optimizer(settings.optimizer, settings.lbfgs_memory)
   loop = run.programs.loop(run.spec, optimizer, size, run.mode, run.devices,
-                           settings.shard_rows)
+                           settings.shard_rows,
+                           bool(run.spec.frames) and len(run.devices) > 1)
   padded = -(-count // loop.member_slots) * loop.member_slots
   loss_weights = devices_lib.stack(devices_lib.pad_members([
       losses.loss_weights(run.spec, m.content_weight, m.style_weight,
                           m.tv_weight, m.content_layer_weights,
-                          m.style_layer_weights) for m in members], padded))
+                          m.style_layer_weights,
+                          temporal_weight=temporal_weight) for m in members],
+      padded))
   pixels = np.stack(devices_lib.pad_members(starts, padded)).astype(
       np.float32)
   learning_rate = np.full((padded,), settings.learning_rate, np.float32)
@@ -234,19 +242,18 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
       iterations, settings.stop_loss, settings.tolerance)] * padded)
   init_key_args = (variables, pixels, loss_weights, learning_rate)
   chunk_key_args = init_key_args + (criteria,)
-  content = level_inputs.content
-  height, width = content.shape[:2]
+  height, width = starts[0].shape[-3:-1]
   if not (loop.is_ready('init', init_key_args) and
           loop.is_ready('chunk', chunk_key_args)):
     run.reporter.compiling(width, height)
   targets_by_styles = {}
-  for member in members:
+  for member in members if targets is None else ():
     if member.styles not in targets_by_styles:
       blend = (settings.style_blend_weights
                if member.styles == settings.styles
                else (1.0,) * len(member.styles))
       targets_by_styles[member.styles] = run.programs.targets(
-          variables, content,
+          variables, level_inputs.content,
           [level_inputs.styles[k] for k in member.styles], blend, run.spec,
           level_inputs.content_masks, level_inputs.style_masks,
           settings.seed)
@@ -254,8 +261,9 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
   # program cache on worker threads while the targets compute.
   loop.prefetch('init', init_key_args)
   loop.prefetch('chunk', chunk_key_args)
-  targets = devices_lib.stack(devices_lib.pad_members(
-      [targets_by_styles[m.styles] for m in members], padded))
+  if targets is None:
+    targets = [targets_by_styles[m.styles] for m in members]
+  targets = devices_lib.stack(devices_lib.pad_members(targets, padded))
   step_offset, evaluation_offset = offsets
   to_host = devices_lib.to_host
 

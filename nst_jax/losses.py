@@ -56,7 +56,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from nst_jax import style_losses, vgg
+from nst_jax import style_losses, temporal, vgg
 from nst_jax.errors import UserError
 
 NORMALIZATIONS = ('paper', 'invariant')
@@ -88,6 +88,11 @@ class LossSpec:
   style_loss: str = 'gram'      # STYLE_LOSSES
   regions: int = 0              # content masks (0: the whole image)
   sliced_redraw: bool = False   # sliced_wasserstein: directions per step
+  # Video (nst_jax.temporal): fixed temporal references per frame (0: an
+  # image, no temporal term), and the frames optimised together as one
+  # problem (0: one image; N: pixels (N, H, W, 3), video.mode='joint').
+  temporal: int = 0
+  frames: int = 0
 
   def __post_init__(self):
     # Canonical names, so 'relu4_2' and 'conv4_2' are one spec.
@@ -117,6 +122,7 @@ class LossWeights:
     style_layer_weights: (len(style_layers),) the paper's w_l; a zero turns a
       layer off (Figure 3 sweeps the layer set this way).
     region_weights: (spec.regions,) each region's lambda_r.
+    temporal_weight: gamma, the temporal loss's weight (video), scalar.
   """
   content_weight: jax.Array
   style_weight: jax.Array
@@ -124,11 +130,13 @@ class LossWeights:
   content_layer_weights: jax.Array
   style_layer_weights: jax.Array
   region_weights: jax.Array      # (regions,) lambda_r, or (0,) without
+  temporal_weight: jax.Array = np.float32(0.0)
 
 
 def loss_weights(spec: LossSpec, content_weight=1.0, style_weight=1e3,
                  tv_weight=0.0, content_layer_weights=None,
-                 style_layer_weights=None, region_weights=None) -> LossWeights:
+                 style_layer_weights=None, region_weights=None,
+                 temporal_weight=0.0) -> LossWeights:
   """Builds `LossWeights`; layer weights default to 1/|L| (the paper's w_l),
   region weights to 1/regions."""
   # NumPy: these are inputs, placed on devices with the other arguments.
@@ -144,7 +152,8 @@ def loss_weights(spec: LossSpec, content_weight=1.0, style_weight=1e3,
                                           spec.content_layers),
       style_layer_weights=layer_weights(style_layer_weights,
                                         spec.style_layers),
-      region_weights=layer_weights(region_weights, range(spec.regions)))
+      region_weights=layer_weights(region_weights, range(spec.regions)),
+      temporal_weight=f32(temporal_weight))
 
 
 def gram_matrix(features: jax.Array, normalize: bool) -> jax.Array:
@@ -252,12 +261,19 @@ class Targets:
       directions and targets at every step: {'features': {style layer:
       [each style's (M_k, N) features]}, 'blend': the blend weights, 'seed',
       'step'} (the optimiser sets 'step'); else None.
+    temporal: with `spec.temporal` (video), the fixed references:
+      {'warped': (J, H, W, 3) earlier stylised frames warped into this one,
+      'certainty': (J, H, W)}; with `spec.frames` (a joint window) also
+      {'flows': (N - 1, H, W, 2) from each frame to the one before,
+      'neighbour_certainty': (N - 1, H, W)}, the fixed references applying
+      to the window's first frame. None for an image.
   """
   content_features: dict
   style_statistics: dict
   region_masks: Any = None
   directions: Any = None
   redraw: Any = None
+  temporal: Any = None
 
 
 def redrawn(targets: Targets, spec: LossSpec, step) -> Targets:
@@ -423,11 +439,45 @@ def loss_terms(pixels, variables, targets: Targets,
                loss_weights: LossWeights, spec: LossSpec) -> dict:
   """All loss terms of RGB pixels (H, W, 3) in [0, 255].
 
+  With `spec.frames` (a joint video window) the pixels are (N, H, W, 3) and
+  each term is the sum over the frames; with `spec.temporal` or
+  `spec.frames` there is also 'temporal' (`nst_jax.temporal`), weighted by
+  gamma in the total.
+
   Returns:
     {'total', 'content', 'style', 'tv', 'style_layers': {name: E_l}}, where
     content and style are before alpha and beta (content already weighted
     per layer, style = sum_l w_l E_l) and total is after.
   """
+  if not (spec.temporal or spec.frames):
+    return _image_terms(pixels, variables, targets, loss_weights, spec)
+  image_spec = dataclasses.replace(spec, temporal=0, frames=0)
+  image_targets = targets.replace(temporal=None)
+  reference = targets.temporal
+  if spec.frames:
+    per_frame = jax.vmap(
+        lambda frame, content: _image_terms(
+            frame, variables, image_targets.replace(content_features=content),
+            loss_weights, image_spec))(pixels, targets.content_features)
+    terms = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), per_frame)
+    temporal_term = temporal.neighbours_loss(
+        pixels, reference['flows'], reference['neighbour_certainty'])
+    first = pixels[0]
+  else:
+    terms = _image_terms(pixels, variables, image_targets, loss_weights,
+                         image_spec)
+    temporal_term = jnp.zeros((), jnp.float32)
+    first = pixels
+  temporal_term += temporal.fixed_references_loss(
+      first, reference['warped'], reference['certainty'])
+  terms['temporal'] = temporal_term
+  terms['total'] = terms['total'] + loss_weights.temporal_weight * temporal_term
+  return terms
+
+
+def _image_terms(pixels, variables, targets: Targets,
+                 loss_weights: LossWeights, spec: LossSpec) -> dict:
+  """`loss_terms` of one image, without a temporal term."""
   if spec.sliced_redraw:
     targets = redrawn(targets, spec, targets.redraw['step'])
   features = image_features(variables, pixels, spec)

@@ -27,13 +27,16 @@ def _finite_or_none(value):
 
 def terms_to_json(terms) -> dict:
   """`losses.loss_terms` output -> plain floats (non-finite as null)."""
-  return {
+  result = {
       'total': _finite_or_none(terms['total']),
       'content': _finite_or_none(terms['content']),
       'style': _finite_or_none(terms['style']),
       'style_layers': {name: _finite_or_none(v)
                        for name, v in terms['style_layers'].items()},
       'tv': _finite_or_none(terms['tv'])}
+  if 'temporal' in terms:  # video
+    result['temporal'] = _finite_or_none(terms['temporal'])
+  return result
 
 
 def history_row(iteration, evaluations, terms, width) -> dict:

@@ -114,6 +114,8 @@ class LoopSetting:
   mode: str                # how a device runs its members: 'map' | 'vmap'
   device_ids: tuple
   shard_rows: bool = False
+  # A joint video window (spec.frames): its frames split over the devices.
+  shard_frames: bool = False
 
 
 class LoopPrograms:
@@ -129,6 +131,9 @@ class LoopPrograms:
   `nst_jax.devices`). Per device, memory for activations and optimiser state
   falls with the device count.
 
+  Frames (`shard_frames=True`, a joint video window): the same, split on
+  the window's frame axis (`devices.spatial_spec`).
+
   'init' is `(variables, pixels, targets, loss_weights, learning_rate) ->
   LoopState`; 'chunk' is `(variables, state, targets, loss_weights,
   learning_rate, criteria) -> (state, values, terms)`. Call `place` on
@@ -138,8 +143,9 @@ class LoopPrograms:
   def __init__(self, setting: LoopSetting, devices: list, program_cache=None):
     self.setting = setting
     self.program_cache = program_cache
-    self.mesh = devices_lib.make_mesh(devices, setting.shard_rows)
-    self.member_slots = 1 if setting.shard_rows else len(devices)
+    split = setting.shard_rows or setting.shard_frames
+    self.mesh = devices_lib.make_mesh(devices, split)
+    self.member_slots = 1 if split else len(devices)
     self._compiled = {}
     self._ready = set()  # (name, signature of key_args) compiled here
     self.compilations = 0
@@ -148,13 +154,14 @@ class LoopPrograms:
 
     def constrained(state):
       """Keeps the loop state split by rows, like the inputs."""
-      if not setting.shard_rows:
+      if not split:
         return state
       image_shape = state.pixels.shape[1:]
       return jax.tree_util.tree_map(
           lambda x: jax.lax.with_sharding_constraint(
               x, jax.NamedSharding(self.mesh, devices_lib.spatial_spec(
-                  x, len(devices), image_shape))), state)
+                  x, len(devices), image_shape, setting.shard_frames))),
+          state)
 
     def init_fn(variables, pixels, targets, loss_weights, lr):
       return constrained(optim.init_state_batched(
@@ -170,7 +177,7 @@ class LoopPrograms:
     options = compiler_options(devices[0].platform)
 
     def sharded(fn, num_batched, donate=()):
-      if setting.shard_rows:  # The inputs' shardings drive the partitioner.
+      if split:  # The inputs' shardings drive the partitioner.
         return jax.jit(fn, donate_argnums=donate, compiler_options=options)
       return jax.jit(jax.shard_map(
           fn, mesh=self.mesh,
@@ -232,7 +239,7 @@ class LoopPrograms:
   def place(self, tree, batched=True):
     """`devices.place` on this program's mesh."""
     return devices_lib.place(tree, self.mesh, self.setting.shard_rows,
-                             batched)
+                             batched, self.setting.shard_frames)
 
 
 class Programs:
@@ -251,10 +258,12 @@ class Programs:
     self._loops = {}
 
   def loop(self, spec, optimizer, chunk_size: int, mode: str, devices,
-           shard_rows: bool = False) -> LoopPrograms:
+           shard_rows: bool = False,
+           shard_frames: bool = False) -> LoopPrograms:
     """The `LoopPrograms` of these settings (made once, then kept)."""
     setting = LoopSetting(spec, optim.as_optimizer(optimizer), chunk_size,
-                          mode, tuple(d.id for d in devices), shard_rows)
+                          mode, tuple(d.id for d in devices), shard_rows,
+                          shard_frames)
     if setting not in self._loops:
       self._loops[setting] = LoopPrograms(setting, list(devices),
                                           self.program_cache)

@@ -14,7 +14,7 @@ import threading
 from absl import logging
 
 from nst_jax import api, devices as devices_lib, images, loop
-from nst_jax import manifest as manifest_lib, settings as settings_lib
+from nst_jax import manifest as manifest_lib, settings as settings_lib, video
 
 
 class Interrupted(Exception):
@@ -52,7 +52,9 @@ def run(config, members=None, programs=None) -> dict:
   """Runs style transfer as `config` says and writes the images and manifest.
 
   Without a sweep: `output` (e.g. out/result.png) and its manifest
-  (out/result.json). With `config.sweep.*` lists: out/result_<k>.png per
+  (out/result.json). A video content (`nst_jax.video`): the clip
+  (out/clip.mp4), its frames (out/clip/frame_00001.png, ...) and
+  out/clip.json; a rerun continues an interrupted clip. With `config.sweep.*` lists: out/result_<k>.png per
   member, out/result_grid.png, and one out/result.json whose `runs` list
   holds each member.
 
@@ -84,6 +86,15 @@ def run(config, members=None, programs=None) -> dict:
     # SIGTERM handler, which would replace ours.
     devices_lib.initialize_distributed()
   # Signals are recorded from here on and acted on between compiled chunks.
+  if settings.video:
+    with _SignalCatcher() as catcher:
+      manifest = video.run_video(
+          config, settings, should_stop=lambda: catcher.signum is not None,
+          programs=programs,
+          log=lambda message: logging.warning('%s', message))
+    if manifest['partial']:
+      raise Interrupted(catcher.signum or signal.SIGTERM, manifest)
+    return manifest
   with _SignalCatcher() as catcher:
     def save_snapshot(k, step, pixels):
       if devices_lib.writes_outputs():

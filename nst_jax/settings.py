@@ -22,6 +22,34 @@ INITS = ('noise', 'content', 'style', 'image')
 # No float16: bfloat16 is the accelerators' native type with float32's range,
 # while float16's (to 65504) would need loss scaling nst_jax does not do.
 DTYPES = ('float32', 'bfloat16')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+# A content with one of these suffixes (or a folder of frames) is a video.
+VIDEO_SUFFIXES = ('.mp4', '.mov', '.mkv', '.webm', '.avi', '.gif')
+VIDEO_OUTPUT_SUFFIXES = ('.mp4', '.mov', '.mkv', '.gif')
+VIDEO_FLOWS = ('dis', 'farneback', 'none')
+VIDEO_INITS = ('warped', 'content', 'noise')
+VIDEO_MODES = ('sequential', 'joint')
+
+
+def is_video(path: str) -> bool:
+  """Whether a content path is a video: a folder of frames, or a file with
+  a video suffix (an animated GIF included)."""
+  return bool(path) and (os.path.isdir(path) or os.path.splitext(
+      path)[1].lower() in VIDEO_SUFFIXES)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSettings:
+  """The checked `video.*` fields (see configs/default.py)."""
+  temporal_weight: float
+  flow: str
+  init: str
+  long_term: tuple
+  first_iterations: int
+  mode: str
+  window: int
+  fps: float
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +101,8 @@ class Settings:
   style_masks: tuple = ()
   region_weights: tuple = ()
   sliced_redraw: bool = False
+  # A video run (the content is a video or a folder of frames), or None.
+  video: Optional[VideoSettings] = None
   # What the config asks that has no effect (e.g. init_image without
   # init='image'): logged and kept in the manifest.
   warnings: tuple = ()
@@ -197,13 +227,17 @@ def manifest_path(output: str) -> str:
   return os.path.splitext(output)[0] + '.json'
 
 
-def check_output(output: str, inputs: Sequence[str]) -> None:
+def check_output(output: str, inputs: Sequence[str],
+                 video: bool = False) -> None:
   """Output folder exists or can be made, is writable, and no input is hit."""
   if not output:
     raise UserError('config.output: empty; give a path like out/result.png')
-  if os.path.splitext(output)[1].lower() not in ('.png', '.jpg', '.jpeg',
-                                                 '.bmp', '.tif', '.tiff',
-                                                 '.webp'):
+  suffix = os.path.splitext(output)[1].lower()
+  if video and suffix not in VIDEO_OUTPUT_SUFFIXES:
+    raise UserError(f'config.output: {output!r}: the content is a video, so '
+                    'the output needs a video extension ('
+                    + ', '.join(VIDEO_OUTPUT_SUFFIXES) + ')')
+  if not video and suffix not in IMAGE_SUFFIXES:
     raise UserError(f'config.output: {output!r} needs an image extension '
                     '(.png, .jpg, ...)')
   if os.path.isdir(output):
@@ -268,11 +302,14 @@ def check(config, from_files: bool = True) -> Settings:
                     f"{init!r} (set config.init='image' to start from it)")
 
   output = str(config.get('output', ''))
+  video = None
+  if from_files and is_video(str(config['content'])):
+    video = _video(config)
   if from_files:
     inputs = list(styles) + [config['content'], config.get('init_image', '')]
     inputs += split(config.get('content_masks', ''))
     inputs += split(config.get('style_masks', ''))
-    check_output(output, inputs)
+    check_output(output, inputs, video=video is not None)
 
   style_loss = _choice(config, 'style_loss', losses.STYLE_LOSSES,
                        default='gram')
@@ -348,7 +385,71 @@ def check(config, from_files: bool = True) -> Settings:
       match_luminance=_flag(config, 'match_luminance', default=True),
       color_transform=color_transform, content_masks=content_masks,
       style_masks=style_masks, region_weights=region_weights,
-      sliced_redraw=sliced_redraw, warnings=tuple(warnings))
+      sliced_redraw=sliced_redraw, video=video, warnings=tuple(warnings))
+
+
+def _video(config) -> VideoSettings:
+  """`config.video`, checked; and what a video run cannot combine."""
+  video = config.get('video') or {}
+  field = lambda name, default: video.get(name, default)
+
+  def choice(name, valid, default):
+    value = field(name, default)
+    if value not in valid:
+      raise UserError(f'config.video.{name}: unknown {value!r}; valid are '
+                      + ', '.join(valid))
+    return value
+
+  def number(name, default, integer=False, minimum=0):
+    value = field(name, default)
+    try:
+      result = int(value) if integer else float(value)
+      if (integer and result != float(value)) or math.isnan(result):
+        raise ValueError
+    except (TypeError, ValueError):
+      raise UserError(f'config.video.{name}: must be '
+                      f'{"an integer" if integer else "a number"}, got '
+                      f'{value!r}') from None
+    if result < minimum:
+      raise UserError(f'config.video.{name}: must be >= {minimum}, got '
+                      f'{value!r}')
+    return result
+
+  long_term = field('long_term', (1,))
+  if isinstance(long_term, str):
+    long_term = split(long_term.strip('()[] '))
+  try:
+    offsets = tuple(sorted({int(v) for v in long_term}))
+  except (TypeError, ValueError):
+    raise UserError('config.video.long_term: frame offsets like (1, 10, 20), '
+                    f'got {long_term!r}') from None
+  if not offsets or offsets[0] < 1:
+    raise UserError('config.video.long_term: offsets must be >= 1, got '
+                    f'{long_term!r}')
+  settings = VideoSettings(
+      temporal_weight=number('temporal_weight', 0.0),
+      flow=choice('flow', VIDEO_FLOWS, 'dis'),
+      init=choice('init', VIDEO_INITS, 'warped'),
+      long_term=offsets,
+      first_iterations=number('first_iterations', 0, integer=True),
+      mode=choice('mode', VIDEO_MODES, 'sequential'),
+      window=number('window', 4, integer=True, minimum=2),
+      fps=number('fps', 0.0))
+  sweep = config.get('sweep') or {}
+  if any(sweep.get(name) for name in SWEEP_FIELDS):
+    raise UserError('config.sweep: a video run stylises one setting; sweep '
+                    'on a still frame first')
+  if int(config.get('coarse_to_fine', 0) or 0):
+    raise UserError('config.coarse_to_fine: not with a video content (each '
+                    'frame starts from the previous one)')
+  if config.get('shard_rows'):
+    raise UserError('config.shard_rows: not with a video content; '
+                    "video.mode='joint' splits a window's frames over the "
+                    'devices')
+  if settings.mode == 'joint' and offsets != (1,):
+    raise UserError("config.video.long_term: video.mode='joint' couples "
+                    'neighbouring frames only; use long_term=(1,)')
+  return settings
 
 
 SWEEP_FIELDS = ('content_weight', 'style_weight', 'tv_weight', 'seed',

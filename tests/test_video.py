@@ -1,0 +1,228 @@
+"""Video runs: the temporal loss, a stylised clip, resuming, joint windows
+and bad input, on a tiny synthetic clip (a texture sliding 2 px a frame)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from video_clips import sliding_clip, write_folder, write_mp4
+
+from nst_jax import api, flow, images, losses, temporal, video, video_io
+from nst_jax import run as run_lib, settings as settings_lib
+from nst_jax.errors import UserError
+
+FRAMES, FPS = 6, 12
+# Shallow layers and few steps: each run compiles one small program.
+FIELDS = dict(weights='random', allow_random_weights=True, image_size=32,
+              iterations=10, log_every=5, optimizer='lbfgs_nols',
+              content_layers='conv2_1', style_layers='conv1_1,conv2_1',
+              style_weight=1e-2, compilation_cache='', conv_algorithm='direct')
+ONE_BY_ONE = dict(init='noise', video={'temporal_weight': 0.0, 'init': 'noise'})
+
+
+@pytest.fixture(scope='module')
+def clip(tmp_path_factory):
+  """clip.mp4 (6 frames of 48 x 64 at 12 fps), the same frames as a
+  folder, and a style image."""
+  folder = tmp_path_factory.mktemp('clip')
+  frames = sliding_clip(frames=FRAMES, height=48, width=64, shift=2)
+  write_mp4(frames, str(folder / 'clip.mp4'), FPS)
+  write_folder(frames, str(folder / 'frames'))
+  images.save_image(folder / 'style.png', images.demo_style(64))
+  return folder
+
+
+def config_for(clip_folder, output, content='clip.mp4', **fields):
+  config = api.make_config(None, dict(FIELDS, **fields))
+  config.content = str(clip_folder / content)
+  config.style = str(clip_folder / 'style.png')
+  config.output = str(output)
+  return config
+
+
+def run_clip(config, **kwargs):
+  return video.run_video(config, settings_lib.check(config),
+                         progress_stream=None, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def default_run(clip, tmp_path_factory):
+  output = tmp_path_factory.mktemp('default') / 'clip.mp4'
+  return run_clip(config_for(clip, output))
+
+
+@pytest.fixture(scope='module')
+def one_by_one(clip, tmp_path_factory):
+  """Frames one by one, over a manifest another config left behind."""
+  output = tmp_path_factory.mktemp('one_by_one') / 'clip.mp4'
+  stale = video.frames_folder(str(output))
+  os.makedirs(stale)
+  images.save_image(os.path.join(stale, 'frame_00009.png'),
+                    np.zeros((4, 4, 3)))
+  with open(settings_lib.manifest_path(str(output)), 'w') as f:
+    json.dump({'config': {'iterations': 1}, 'frames': []}, f)
+  log = []
+  manifest = run_clip(config_for(clip, output, **ONE_BY_ONE), log=log.append)
+  return manifest, log
+
+
+def test_temporal_loss_is_zero_for_a_perfectly_warped_frame(clip):
+  frames = sliding_clip(frames=2, height=48, width=64, shift=2)
+  previous, current = [f.astype(np.float32) for f in frames]
+  backward = np.zeros((48, 64, 2), np.float32)
+  backward[..., 0] = -2.0  # current (y, x) shows previous (y, x - 2)
+  certainty = np.ones((48, 64), np.float32)
+  certainty[:, :2] = 0  # the columns that came into view
+  warped = temporal.warp(previous, backward)
+  np.testing.assert_allclose(warped[:, 2:], current[:, 2:], atol=1e-3)
+  np.testing.assert_allclose(warped, flow.warp(previous, backward), atol=0.5)
+  assert float(temporal.temporal_loss(current, warped, certainty)) < 1e-6
+  # Without the certainty the new strip counts: 1/D sum (x - w)^2.
+  expected = np.mean(np.square(current - np.asarray(warped)))
+  np.testing.assert_allclose(
+      temporal.temporal_loss(current, warped, np.ones((48, 64))), expected,
+      rtol=1e-5)
+  # Joint windows: the neighbour term's gradient reaches both frames.
+  window = np.stack([previous, current + 5.0])
+  grad = jax.grad(lambda x: temporal.neighbours_loss(
+      x, backward[None], certainty[None]))(window)
+  assert np.abs(grad[0]).sum() > 0 and np.abs(grad[1]).sum() > 0
+  np.testing.assert_allclose(np.asarray(grad[1])[:, 2:],
+                             2 * 5.0 / current.size, rtol=1e-4)
+
+
+def test_loss_terms_add_gamma_times_the_temporal_loss(variables,
+                                                      small_images):
+  content, style, noise = small_images
+  spec = losses.LossSpec(content_layers=('conv2_1',),
+                         style_layers=('conv1_1',), temporal=2)
+  image_spec = losses.LossSpec(content_layers=('conv2_1',),
+                               style_layers=('conv1_1',))
+  targets = losses.make_targets(variables, content, [style], image_spec)
+  certainty = np.stack([np.ones((32, 32)), np.full((32, 32), 0.5)])
+  with_references = targets.replace(temporal={
+      'warped': np.stack([content, noise]),
+      'certainty': certainty.astype(np.float32)})
+  weights = losses.loss_weights(spec, temporal_weight=3.0)
+  terms = losses.loss_terms(noise, variables, with_references, weights, spec)
+  plain = losses.loss_terms(noise, variables, targets, weights, image_spec)
+  expected = np.mean(np.square(noise - content))  # the second is exact
+  np.testing.assert_allclose(terms['temporal'], expected, rtol=1e-5)
+  np.testing.assert_allclose(terms['total'],
+                             plain['total'] + 3.0 * expected, rtol=1e-5)
+
+
+def test_clip_is_stable_and_written_like_its_source(clip, default_run,
+                                                    one_by_one):
+  manifest = default_run
+  output = manifest['outputs']['video']
+  info = video_io.probe(output)
+  assert (info.frame_count, info.width, info.height) == (FRAMES, 32, 24)
+  assert info.fps == pytest.approx(FPS, rel=1e-3)
+  assert manifest['fps'] == pytest.approx(FPS, rel=1e-3)
+  assert not manifest['partial'] and manifest['frames_done'] == FRAMES
+  folder = manifest['outputs']['frames']
+  assert sorted(os.listdir(folder)) == [f'frame_{k:05d}.png'
+                                        for k in range(1, FRAMES + 1)]
+  entries = manifest['frames']
+  assert entries[0]['flicker'] is None
+  assert all(e['flicker']['output'] >= 0 for e in entries[1:])
+  assert all(e['final']['temporal'] > 0 for e in entries[1:])
+  assert entries[0]['final']['temporal'] == 0  # nothing before it
+  # One set of programs for the whole clip: none compiled after frame 1.
+  assert len({e['compilations'] for e in entries}) == 1
+  with open(settings_lib.manifest_path(output)) as f:
+    assert json.load(f)['frames_done'] == FRAMES
+  # The temporal loss and warped starts: far less flicker than frames
+  # stylised one by one, whose input is as stable.
+  alone, log = one_by_one
+  assert (manifest['flicker']['input_mean']
+          == pytest.approx(alone['flicker']['input_mean']))
+  assert manifest['flicker']['output_mean'] < (
+      0.1 * alone['flicker']['output_mean'])
+  # The other config's manifest was not resumed, and said so.
+  assert any('different config' in line for line in log)
+  assert not os.path.exists(os.path.join(alone['outputs']['frames'],
+                                         'frame_00009.png'))
+
+
+def test_interrupted_clip_resumes_at_the_first_unfinished_frame(
+    clip, tmp_path, default_run):
+  output = tmp_path / 'clip.mp4'
+  config = config_for(clip, output)
+  folder = video.frames_folder(str(output))
+  stop_after_three = lambda: len(os.listdir(folder)) >= 3
+  partial = run_clip(config, should_stop=stop_after_three)
+  assert partial['partial'] and partial['frames_done'] == 3
+  assert not output.exists()
+  with open(settings_lib.manifest_path(str(output))) as f:
+    assert json.load(f)['partial']
+  log = []
+  resumed = run_clip(config, log=log.append)
+  assert any('resuming at frame 4' in line for line in log)
+  assert not resumed['partial'] and resumed['frames_done'] == FRAMES
+  assert resumed['frames'][:3] == partial['frames'][:3]
+  # Frame for frame the uninterrupted run's result.
+  for k in range(1, FRAMES + 1):
+    name = f'frame_{k:05d}.png'
+    np.testing.assert_array_equal(
+        images.load_image(os.path.join(folder, name)),
+        images.load_image(os.path.join(default_run['outputs']['frames'],
+                                       name)))
+  assert video_io.probe(str(output)).frame_count == FRAMES
+
+
+def test_joint_windows_from_a_folder(clip, tmp_path, one_by_one):
+  output = tmp_path / 'clip.gif'
+  manifest = run_clip(config_for(clip, output, content='frames',
+                                 video={'mode': 'joint', 'window': 4}))
+  info = video_io.probe(str(output))
+  assert info.frame_count == FRAMES
+  assert manifest['fps'] == video.DEFAULT_FOLDER_FPS
+  # Windows 0-3 and 4-5 (padded to 4: the same program).
+  assert [e['window'] for e in manifest['frames']] == [0, 0, 0, 0, 1, 1]
+  assert len({e['compilations'] for e in manifest['frames']}) == 1
+  assert manifest['flicker']['output_mean'] < (
+      0.1 * one_by_one[0]['flicker']['output_mean'])
+
+
+@pytest.mark.parametrize('make, match', [
+    (lambda d: (d / 'bad.mp4').write_bytes(os.urandom(2000)) and 'bad.mp4',
+     r'bad.mp4: '),
+    (lambda d: os.makedirs(d / 'empty') or 'empty', r'empty: .*no (frames|image files)'),
+    (lambda d: write_folder([np.zeros((8, 8, 3), np.uint8),
+                             np.zeros((8, 10, 3), np.uint8)],
+                            str(d / 'mixed')) or 'mixed',
+     r'mixed.*size'),
+])
+def test_bad_clips_are_one_line_and_write_nothing(clip, tmp_path, make,
+                                                  match):
+  content = make(tmp_path)
+  config = config_for(tmp_path, tmp_path / 'out' / 'clip.mp4',
+                      content=content)
+  config.style = str(clip / 'style.png')
+  with pytest.raises(UserError, match=match) as error:
+    run_lib.run(config)
+  assert '\n' not in str(error.value)
+  assert not os.listdir(tmp_path / 'out')
+
+
+@pytest.mark.parametrize('fields, match', [
+    ({'video': {'flow': 'deepflow'}}, r'config.video.flow: .*dis, farneback'),
+    ({'video': {'init': 'style'}}, r'config.video.init: .*warped'),
+    ({'video': {'mode': 'parallel'}}, r'config.video.mode: .*joint'),
+    ({'video': {'temporal_weight': -1.0}}, r'temporal_weight: must be >= 0'),
+    ({'video': {'long_term': (0, 10)}}, r'long_term: offsets must be >= 1'),
+    ({'video': {'window': 1}}, r'config.video.window: must be >= 2'),
+    ({'sweep': {'style_weight': (1.0, 2.0)}}, r'config.sweep: a video'),
+])
+def test_bad_video_fields(clip, tmp_path, fields, match):
+  config = config_for(clip, tmp_path / 'out' / 'clip.mp4', **fields)
+  with pytest.raises(UserError, match=match):
+    settings_lib.check(config)
+  config = config_for(clip, tmp_path / 'out' / 'clip.png')
+  with pytest.raises(UserError, match=r'config.output: .*video extension'):
+    settings_lib.check(config)
