@@ -5,12 +5,13 @@ Example::
   import nst_jax
   result = nst_jax.stylize('photo.jpg', 'painting.jpg', image_size=256)
   result.save('out/result.png')
+  manifest = nst_jax.stylize_video('clip.mp4', 'painting.jpg', 'out/clip.mp4')
 """
 
 from nst_jax.errors import UserError
 
 __version__ = '0.1.0'
-__all__ = ['Result', 'UserError', 'stylize']
+__all__ = ['Result', 'UserError', 'stylize', 'stylize_video']
 
 
 def __getattr__(name):
@@ -19,4 +20,7 @@ def __getattr__(name):
   if name in ('stylize', 'Result'):
     from nst_jax import api  # pylint: disable=g-import-not-at-top
     return getattr(api, name)
+  if name == 'stylize_video':
+    from nst_jax import video  # pylint: disable=g-import-not-at-top
+    return video.stylize_video
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -42,6 +42,15 @@ def main(argv, flag_values=flags.FLAGS) -> int:
     manifest = run_lib.run(flag_values.config)
   except (UserError, run_lib.Interrupted) as error:
     return cli.report(error, debug=flag_values.debug)
+  if 'frames' in manifest:  # a video
+    if jax.process_index() == 0:
+      flicker = manifest['flicker']
+      print(f'wrote {manifest["outputs"]["video"]} ({manifest["frames_done"]} '
+            f'frames in {manifest["outputs"]["frames"]}/; flicker '
+            + (f'{flicker["output_mean"]:.3g}, the input\'s '
+               f'{flicker["input_mean"]:.3g}'
+               if flicker['output_mean'] is not None else 'n/a') + ')')
+    return 0
   runs = manifest.get('runs', [manifest])  # a sweep lists its members
   failed = [run for run in runs if run['stop_reason'] == 'non_finite']
   for run in failed:

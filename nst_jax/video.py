@@ -160,15 +160,18 @@ class FrameProgress:
     self.total = total
     self.stream = stream
     self.tty = bool(stream) and stream.isatty()
-    self.start = time.perf_counter()
-    self.done_here = 0
+    self.last = time.perf_counter()
+    self.seconds = []  # per frame finished here
 
   def frame(self, index: int, entry: dict) -> None:
     if self.stream is None:
       return
-    self.done_here += 1
-    elapsed = time.perf_counter() - self.start
-    left = (self.total - index - 1) * elapsed / self.done_here
+    now = time.perf_counter()
+    self.seconds.append(now - self.last)
+    self.last = now
+    # The first frame here includes compiling: left out once there are more.
+    per_frame = float(np.median(self.seconds[1:] or self.seconds))
+    left = (self.total - index - 1) * per_frame
     flicker = entry['flicker']['output'] if entry.get('flicker') else None
     text = (f'frame {index + 1}/{self.total} loss {entry["final"]["total"]:.4g}'
             f' evaluations {entry["evaluations"]} {entry["time_s"]:.1f}s'
@@ -188,6 +191,19 @@ class FrameProgress:
 
 # ---------------------------------------------------------------------------
 # The run.
+
+def _devices(frames: int) -> list:
+  """The devices a problem of `frames` frames is split over: as many as
+  divide the frame count evenly (one for frame after frame)."""
+  every = jax.devices()
+  if jax.process_count() > 1:  # every process takes part in each program
+    if frames % len(every):
+      raise UserError(f'config.video.window: {frames} frames do not split '
+                      f'evenly over the {len(every)} devices of all hosts')
+    return every
+  count = max(k for k in range(1, len(every) + 1) if frames % k == 0)
+  return every[:count]
+
 
 def _normalised(config) -> dict:
   """The config as the manifest stores it (JSON round trip)."""
@@ -270,7 +286,7 @@ def run_video(config, settings, *, should_stop=lambda: False,
       settings.compilation_cache)
   programs = programs or programs_lib.shared(program_cache)
   joint = video.mode == 'joint'
-  devices = devices_lib.member_devices(1)
+  devices = _devices(video.window if joint else 1)
   conv_algorithm = api.resolve_conv_algorithm(
       settings.conv_algorithm, devices[0].platform, settings.spec.dtype)
   memory.check(settings, height, width,
@@ -339,6 +355,10 @@ def run_video(config, settings, *, should_stop=lambda: False,
     frames.close()
     progress.close()
   manifest['frames_done'] = len(manifest['frames'])
+  # A joint window's frames share its evaluations: count each window once.
+  manifest['evaluations'] = sum(
+      {e.get('window', -1 - k): e['evaluations']
+       for k, e in enumerate(manifest['frames'])}.values())
   manifest['flicker'] = _flicker_summary(manifest['frames'])
   manifest['timing'] = {'total_s': time.perf_counter() - started}
   manifest['programs'] = {'compilations': programs.compilations}

@@ -104,7 +104,7 @@ def main():
     variants['joint, window 4'] = dict(video={
         'mode': 'joint', 'window': 4,
         'first_iterations': args.first_iterations})
-  rows = []
+  rows, strips = [], []
   for clip_name, make in CLIPS.items():
     source = os.path.join(work, clip_name)
     frames = make(args.frames, size)
@@ -120,17 +120,20 @@ def main():
                    manifest['flicker']['input_mean'],
                    np.mean([f['content'] for f in finals[1:]]),
                    np.mean([f['style'] for f in finals[1:]]),
-                   sum(f['evaluations'] for f in manifest['frames']), seconds))
+                   manifest['evaluations'], seconds))
       print(' | '.join(str(v) for v in rows[-1]), file=sys.stderr)
       if clip_name == 'pan' and name in ('one by one', 'default'):
         stem = 'video_' + name.replace(' ', '_')
-        images.save_image(os.path.join(args.out, stem + '.png'),
-                          strip(manifest['outputs']['frames'], args.frames, 3))
+        strips.append(strip(manifest['outputs']['frames'], args.frames, 3))
         with video_io.VideoWriter(os.path.join(args.out, stem + '.gif'),
                                   manifest['fps'], size[::-1]) as writer:
           for k in range(1, args.frames + 1):
             writer.write(images.load_image(os.path.join(
                 manifest['outputs']['frames'], video.FRAME_NAME.format(k))))
+  # One by one above the default, a white line between.
+  gap = np.full((4,) + strips[0].shape[1:], 255, np.uint8)
+  images.save_image(os.path.join(args.out, 'video_strips.png'),
+                    np.concatenate([strips[0], gap, strips[1]]))
   print('| clip | run | flicker (output) | flicker (input) | content '
         '(frames 2+) | style (frames 2+) | evaluations | time s |')
   print('|---|---|---|---|---|---|---|---|')

@@ -20,7 +20,9 @@ FIELDS = dict(weights='random', allow_random_weights=True, image_size=32,
               iterations=10, log_every=5, optimizer='lbfgs_nols',
               content_layers='conv2_1', style_layers='conv1_1,conv2_1',
               style_weight=1e-2, compilation_cache='', conv_algorithm='direct')
-ONE_BY_ONE = dict(init='noise', video={'temporal_weight': 0.0, 'init': 'noise'})
+# (Also the long-term references' code path: their weight is zero here.)
+ONE_BY_ONE = dict(init='noise', video={'temporal_weight': 0.0, 'init': 'noise',
+                                       'long_term': (1, 3)})
 
 
 @pytest.fixture(scope='module')
@@ -226,3 +228,48 @@ def test_bad_video_fields(clip, tmp_path, fields, match):
   config = config_for(clip, tmp_path / 'out' / 'clip.png')
   with pytest.raises(UserError, match=r'config.output: .*video extension'):
     settings_lib.check(config)
+
+
+JOINT_SCRIPT = '''
+import json, sys
+import jax
+jax.config.update('jax_num_cpu_devices', int(sys.argv[1]))
+jax.config.update('jax_disable_most_optimizations', True)
+from nst_jax import api, programs, settings, video
+config = api.make_config(None, json.loads(sys.argv[2]))
+config.update(dict(content=sys.argv[3], style=sys.argv[4], output=sys.argv[5]))
+kept = programs.Programs()
+manifest = video.run_video(config, settings.check(config), programs=kept,
+                           progress_stream=None)
+(chunk,) = kept.executables('chunk')
+print(json.dumps({'used': manifest['device']['used'],
+                  'finals': [f['final']['total'] for f in manifest['frames']],
+                  'temp': chunk.memory_analysis().temp_size_in_bytes}))
+'''
+
+
+def test_joint_window_split_over_two_devices_matches_one(clip, tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  fields = json.dumps(dict(FIELDS, iterations=6,
+                           video={'mode': 'joint', 'window': 4}))
+  folder = tmp_path / 'four'
+  write_folder(sliding_clip(frames=4, height=48, width=64, shift=2),
+               str(folder))
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', JOINT_SCRIPT, str(count), fields, str(folder),
+       str(clip / 'style.png'), str(tmp_path / f'd{count}' / 'clip.gif')],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      env=dict(os.environ, NST_JAX_OFFLINE='1'), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for count in (1, 2)]
+  results = []
+  for process in processes:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    results.append(json.loads(out.strip().splitlines()[-1]))
+  one, two = results
+  assert (one['used'], two['used']) == (1, 2)
+  # The frames split over the devices: the same losses up to the order of
+  # the sums, each device holding half the window's activations.
+  np.testing.assert_allclose(two['finals'], one['finals'], rtol=2e-3)
+  assert two['temp'] < 0.75 * one['temp']
