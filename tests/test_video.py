@@ -20,9 +20,10 @@ FIELDS = dict(weights='random', allow_random_weights=True, image_size=32,
               iterations=10, log_every=5, optimizer='lbfgs_nols',
               content_layers='conv2_1', style_layers='conv1_1,conv2_1',
               style_weight=1e-2, compilation_cache='', conv_algorithm='direct')
-# (Also the long-term references' code path: their weight is zero here.)
+# (Also the long-term references' code path, whose weight is zero here,
+# and a frame rate other than the source's.)
 ONE_BY_ONE = dict(init='noise', video={'temporal_weight': 0.0, 'init': 'noise',
-                                       'long_term': (1, 3)})
+                                       'long_term': (1, 3), 'fps': 10.0})
 
 
 @pytest.fixture(scope='module')
@@ -147,6 +148,8 @@ def test_clip_is_stable_and_written_like_its_source(clip, default_run,
       0.1 * alone['flicker']['output_mean'])
   # The other config's manifest was not resumed, and said so.
   assert any('different config' in line for line in log)
+  assert alone['fps'] == 10.0
+  assert video_io.probe(alone['outputs']['video']).fps == pytest.approx(10.0)
   assert not os.path.exists(os.path.join(alone['outputs']['frames'],
                                          'frame_00009.png'))
 
@@ -191,9 +194,17 @@ def test_joint_windows_from_a_folder(clip, tmp_path, one_by_one):
       0.1 * one_by_one[0]['flicker']['output_mean'])
 
 
+def _truncated(folder):
+  write_mp4(sliding_clip(frames=6), str(folder / 'cut.mp4'), FPS)
+  data = (folder / 'cut.mp4').read_bytes()
+  (folder / 'cut.mp4').write_bytes(data[:len(data) // 2])
+  return 'cut.mp4'
+
+
 @pytest.mark.parametrize('make, match', [
     (lambda d: (d / 'bad.mp4').write_bytes(os.urandom(2000)) and 'bad.mp4',
      r'bad.mp4: '),
+    (_truncated, r'cut.mp4: '),
     (lambda d: os.makedirs(d / 'empty') or 'empty', r'empty: .*no (frames|image files)'),
     (lambda d: write_folder([np.zeros((8, 8, 3), np.uint8),
                              np.zeros((8, 10, 3), np.uint8)],
