@@ -426,6 +426,10 @@ def _video(config) -> VideoSettings:
   if not offsets or offsets[0] < 1:
     raise UserError('config.video.long_term: offsets must be >= 1, got '
                     f'{long_term!r}')
+  if offsets[0] != 1:
+    raise UserError('config.video.long_term: must include 1 (the previous '
+                    f'frame, which the start and flicker use), got '
+                    f'{long_term!r}')
   settings = VideoSettings(
       temporal_weight=number('temporal_weight', 0.0),
       flow=choice('flow', VIDEO_FLOWS, 'dis'),

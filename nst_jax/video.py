@@ -31,11 +31,10 @@ import concurrent.futures
 import dataclasses
 import glob
 import json
-import math
 import os
 import sys
 import time
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 from absl import logging
 import jax
@@ -390,7 +389,7 @@ def _temporal_reference(frame: Frame, outputs: dict, offsets, shape,
   return {'warped': warped, 'certainty': certainty}
 
 
-def _start(settings, frame: Frame, reference, seed_offset, flow_lib):
+def _start(settings, frame: Frame, reference, flow_lib):
   """A frame's start image: `video.init`, or the run's `init` on the
   first frame."""
   level = frame.level
@@ -399,7 +398,7 @@ def _start(settings, frame: Frame, reference, seed_offset, flow_lib):
                                  list(level.styles.values()))
   init = settings.video.init
   if init == 'noise':
-    return images.noise_image(settings.seed + seed_offset,
+    return images.noise_image(settings.seed + frame.index,
                               level.content.shape[:2])
   if init == 'content':
     return level.content
@@ -420,7 +419,7 @@ def _sequential_frames(settings, run, variables, frames, targets_of, done,
     shape = frame.level.content.shape[:2]
     reference = _temporal_reference(frame, outputs, video.long_term, shape,
                                     flow_lib, luminance)
-    start = _start(settings, frame, reference, frame.index, flow_lib)
+    start = _start(settings, frame, reference, flow_lib)
     targets = targets_of(frame.level).replace(
         temporal=jax.tree_util.tree_map(np.asarray, reference))
     iterations = (video.first_iterations or settings.iterations
@@ -475,8 +474,8 @@ def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
   coupling = np.zeros((window - 1,) + shape, np.float32)
   for i in range(1, real):
     flows[i - 1], coupling[i - 1] = batch[i].references[1]
-  starts = [np.asarray(_start(settings, batch[0], reference,
-                              batch[0].index, flow_lib), np.float32)]
+  starts = [np.asarray(_start(settings, batch[0], reference, flow_lib),
+                       np.float32)]
   for i in range(1, window):
     frame = padded[i]
     if i >= real:  # padding: uncoupled, its result unused

@@ -229,6 +229,7 @@ def test_bad_clips_are_one_line_and_write_nothing(clip, tmp_path, make,
     ({'video': {'mode': 'parallel'}}, r'config.video.mode: .*joint'),
     ({'video': {'temporal_weight': -1.0}}, r'temporal_weight: must be >= 0'),
     ({'video': {'long_term': (0, 10)}}, r'long_term: offsets must be >= 1'),
+    ({'video': {'long_term': (10, 20)}}, r'long_term: must include 1'),
     ({'video': {'window': 1}}, r'config.video.window: must be >= 2'),
     ({'sweep': {'style_weight': (1.0, 2.0)}}, r'config.sweep: a video'),
 ])
