@@ -13,6 +13,13 @@ compiling and memory; more with --sweep, --startup, --layer-sizes,
 --memory-sizes, --time-to-quality. docs/performance.md defines each figure.
 Writes JSON (--out) and prints Markdown tables (--table-from prints them
 again).
+
+On a GPU or TPU (or with --single-process) only this process opens the
+device: it times compiling itself (cached: after jax.clear_caches()), memory
+is jax.Device.memory_stats()'s peak during one evaluation less the bytes in
+use before it (GPU preallocation leaves both as they are; docs/devices.md),
+PyTorch runs on the CPU (JAX_PLATFORMS=cpu), --startup is skipped, and
+--dtype=both is the default.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ if REPO not in sys.path:
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import numpy as np
 
@@ -77,14 +85,15 @@ class Bench:
 
 
 def build(size, normalization='paper', remat=False, style_weight=BETA,
-          conv_algorithm='auto', shard_rows=False, compute=True) -> Bench:
+          conv_algorithm='auto', shard_rows=False, compute=True,
+          dtype='float32') -> Bench:
   """The demo content and style at `size` px with seeded random weights,
-  prepared as a run prepares them; `compute=False`: zeros of the same
-  shapes, computing nothing (enough to compile its programs)."""
+  prepared as a run with `dtype` prepares them; `compute=False`: zeros of
+  the same shapes, computing nothing (enough to compile its programs)."""
   conv_algorithm = api.resolve_conv_algorithm(
-      conv_algorithm, jax.devices()[0].platform, 'float32', shard_rows)
+      conv_algorithm, jax.devices()[0].platform, dtype, shard_rows)
   spec = losses.LossSpec(normalization=normalization, remat=remat,
-                         conv_algorithm=conv_algorithm)
+                         conv_algorithm=conv_algorithm, dtype=dtype)
   winograd_sizes = [(size, size)] if conv_algorithm == 'winograd' else []
   loss_weights = losses.loss_weights(spec, ALPHA, style_weight)
   if not compute:
@@ -124,12 +133,11 @@ class Loop(NamedTuple):
 
 
 def compile_loop(bench, optimizer, chunk_size, criteria, members=1,
-                 mode='map', learning_rate=None) -> Loop:
-  """The init and chunk programs of `Programs.loop` (what a run of that
-  many members executes) for `members` copies of `bench` on the first
-  device."""
-  programs = PROGRAMS.loop(bench.spec, optim.Optimizer(optimizer), chunk_size,
-                           mode, jax.devices()[:1])
+                 mode='map', learning_rate=None, owner=PROGRAMS) -> Loop:
+  """The init and chunk programs of `owner.loop` (what a run of that many
+  members executes) for `members` copies of `bench` on the first device."""
+  programs = owner.loop(bench.spec, optim.Optimizer(optimizer), chunk_size,
+                        mode, jax.devices()[:1])
   lr = LEARNING_RATES[optimizer] if learning_rate is None else learning_rate
   variables = programs.place(bench.problem.variables, batched=False)
   args = programs.place(devices.stack([(
@@ -221,9 +229,13 @@ def failure(proc):
 def run_child(function, **kwargs):
   """`function(**kwargs)` (one of CHILDREN) in a fresh process of this
   script, without a persistent compilation cache unless it opens one: its
-  result with 'process_wall_s' and 'other_processes_cores', or {'error'}."""
+  result with 'process_wall_s' and 'other_processes_cores', or {'error'}.
+  PyTorch's child gets JAX's CPU backend only: it never opens an accelerator
+  that this process holds."""
   env = dict(os.environ)
   env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  if function is torch_child:
+    env['JAX_PLATFORMS'] = 'cpu'
   load, start = other_load(), time.perf_counter()
   proc = subprocess.run(
       [sys.executable, os.path.abspath(__file__), '--child',
@@ -234,6 +246,17 @@ def run_child(function, **kwargs):
   return dict(json.loads(proc.stdout.strip().splitlines()[-1]),
               process_wall_s=time.perf_counter() - start,
               other_processes_cores=load())
+
+
+def run_here(function, **kwargs):
+  """`run_child` in this process (--single-process): the result with
+  'other_processes_cores', or {'error'} if it raised."""
+  load = other_load()
+  try:
+    result = function(**kwargs)
+  except Exception as e:  # pylint: disable=broad-except
+    return {'error': f'{type(e).__name__}: {e}'[:1500]}
+  return dict(result, in_process=True, other_processes_cores=load())
 
 
 def default_threads():
@@ -250,7 +273,8 @@ def bench_evaluation(bench, repeats, remat_memory):
   """One evaluation: time, FLOP/s, XLA's FLOP and byte counts; also with
   direct convolutions and with XLA's default options."""
   pixels, problem = bench.pixels, bench.problem
-  row = {'size': bench.size, 'conv_algorithm': bench.spec.conv_algorithm,
+  row = {'size': bench.size, 'dtype': bench.spec.dtype,
+         'conv_algorithm': bench.spec.conv_algorithm,
          'flops_per_evaluation': FLOPS_PER_PIXEL * bench.size**2}
   compiled = compile_evaluation(bench)
   row['xla_flops'] = float(compiled.cost_analysis()['flops'])
@@ -271,7 +295,8 @@ def bench_evaluation(bench, repeats, remat_memory):
     row['evaluation_xla_defaults_s'], _ = median_time(
         lambda: default(pixels, problem), len(times))
   if bench.spec.conv_algorithm != 'direct':
-    direct = build(bench.size, conv_algorithm='direct')
+    direct = build(bench.size, conv_algorithm='direct',
+                   dtype=bench.spec.dtype)
     direct_compiled = compile_evaluation(direct)
     row['evaluation_direct_s'], _ = median_time(
         lambda: direct_compiled(direct.pixels, direct.problem), len(times))
@@ -319,17 +344,23 @@ def bench_steps(bench, name, steps, evaluate, rounds):
           'other_processes_cores': load()}
 
 
-def compile_child(size, optimizers, steps, cache_dir):
+def compile_child(size, optimizers, steps, cache_dir, dtype='float32'):
   """Compiles the evaluation and each optimiser's init and chunk programs
-  from shapes alone, with the persistent cache in `cache_dir`."""
-  programs_lib.open_cache(cache_dir)
-  bench = build(size, compute=False)
+  from shapes alone, with the persistent cache in `cache_dir` (None: the one
+  this process has open). In this process (--single-process) JAX's
+  in-memory caches are cleared first, so only the persistent cache holds
+  programs compiled before."""
+  if cache_dir:
+    programs_lib.open_cache(cache_dir)
+  jax.clear_caches()
+  bench = build(size, compute=False, dtype=dtype)
+  owner = programs_lib.Programs()
   start = time.perf_counter()
   compile_evaluation(bench)
   result = {'imports_s': _IMPORTED - _PROCESS_START,
             'evaluation_s': time.perf_counter() - start, 'optimizers': {
                 name: compile_loop(bench, name, steps, optim.stop_criteria(
-                    10**9)).compile_s for name in optimizers}}
+                    10**9), owner=owner).compile_s for name in optimizers}}
   result['total_s'] = result['evaluation_s'] + sum(
       r['total_s'] for r in result['optimizers'].values())
   return result
@@ -381,13 +412,13 @@ def jax_only_baseline():
                             text=True, check=True).stdout)
 
 
-def memory_child(size, remat, row_shards):
+def memory_child(size, remat, row_shards, dtype='float32'):
   """Builds the problem, compiles and runs one evaluation: the peak RSS
   after each phase and the RSS before the evaluation. With `row_shards`
   > 1 the rows are split over that many simulated CPU devices."""
   if row_shards > 1:
     jax.config.update('jax_num_cpu_devices', row_shards)
-  bench = build(size, remat=remat, shard_rows=row_shards > 1)
+  bench = build(size, remat=remat, shard_rows=row_shards > 1, dtype=dtype)
   if row_shards > 1:
     mesh = devices.make_mesh(jax.devices(), shard_rows=True)
     bench.pixels = jax.device_put(bench.pixels,
@@ -406,13 +437,14 @@ def memory_child(size, remat, row_shards):
   return result
 
 
-def bench_memory(size, baseline_kib, remat=False, row_shards=1):
+def bench_memory(size, baseline_kib, remat=False, row_shards=1,
+                 dtype='float32'):
   """Peak RSS of a fresh process doing one evaluation at `size` less the
   jax-only baseline, and its rise during the evaluation alone (MiB)."""
   child = run_child(memory_child, size=size, remat=remat,
-                    row_shards=row_shards)
+                    row_shards=row_shards, dtype=dtype)
   row = {'size': size, 'remat': remat, 'row_shards': row_shards,
-         'child': child}
+         'method': 'rss_child', 'child': child}
   if 'error' not in child:
     peak = max(child['after_compile_kib'], child['after_evaluation_kib'])
     row['peak_rss_minus_baseline_mib'] = (peak - baseline_kib) / 1024
@@ -422,44 +454,98 @@ def bench_memory(size, baseline_kib, remat=False, row_shards=1):
   return row
 
 
+def evaluation_memory(evaluate, device=None):
+  """The memory one call of `evaluate` takes in this process: where the
+  device (default the first) keeps allocator statistics, the peak bytes in
+  use after it less the bytes in use before it (the peak is the process's:
+  if the call did not raise it, an upper bound) and the limit; else the
+  rise of the peak RSS over the RSS before it; {} without either."""
+  before = (device or jax.devices()[0]).memory_stats() or {}
+  if 'peak_bytes_in_use' in before and 'bytes_in_use' in before:
+    jax.block_until_ready(evaluate())
+    after = (device or jax.devices()[0]).memory_stats()
+    return {'method': 'memory_stats', 'evaluation_peak_over_in_use_before_mib':
+            (after['peak_bytes_in_use'] - before['bytes_in_use']) / 2**20,
+            'peak_is_upper_bound':
+            after['peak_bytes_in_use'] <= before['peak_bytes_in_use'],
+            'bytes_limit': after.get('bytes_limit')}
+  if not os.path.exists('/proc/self/clear_refs'):
+    return {}
+  rss_kib = status_kib('VmRSS')
+  with open('/proc/self/clear_refs', 'w') as f:  # VmHWM := the current RSS
+    f.write('5')
+  jax.block_until_ready(evaluate())
+  return {'method': 'rss_in_process', 'evaluation_peak_over_rss_before_mib':
+          (status_kib() - rss_kib) / 1024}
+
+
+def memory_here(bench):
+  """`evaluation_memory` of the first evaluation of `bench` in this process,
+  with XLA's byte counts (as `bench_memory`'s)."""
+  compiled = compile_evaluation(bench)
+  return dict(evaluation_memory(lambda: compiled(bench.pixels,
+                                                 bench.problem)),
+              size=bench.size, remat=bench.spec.remat, row_shards=1,
+              child={'xla': memory_fields(compiled)})
+
+
 def bench_sizes(args, sizes, optimizers, have_torch, cache):
-  """The per-size studies, one row per size; compiling with `cache` (a
-  new persistent cache folder, or None: not measured)."""
-  baseline = None if args.skip_memory or not sizes else jax_only_baseline()
+  """The per-size studies, one row per size and dtype; compiling with
+  `cache` (a new persistent cache folder, or None: not measured)."""
+  single, memory = args.single_process, not args.skip_memory
+  baseline = (None if not memory or single or not sizes
+              else jax_only_baseline())
   rows = []
   for size in sizes:
-    print(f'{size} px ...', file=sys.stderr, flush=True)
-    load = other_load()
     steps = args.steps or (10 if size <= 256 else 5 if size <= 512 else 3)
     rounds = args.rounds or (3 if size <= 128 else 2 if size <= 256 else 1)
-    compiles = None
-    if cache:  # First, while the cache holds nothing of this size.
-      compiles = {phase: run_child(
-          compile_child, size=size, optimizers=optimizers, steps=steps,
-          cache_dir=cache) for phase in ('cold', 'warm')}
-    bench = build(size)
-    row, evaluate = bench_evaluation(bench, args.repeats,
-                                     not args.skip_memory)
-    row['steps'] = {name: bench_steps(bench, name, steps, evaluate, rounds)
-                    for name in optimizers}
-    del bench, evaluate
-    if compiles:
-      row['compile'] = compiles
-    if have_torch:
-      bench_torch(row, args.repeats, args.torch_threads)
-    if baseline is not None:
-      row['memory'] = bench_memory(size, baseline)
-    row['other_processes_cores'] = load()
-    rows.append(row)
+    print(f'{size} px ({", ".join(args.dtypes)}) ...', file=sys.stderr,
+          flush=True)
+    # First, while the cache holds nothing of this size.
+    compiles = {dtype: {phase: (run_here if single else run_child)(
+        compile_child, size=size, optimizers=optimizers, steps=steps,
+        cache_dir=None if single else cache, dtype=dtype)
+                        for phase in ('cold', 'warm')}
+                for dtype in (args.dtypes if cache else ())}
+    benches = {dtype: build(size, dtype=dtype) for dtype in args.dtypes}
+    # Before any other evaluation or step at this size raises the peak.
+    memories = {dtype: memory_here(bench) for dtype, bench in benches.items()
+                if single and memory}
+    for dtype in args.dtypes:
+      load = other_load()
+      bench = benches.pop(dtype)
+      row, evaluate = bench_evaluation(bench, args.repeats, memory)
+      row['steps'] = {name: bench_steps(bench, name, steps, evaluate, rounds)
+                      for name in optimizers}
+      del bench, evaluate
+      if dtype in compiles:
+        row['compile'] = compiles[dtype]
+      if have_torch and dtype == 'float32':
+        bench_torch(row, args.repeats, args.torch_threads)
+      if dtype in memories:
+        row['memory'] = memories[dtype]
+      elif baseline is not None:
+        row['memory'] = bench_memory(size, baseline, dtype=dtype)
+      row['other_processes_cores'] = load()
+      rows.append(row)
+    by_dtype = {row['dtype']: row for row in rows if row['size'] == size}
+    if len(by_dtype) == 2:
+      by_dtype['bfloat16']['loss_rel_diff_vs_float32'] = abs(
+          by_dtype['bfloat16']['loss_at_content']
+          / by_dtype['float32']['loss_at_content'] - 1)
   return rows
 
 
 # ---------------------------------------------------------------------------
 # The other studies.
 
-def bench_memory_sizes(sizes, row_shards=4):
+def bench_memory_sizes(sizes, row_shards=4, single=False):
   """Peak memory of one evaluation at each size, without and with remat,
-  and with the rows split over `row_shards` simulated devices."""
+  and with the rows split over `row_shards` simulated devices; `single`:
+  in this process, without splitting."""
+  if single:
+    return {'rows': [memory_here(build(size, remat=remat)) for size in sizes
+                     for remat in (False, True)]}
   baseline = jax_only_baseline()
   return {'baseline_kib': baseline, 'rows': [
       bench_memory(size, baseline, remat, shards) for size in sizes
@@ -502,16 +588,17 @@ def ttq_child(name, size, stop_loss, max_steps, chunk_size):
               optimize_incl_compile_s=end - compile_start)
 
 
-def time_to_quality(size, evaluations, threads, chunk_size):
+def time_to_quality(size, evaluations, threads, chunk_size, single=False):
   """torch.optim.LBFGS for `evaluations` evaluations, then each nst_jax run
-  until it reaches torch's final loss; each in a fresh process."""
+  until it reaches torch's final loss; each in a fresh process (`single`:
+  the nst_jax runs in this one)."""
   torch_run = run_child(torch_child, study='lbfgs', size=size,
                         threads=threads, evaluations=evaluations)
   if 'error' in torch_run:
     return torch_run
-  runs = {name: run_child(ttq_child, name=name, size=size,
-                          stop_loss=torch_run['final_loss'],
-                          max_steps=3 * evaluations, chunk_size=chunk_size)
+  runs = {name: (run_here if single else run_child)(
+      ttq_child, name=name, size=size, stop_loss=torch_run['final_loss'],
+      max_steps=3 * evaluations, chunk_size=chunk_size)
           for name in ('lbfgs', 'lbfgs_nols', 'lbfgs_nols_c2f')}
   return {'size': size, 'torch': torch_run, 'jax': runs}
 
@@ -610,7 +697,8 @@ def machine(have_torch):
   info = {'cpu': platform.processor(), 'cores': os.cpu_count(),
           'memory_gib': os.sysconf('SC_PAGE_SIZE')
                         * os.sysconf('SC_PHYS_PAGES') / 2**30,
-          'jax': jax.__version__, 'compiler_options': xla_options()}
+          'jax': jax.__version__, 'compiler_options': xla_options(),
+          'device': jax.devices()[0].device_kind}
   if os.path.exists('/proc/cpuinfo'):
     with open('/proc/cpuinfo') as f:
       info['cpu'] = next((line.split(':', 1)[1].strip() for line in f
@@ -637,6 +725,17 @@ def _mib(count):
   return _num(None if count is None else count / 2**20)
 
 
+def _rise(mem):
+  """The memory one evaluation added, and how it was measured."""
+  mib = mem.get('evaluation_peak_over_rss_before_mib',
+                mem.get('evaluation_peak_over_in_use_before_mib'))
+  how = {'rss_in_process': ' (RSS, in process)',
+         'memory_stats': f' (device, of {_mib(mem.get("bytes_limit"))} MiB)'}
+  return '-' if mib is None else ('≤ ' * bool(mem.get('peak_is_upper_bound'))
+                                  + f'{mib:.0f} MiB'
+                                  + how.get(mem.get('method'), ''))
+
+
 def _table(caption, header, rows):
   print(f'\n{caption}\n\n| ' + ' | '.join(header) + ' |\n|'
         + '---|' * len(header))
@@ -647,7 +746,8 @@ def _table(caption, header, rows):
 def print_evaluations(report):
   m = report['machine']
   print(f'Machine: {m["cpu"]}, {m["cores"]} cores, {m["memory_gib"]:.0f} GiB;'
-        f' jax {m["jax"]}' + (f', torch {m["torch"]}' if 'torch' in m else '')
+        f' device {m.get("device", "cpu")}; jax {m["jax"]}'
+        + (f', torch {m["torch"]}' if 'torch' in m else '')
         + f'; load average {report["load_average_start"][0]:.2f} at start, '
         f'{report["load_average_end"][0]:.2f} at end.')
   rows = []
@@ -656,15 +756,15 @@ def print_evaluations(report):
     xla, remat = row['xla_memory'], row.get('xla_memory_remat', {})
     torch_s = torch_row.get('evaluation_s')
     rows.append([
-        row['size'], f'{_s(row["evaluation_s"])} ({row["conv_algorithm"]})',
+        row['size'], row.get('dtype', 'float32'),
+        f'{_s(row["evaluation_s"])} ({row["conv_algorithm"]})',
         _s(row.get('evaluation_direct_s', row['evaluation_s'])),
         _s(row.get('evaluation_xla_defaults_s')),
         f'{row["gflops_per_s"]:.0f}', f'{row["xla_over_analytic_flops"]:.3f}',
         _s(torch_s),
         _num(torch_s and row['flops_per_evaluation'] / torch_s / 1e9),
         _num(row.get('jax_over_torch'), 2),
-        _num(mem.get('peak_rss_minus_baseline_mib'), 0, ' MiB'),
-        _num(mem.get('evaluation_peak_over_rss_before_mib'), 0, ' MiB'),
+        _num(mem.get('peak_rss_minus_baseline_mib'), 0, ' MiB'), _rise(mem),
         f'{_mib(xla["temp_plus_argument_plus_output_bytes"])} MiB '
         f'({_mib(xla["temp_size_in_bytes"])}; '
         f'{_mib(remat.get("temp_size_in_bytes"))})',
@@ -672,10 +772,10 @@ def print_evaluations(report):
         f'{_num(torch_row.get("other_processes_cores"), 2)}'])
   _table(f'One evaluation (loss + gradient w.r.t. the pixels; FLOPs = '
          f'{FLOPS_FORMULA}):',
-         ['size', 'JAX', 'JAX, direct convolutions',
+         ['size', 'dtype', 'JAX', 'JAX, direct convolutions',
           "JAX, XLA's default options", 'GFLOP/s', 'XLA FLOPs / analytic',
           'PyTorch', 'PyTorch GFLOP/s', 'JAX / PyTorch',
-          'peak RSS − baseline', 'RSS rise in evaluation',
+          'peak RSS − baseline', 'rise in evaluation',
           'XLA temp+arg+out (temp; remat temp)', 'other load JAX / PyTorch'],
          rows)
 
@@ -692,7 +792,7 @@ def print_steps(sizes):
       if len(rounds) > 1:
         ratio += f' ({min(rounds):.2f}-{max(rounds):.2f})'
       rows.append([
-          row['size'], name, _s(r['step_s']),
+          row['size'], row.get('dtype', 'float32'), name, _s(r['step_s']),
           f'{r["evaluations_per_step"]:.2f}', ratio,
           f'{r["per_evaluation_over_evaluation"]:.3f}',
           f'{cold[name]["total_s"]:.1f} s / {warm[name]["total_s"]:.1f} s'
@@ -701,24 +801,26 @@ def print_steps(sizes):
   _table('One optimisation step (chunks of ' + ', '.join(
       f'{n} steps at {size} px' for size, n in chunks.items()) + '; ratios '
          'to the evaluations timed around each chunk; compile = init + '
-         'chunk in a fresh process, cold / cached):',
-         ['size', 'optimiser', 'step', 'evaluations / step',
+         'chunk in a fresh process, or in this one after jax.clear_caches() '
+         'with --single-process, cold / cached):',
+         ['size', 'dtype', 'optimiser', 'step', 'evaluations / step',
           'step / evaluation (range over rounds)',
           'per evaluation / evaluation', 'compile cold / cached',
           'other load'], rows)
 
 
 def print_compile(sizes):
-  compiled = [(row['size'], row['compile']) for row in sizes
-              if 'compile' in row]
+  compiled = [(row['size'], row.get('dtype', 'float32'), row['compile'])
+              for row in sizes if 'compile' in row]
   if compiled:
     cell = lambda c, key: ' / '.join(
         f'{c[phase][key]:.1f} s' if key in c[phase] else
-        c[phase].get('error', '')[:100] for phase in ('cold', 'warm'))
-    _table('Compiling in a fresh process, cold / cached:',
-           ['size', 'the evaluation', 'launch to everything compiled'],
-           [[size, cell(c, 'evaluation_s'), cell(c, 'process_wall_s')]
-            for size, c in compiled])
+        c[phase].get('error', '-')[:100] for phase in ('cold', 'warm'))
+    _table('Compiling in a fresh process (--single-process: in this one, '
+           'cached = after jax.clear_caches()), cold / cached:',
+           ['size', 'dtype', 'the evaluation', 'launch to everything compiled'],
+           [[size, dtype, cell(c, 'evaluation_s'), cell(c, 'process_wall_s')]
+            for size, dtype, c in compiled])
 
 
 def print_sweep(sweep):
@@ -753,7 +855,7 @@ def print_time_to_quality(q):
         f'{1000 * r["optimize_s"] / evaluations:.0f} ms',
         f'{r["compile_s"]:.1f} s', f'{r["optimize_s"] / t["seconds"]:.2f} / '
         f'{r["optimize_incl_compile_s"] / t["seconds"]:.2f}',
-        _num(r['other_processes_cores'], 2)])
+        _num(r.get('other_processes_cores'), 2)])
   _table(f'Time to quality at {q["size"]} px from the content image: nst_jax '
          f'with stop_loss = the loss torch.optim.LBFGS (history '
          f'{t["history_size"]}, lr 1, no line search) reaches in '
@@ -797,13 +899,14 @@ def print_memory(memory):
     rows.append([
         row['size'], 'yes' if row['remat'] else 'no', row['row_shards'],
         '-' if split else _num(row.get('peak_rss_minus_baseline_mib')),
-        '-' if split else _num(row.get('evaluation_peak_over_rss_before_mib')),
+        '-' if split else _rise(row),
         _mib(xla.get('temp_size_in_bytes')),
         _mib(xla.get('temp_plus_argument_plus_output_bytes'))])
-  _table('Peak memory of one evaluation (a fresh process per row; XLA counts '
-         'per device; split rows by XLA only):',
+  _table('Peak memory of one evaluation (a fresh process per row, or this '
+         'one with --single-process; XLA counts per device; split rows by '
+         'XLA only):',
          ['size', 'remat', 'devices (rows split)', 'peak RSS − baseline MiB',
-          'RSS rise during the evaluation MiB', 'XLA temp MiB per device',
+          'rise during the evaluation', 'XLA temp MiB per device',
           'XLA temp+args MiB per device'], rows)
 
 
@@ -863,6 +966,12 @@ def parse_args(argv=None):
   add('--memory-sizes', default='',
       help='e.g. 512,1024: peak memory of one evaluation, with and without '
            'remat, and with rows split over 4 devices')
+  add('--dtype', choices=('float32', 'bfloat16', 'both'),
+      help='of the evaluation and step studies (default: float32 on CPU, '
+           'both on an accelerator)')
+  add('--single-process', '--single_process', dest='single_process',
+      action='store_true', help='no child process opens the JAX device '
+      '(automatic on an accelerator): compiling and memory are measured here')
   add('--out', default=os.path.join('out', 'benchmark.json'))
   add('--table-from', default='', help='print the tables of a JSON file')
   add('--child', default='', help=argparse.SUPPRESS)  # [name, kwargs]
@@ -888,20 +997,32 @@ def main(argv=None):
   if args.time_to_quality and not have_torch:
     print('--time-to-quality needs torch (and no --no-torch); skipped',
           file=sys.stderr)
-  if not args.skip_memory and not os.path.exists('/proc/self/clear_refs'):
+  accelerator = jax.devices()[0].platform != 'cpu'
+  args.single_process |= accelerator
+  # bfloat16 first: a device's peak memory is the process's (and smaller).
+  args.dtype = args.dtype or ('both' if accelerator else 'float32')
+  args.dtypes = {'both': ('bfloat16', 'float32')}.get(args.dtype,
+                                                      (args.dtype,))
+  if args.startup and args.single_process:
+    print('--startup launches processes that open the device; skipped with '
+          '--single-process', file=sys.stderr)
+  if (not args.skip_memory and not args.single_process
+      and not os.path.exists('/proc/self/clear_refs')):
     print("peak memory needs Linux's /proc; skipped", file=sys.stderr)
     args.skip_memory = True
-  started = time.perf_counter()
+  started, cache = time.perf_counter(), None
+  previous_cache = jax.config.jax_compilation_cache_dir
+  if sizes and not args.skip_compile:
+    # The compile children (or this process's cold phase) fill this cache;
+    # this process then loads the same programs from it.
+    cache = tempfile.mkdtemp(prefix='nst_jax_bench_cache_')
+    compilation_cache.reset_cache()  # JAX opens its cache folder once
+    programs_lib.open_cache(cache)
   report = {'machine': machine(have_torch), 'flops_formula': FLOPS_FORMULA,
-            'learning_rates': LEARNING_RATES,
+            'learning_rates': LEARNING_RATES, 'dtypes': args.dtypes,
+            'single_process': args.single_process,
             'torch_threads': args.torch_threads if have_torch else None,
             'load_average_start': os.getloadavg()}
-  cache = None
-  if sizes and not args.skip_compile:
-    # The compile children fill this cache; this process then loads the
-    # same programs from it instead of compiling them again.
-    cache = tempfile.mkdtemp(prefix='nst_jax_bench_cache_')
-    programs_lib.open_cache(cache)
   try:
     report['sizes'] = bench_sizes(args, sizes, optimizers, have_torch, cache)
     if args.sweep:
@@ -909,19 +1030,22 @@ def main(argv=None):
     if args.layer_sizes:
       report['layers'] = [bench_layers(int(size))
                           for size in args.layer_sizes.split(',')]
-    if args.startup:
+    if args.startup and not args.single_process:
       # The default (Winograd on CPU), then direct convolutions, whose
       # smaller programs load faster.
       report['startup'] = bench_startup('auto') + bench_startup('direct')
     if args.memory_sizes:
       report['memory_by_size'] = bench_memory_sizes(
-          [int(x) for x in args.memory_sizes.split(',') if x.strip()])
+          [int(x) for x in args.memory_sizes.split(',') if x.strip()],
+          single=args.single_process)
     if args.time_to_quality and have_torch:
       report['time_to_quality'] = time_to_quality(
           args.ttq_size, args.ttq_evaluations, args.torch_threads,
-          args.ttq_chunk)
+          args.ttq_chunk, args.single_process)
   finally:
-    if cache:
+    if cache:  # As before, for a caller in this process.
+      jax.config.update('jax_compilation_cache_dir', previous_cache)
+      compilation_cache.reset_cache()
       shutil.rmtree(cache, ignore_errors=True)
   report['load_average_end'] = os.getloadavg()
   report['benchmark_wall_s'] = time.perf_counter() - started

@@ -3,6 +3,7 @@
 the evaluations spent, from white noise.
 
   python scripts/precision_study.py [--image_size=64] [--iterations=250]
+      [--optimizers=lbfgs,lbfgs_nols]
 
 Built-in images, seeded random VGG19 weights, the default config's losses,
 direct convolutions (as on accelerators). On a CPU bfloat16 is emulated, so
@@ -13,16 +14,20 @@ Markdown table.
 import argparse
 
 import nst_jax
+from nst_jax import optim
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--image_size', type=int, default=64)
   parser.add_argument('--iterations', type=int, default=250)
+  parser.add_argument('--optimizers', default='lbfgs,lbfgs_nols',
+                      help='comma-separated, of ' + ', '.join(
+                          optim.OPTIMIZERS))
   args = parser.parse_args()
   print('| dtype | optimizer | final loss | evaluations | steps | stop |')
   print('|---|---|---|---|---|---|')
-  for optimizer in ('lbfgs', 'lbfgs_nols'):
+  for optimizer in [o for o in args.optimizers.split(',') if o.strip()]:
     for dtype in ('float32', 'bfloat16'):
       manifest = nst_jax.stylize(
           'builtin:scene', 'builtin:painting', image_size=args.image_size,

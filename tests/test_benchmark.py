@@ -1,14 +1,20 @@
 """scripts/benchmark.py: its problem is the library's loss, and it starts
 without torch."""
 
+import dataclasses
+import functools
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 
 import jax
 import numpy as np
 
-from nst_jax import images, losses, vgg, weights
+from nst_jax import images, losses, settings, vgg, weights
+from nst_jax import programs as programs_lib
+from nst_jax.configs import default
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts',
                       'benchmark.py')
@@ -51,3 +57,101 @@ def test_problem_is_the_library_loss():
   zeros = benchmark.build(32, conv_algorithm='direct', compute=False)
   shapes = lambda tree: jax.tree_util.tree_map(np.shape, tree)
   assert shapes(zeros.problem) == shapes(bench.problem)
+
+
+class _FakeDevice:
+  """A device whose `memory_stats()` returns the given values in turn."""
+
+  def __init__(self, *stats):
+    self.stats = list(stats)
+
+  def memory_stats(self):
+    return self.stats.pop(0)
+
+
+def test_device_memory_is_the_peak_less_the_bytes_in_use_before():
+  benchmark = _load_benchmark()
+  mib, calls = 2**20, []
+  evaluate = lambda: calls.append(1) or np.zeros(())
+  before = {'bytes_in_use': 100 * mib, 'peak_bytes_in_use': 150 * mib,
+            'bytes_limit': 1024 * mib}
+  got = benchmark.evaluation_memory(evaluate, _FakeDevice(
+      before, dict(before, peak_bytes_in_use=400 * mib)))
+  assert got == {'method': 'memory_stats',
+                 'evaluation_peak_over_in_use_before_mib': 300,
+                 'peak_is_upper_bound': False, 'bytes_limit': 1024 * mib}
+  assert benchmark._rise(got) == '300 MiB (device, of 1024 MiB)'
+  # A peak the evaluation did not raise bounds its memory from above.
+  got = benchmark.evaluation_memory(evaluate, _FakeDevice(before, before))
+  assert got['evaluation_peak_over_in_use_before_mib'] == 50
+  assert got['peak_is_upper_bound'] and benchmark._rise(got).startswith('≤ ')
+  # No statistics (the CPU): this process's RSS, where Linux has /proc.
+  got = benchmark.evaluation_memory(evaluate, _FakeDevice(None))
+  if os.path.exists('/proc/self/clear_refs'):
+    assert got['method'] == 'rss_in_process'
+    assert got['evaluation_peak_over_rss_before_mib'] >= 0
+  else:
+    assert not got
+  assert calls == [1, 1, 1]
+
+
+def test_bfloat16_problem_is_a_bfloat16_run():
+  benchmark = _load_benchmark()
+  bench = benchmark.build(32, conv_algorithm='direct', dtype='bfloat16')
+  # What a run with dtype='bfloat16' and the paper's loss computes, as
+  # api.execute and loop.optimize compute it.
+  config = default.get_config()
+  config.update(dict(content='builtin:scene', style='builtin:painting',
+                     weights='random', dtype='bfloat16',
+                     loss_normalization='paper', content_weight=1.0,
+                     style_weight=1e3, conv_algorithm='direct'))
+  checked = settings.check(config, from_files=False)
+  spec = dataclasses.replace(checked.spec, conv_algorithm='direct')
+  assert bench.spec == spec
+  params, _ = weights.random_weights(benchmark.WEIGHTS_SEED)
+  content, style = images.demo_content(32), images.demo_style(32)
+  programs = programs_lib.Programs()
+  variables = programs.prepare_variables(params, (), spec.layers)
+  targets = programs.targets(variables, content, [style], (1.0,), spec)
+  loss_weights = losses.loss_weights(
+      spec, checked.content_weight, checked.style_weight, checked.tv_weight,
+      checked.content_layer_weights, checked.style_layer_weights)
+  dtypes = lambda tree: jax.tree_util.tree_map(lambda x: x.dtype, tree)
+  assert dtypes(bench.problem.variables) == dtypes(variables)
+  assert dtypes(bench.problem.targets) == dtypes(targets)
+  loss = jax.jit(losses.total_loss, static_argnums=4)
+  np.testing.assert_allclose(
+      loss(bench.pixels, bench.problem.variables, bench.problem.targets,
+           bench.problem.loss_weights, bench.spec),
+      loss(content, variables, targets, loss_weights, spec), rtol=2e-2)
+
+
+def test_single_process_opens_the_device_in_no_child(tmp_path, monkeypatch):
+  benchmark = _load_benchmark()
+  calls = []
+
+  def run(command, **kwargs):  # PyTorch's child, answered without torch.
+    calls.append((command, kwargs.get('env')))
+    return subprocess.CompletedProcess(command, 0, stderr='', stdout=(
+        json.dumps({'evaluation_s': 1.0, 'loss': 1.0, 'grad_norm': 1.0})))
+  monkeypatch.setattr(benchmark.subprocess, 'run', run)
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *args: (
+      name == 'torch' or find_spec(name, *args)))
+  # Less to compile: direct convolutions (not the CPU's default, Winograd),
+  # no second evaluation with XLA's default options, no optimiser (steps
+  # always ran in this process).
+  monkeypatch.setattr(benchmark, 'build', functools.partial(
+      benchmark.build, conv_algorithm='direct'))
+  monkeypatch.setattr(benchmark, 'xla_options', dict)
+  out, cache = tmp_path / 'bench.json', jax.config.jax_compilation_cache_dir
+  benchmark.main(['--sizes=32', '--single-process', '--repeats=1',
+                  '--optimizers=', f'--out={out}'])
+  assert [c[0][-1] for c in calls] == [json.dumps([
+      'torch_child', {'study': 'evaluation', 'size': 32,
+                      'threads': benchmark.default_threads(), 'repeats': 1}])]
+  assert all(env and env.get('JAX_PLATFORMS') == 'cpu' for _, env in calls)
+  row, = json.loads(out.read_text())['sizes']
+  assert row['dtype'] == 'float32' and row['memory']['method']
+  assert row['compile']['cold']['in_process'], row['compile']
+  assert jax.config.jax_compilation_cache_dir == cache  # As it was.
