@@ -139,7 +139,7 @@ def get_config():
   config.video = ml_collections.ConfigDict()
   # gamma, the weight of Ruder et al.'s temporal loss (mean over pixel values
   # of certainty * (x - warped previous result)^2, in 0-255 units); 0: off.
-  config.video.temporal_weight = 1.0
+  config.video.temporal_weight = 0.3
   config.video.flow = 'dis'      # optical flow: 'dis' | 'farneback' | 'none'
   # Each frame (but the first) starts from: 'warped' (the previous result
   # warped along the flow, the content where it is disoccluded) | 'content'

@@ -431,7 +431,7 @@ def _video(config) -> VideoSettings:
                     f'frame, which the start and flicker use), got '
                     f'{long_term!r}')
   settings = VideoSettings(
-      temporal_weight=number('temporal_weight', 0.0),
+      temporal_weight=number('temporal_weight', 0.3),
       flow=choice('flow', VIDEO_FLOWS, 'dis'),
       init=choice('init', VIDEO_INITS, 'warped'),
       long_term=offsets,
