@@ -3,6 +3,7 @@ without torch."""
 
 import dataclasses
 import functools
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -138,6 +139,9 @@ def test_single_process_opens_the_device_in_no_child(tmp_path, monkeypatch):
   find_spec = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *args: (
       name == 'torch' or find_spec(name, *args)))
+  version = importlib.metadata.version  # torch need not be installed
+  monkeypatch.setattr(importlib.metadata, 'version', lambda name: (
+      'faked' if name == 'torch' else version(name)))
   # Less to compile: direct convolutions (not the CPU's default, Winograd),
   # no second evaluation with XLA's default options, no optimiser (steps
   # always ran in this process).
