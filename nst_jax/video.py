@@ -211,7 +211,7 @@ def _normalised(config) -> dict:
 
 
 def _resume_point(config, settings, frame_count, log) -> tuple:
-  """(frames already done, their manifest entries) from an earlier run of
+  """(frames already done, their manifest entries) from a previous run of
   the same config; (0, []) otherwise, removing the other config's frames."""
   path = settings.manifest
   folder = frames_folder(settings.output)
