@@ -1,7 +1,7 @@
 """Benchmark nst_jax against a plain PyTorch implementation of the same loss.
 
   python scripts/benchmark.py                          # 128, 256, 512 px
-  python scripts/benchmark.py --sizes=128,256 --time-to-quality
+  python scripts/benchmark.py --sizes= --time-to-quality  # panel, hours
   python scripts/benchmark.py --sizes=1024 --optimizers=lbfgs_nols --no-torch
 
 The problem is Gatys et al.'s loss in the paper's normalisation (VGG19 to
@@ -10,7 +10,7 @@ weights, built by the library as a run builds it. Per size: one evaluation
 (loss + pixel gradient) in JAX and in PyTorch (scripts/torch_reference.py),
 optimiser steps (the loop programs a run uses) as ratios to evaluations,
 compiling and memory; more with --sweep, --startup, --layer-sizes,
---memory-sizes, --time-to-quality. docs/performance.md defines each figure.
+--memory-sizes, --time-to-quality (a panel of 12 problems: --ttq-panel). docs/performance.md defines each figure.
 Writes JSON (--out) and prints Markdown tables (--table-from prints them
 again).
 
@@ -84,16 +84,40 @@ class Bench:
   pixels: Any  # the start: the content image
 
 
+def blob_image(seed, size, which=0):
+  """A seeded 8 x 8 image of uniform random colours (0-255) upscaled
+  (bicubic, per channel in float32, clipped to 0-255) to `size` px:
+  `which` 0 is problem `seed`'s content, 1 its style."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  blobs = np.random.default_rng([seed, which]).uniform(
+      0, 255, (8, 8, 3)).astype(np.float32)
+  return np.clip(np.stack([np.asarray(Image.fromarray(blobs[..., c]).resize(
+      (size, size), Image.BICUBIC)) for c in range(3)], -1), 0,
+                 255).astype(np.float32)
+
+
+def problem_images(size, image_seed=None):
+  """(content, style) at `size` px: the demo images (`image_seed` None) or
+  problem `image_seed`'s colour blobs."""
+  if image_seed is None:
+    return images.demo_content(size), images.demo_style(size)
+  return blob_image(image_seed, size, 0), blob_image(image_seed, size, 1)
+
+
 def build(size, normalization='paper', remat=False, style_weight=BETA,
           conv_algorithm='auto', shard_rows=False, compute=True,
-          dtype='float32') -> Bench:
-  """The demo content and style at `size` px with seeded random weights,
-  prepared as a run with `dtype` prepares them; `compute=False`: zeros of
-  the same shapes, computing nothing (enough to compile its programs)."""
+          dtype='float32', preprocessing='caffe', image_seed=None) -> Bench:
+  """The demo content and style (or, with `image_seed`, that problem's
+  colour blobs: `problem_images`) at `size` px with seeded random weights,
+  prepared as a run with `dtype` prepares them, the network's input
+  preprocessed as `preprocessing` ('caffe': Keras's layout, 'torchvision');
+  `compute=False`: zeros of the same shapes, computing nothing (enough to
+  compile its programs)."""
   conv_algorithm = api.resolve_conv_algorithm(
       conv_algorithm, jax.devices()[0].platform, dtype, shard_rows)
   spec = losses.LossSpec(normalization=normalization, remat=remat,
-                         conv_algorithm=conv_algorithm, dtype=dtype)
+                         conv_algorithm=conv_algorithm, dtype=dtype,
+                         preprocessing=preprocessing)
   winograd_sizes = [(size, size)] if conv_algorithm == 'winograd' else []
   loss_weights = losses.loss_weights(spec, ALPHA, style_weight)
   if not compute:
@@ -107,7 +131,7 @@ def build(size, normalization='paper', remat=False, style_weight=BETA,
         lambda x: np.zeros(x.shape, x.dtype),
         (jax.eval_shape(problem_of, params, image, image), image)))
   params, _ = weights.random_weights(WEIGHTS_SEED)
-  content, style = images.demo_content(size), images.demo_style(size)
+  content, style = problem_images(size, image_seed)
   variables = PROGRAMS.prepare_variables(params, winograd_sizes, spec.layers)
   targets = PROGRAMS.targets(variables, content, [style], [1.0], spec)
   return Bench(size, spec, optim.Problem(variables, targets, loss_weights),
@@ -366,18 +390,29 @@ def compile_child(size, optimizers, steps, cache_dir, dtype='float32'):
   return result
 
 
-def torch_child(study, size, threads, repeats=0, evaluations=0):
+def torch_child(study, size, threads, repeats=0, evaluations=0,
+                problem=None):
   """PyTorch on the same images and weights: one evaluation ('evaluation')
-  or torch.optim.LBFGS from the content image ('lbfgs')."""
+  or torch.optim.LBFGS from the content image ('lbfgs'; then `repeats`
+  single evaluations timed). `problem`: a panel problem (`PANEL`) instead
+  of the demo's paper loss at `size`."""
   from scripts import torch_reference  # pylint: disable=g-import-not-at-top
   params, _ = weights.random_weights(WEIGHTS_SEED)
-  content, style = images.demo_content(size), images.demo_style(size)
+  loss_kwargs = {}
+  if problem:
+    size = problem['size']
+    loss_kwargs = dict(alpha=ALPHA, beta=problem['style_weight'],
+                       normalization=problem['normalization'],
+                       preprocessing=problem['preprocessing'])
+  content, style = problem_images(size, problem and problem['seed'])
   if study == 'lbfgs':
-    return torch_reference.lbfgs(params, content, style, evaluations, threads)
-  first = torch_reference.evaluation(params, content, style, 1, threads)
+    return torch_reference.lbfgs(params, content, style, evaluations, threads,
+                                 timed_evaluations=repeats, **loss_kwargs)
+  first = torch_reference.evaluation(params, content, style, 1, threads,
+                                     **loss_kwargs)
   return torch_reference.evaluation(
       params, content, style, auto_repeats(first['evaluation_s'], repeats),
-      threads)
+      threads, **loss_kwargs)
 
 
 def bench_torch(row, repeats, threads):
@@ -552,19 +587,83 @@ def bench_memory_sizes(sizes, row_shards=4, single=False):
       for remat, shards in ((False, 1), (True, 1), (False, row_shards))]}
 
 
+# Time to quality: a panel of problems. Seeded colour blobs (`blob_image`)
+# for content and style, at 128 and 256 px, in the paper's normalisation
+# (alpha 1, beta 1e3) and the invariant one (alpha 1, beta 1e-3, the default
+# config's), with each weight layout's preprocessing: 'caffe' (Keras's
+# converted file) and 'torchvision'. The weights are seeded random ones
+# (no pretrained file exists offline), so a layout is its preprocessing.
+# The tuned set (seeds 0-7) is the full 2 x 2 x 2 design; the held-out set
+# (seeds 100-103) was never looked at while choosing optimisers.
+TTQ_OPTIMIZERS = ('lbfgs', 'lbfgs_nols', 'lbfgs_nols_c2f')
+STYLE_WEIGHTS = {'paper': BETA, 'invariant': 1e-3}
+
+
+def panel_problem(seed, size, normalization, preprocessing, held_out=False):
+  return {'name': f'{"h" if held_out else "t"}{seed}-{size}-'
+                  f'{normalization[:3]}-{preprocessing[:5]}',
+          'seed': seed, 'size': size, 'normalization': normalization,
+          'preprocessing': preprocessing,
+          'style_weight': STYLE_WEIGHTS[normalization], 'held_out': held_out}
+
+
+PANEL = [panel_problem(seed, size, normalization, preprocessing)
+         for seed, (size, normalization, preprocessing) in enumerate(
+             (size, normalization, preprocessing) for size in (128, 256)
+             for normalization in ('paper', 'invariant')
+             for preprocessing in ('caffe', 'torchvision'))] + [
+                 panel_problem(seed, size, normalization, preprocessing, True)
+                 for seed, size, normalization, preprocessing in (
+                     (100, 128, 'paper', 'caffe'),
+                     (101, 128, 'invariant', 'torchvision'),
+                     (102, 256, 'invariant', 'caffe'),
+                     (103, 256, 'paper', 'torchvision'))]
+
+
+def panel_bench(problem, size=None, **kwargs) -> Bench:
+  """`build` for a panel problem (at `size`, default its own)."""
+  return build(size or problem['size'],
+               normalization=problem['normalization'],
+               style_weight=problem['style_weight'],
+               preprocessing=problem['preprocessing'],
+               image_seed=problem['seed'], **kwargs)
+
+
 def run_until_stopped(loop, state):
   while int(state.stop_reason[0]) == optim.RUNNING:
     state, _, _ = loop.run(state)
   return state
 
 
-def ttq_child(name, size, stop_loss, max_steps, chunk_size):
-  """nst_jax's `name` from the content image until the loss is at most
-  `stop_loss`; 'lbfgs_nols_c2f': 100 lbfgs_nols steps at half size first,
-  then on from the upsampled result."""
+def ttq_child(name, size, stop_loss, max_steps, chunk_size, problem=None,
+              cache_dir=None, names=None):
+  """nst_jax's `name` (or each of `names`, one after another) from the
+  content image until the loss is at most `stop_loss`; 'lbfgs_nols_c2f':
+  100 lbfgs_nols steps at half size first, then on from the upsampled
+  result. `problem`: a panel problem instead of the demo's at `size`.
+  With `names`: {name: result} and the loss at the start."""
+  if cache_dir:
+    programs_lib.open_cache(cache_dir)
+  make = (lambda s: panel_bench(problem, s)) if problem else build
+  size = problem['size'] if problem else size
+  bench = make(size)
+  if names is None:
+    return _ttq_run(name, bench, make, stop_loss, max_steps, chunk_size)
+  results = {'start_loss': float(optim.loss_and_grad_jit(
+      bench.pixels, bench.problem, bench.spec)[0])}
+  for one in names:
+    try:
+      results[one] = _ttq_run(one, bench, make, stop_loss, max_steps,
+                              chunk_size)
+    except Exception as e:  # pylint: disable=broad-except
+      results[one] = {'error': f'{type(e).__name__}: {e}'[:1500]}
+  return results
+
+
+def _ttq_run(name, bench, make, stop_loss, max_steps, chunk_size):
   coarse = name == 'lbfgs_nols_c2f'
   optimizer = 'lbfgs_nols' if coarse else name
-  bench, small = build(size), build(size // 2) if coarse else None
+  small = make(bench.size // 2) if coarse else None
   jax.block_until_ready((bench.problem, small and small.problem))
   compile_start = time.perf_counter()
   loop = compile_loop(bench, optimizer, chunk_size,
@@ -576,14 +675,16 @@ def ttq_child(name, size, stop_loss, max_steps, chunk_size):
   result, pixels = {'compile_s': optimize_start - compile_start}, None
   if coarse:
     state = run_until_stopped(small_loop, small_loop.start())
-    result.update(coarse_size=size // 2,
+    result.update(coarse_size=bench.size // 2,
                   coarse_evaluations=int(state.evaluations[0]))
-    pixels = images.resize(np.asarray(state.pixels[0]), (size, size))
+    pixels = images.resize(np.asarray(state.pixels[0]),
+                           (bench.size, bench.size))
   state = run_until_stopped(loop, loop.start(pixels))
   end = time.perf_counter()
   reason = optim.STOP_REASONS[int(state.stop_reason[0])]
   return dict(result, reached=reason == 'stop_loss', stop_reason=reason,
               evaluations=int(state.evaluations[0]), steps=int(state.step[0]),
+              final_loss=float(state.value[0]),
               optimize_s=end - optimize_start,
               optimize_incl_compile_s=end - compile_start)
 
@@ -599,8 +700,139 @@ def time_to_quality(size, evaluations, threads, chunk_size, single=False):
   runs = {name: (run_here if single else run_child)(
       ttq_child, name=name, size=size, stop_loss=torch_run['final_loss'],
       max_steps=3 * evaluations, chunk_size=chunk_size)
-          for name in ('lbfgs', 'lbfgs_nols', 'lbfgs_nols_c2f')}
+          for name in TTQ_OPTIMIZERS}
   return {'size': size, 'torch': torch_run, 'jax': runs}
+
+
+def loop_evaluation_child(size, chunk_size=10, chunks=3, cache_dir=None):
+  """Seconds per evaluation of lbfgs_nols's compiled loop (one evaluation
+  per step, the 100-pair history's products included) at `size` px: the
+  median of `chunks` chunks after a warm-up one, over their steps."""
+  if cache_dir:
+    programs_lib.open_cache(cache_dir)
+  bench = panel_bench(PANEL[0], size)
+  loop = compile_loop(bench, 'lbfgs_nols', chunk_size,
+                      optim.stop_criteria(10**9))
+  state, _, _ = jax.block_until_ready(loop.run(loop.start()))
+  times = []
+  for _ in range(chunks):
+    seconds, (state, _, _) = timed(lambda state=state: loop.run(state))
+    times.append(seconds / chunk_size)
+  return {'evaluation_s': float(np.median(times)), 'times_s': times}
+
+
+def per_evaluation(sizes, threads, cache_dir, single=False):
+  """Per size, back to back: PyTorch's evaluation, the nst_jax loop's, and
+  PyTorch's again; the ratio of nst_jax's to the mean of PyTorch's. Sizes
+  without PyTorch (a coarse level's) time nst_jax only."""
+  out = {}
+  for size, with_torch in sizes:
+    torch_s, row = [], {}
+    for turn in (['torch', 'jax', 'torch'] if with_torch else ['jax']):
+      if turn == 'torch':
+        r = run_child(torch_child, study='evaluation', size=size,
+                      threads=threads, repeats=7)
+        torch_s.append(r.get('evaluation_s'))
+        row.setdefault('torch', []).append(r)
+      else:
+        r = row['jax'] = (run_here if single else run_child)(
+            loop_evaluation_child, size=size, cache_dir=cache_dir)
+    row['jax_s'] = row['jax'].get('evaluation_s')
+    if torch_s and None not in torch_s:
+      row['torch_s'] = float(np.mean(torch_s))
+      if row['jax_s']:
+        row['jax_over_torch'] = row['jax_s'] / row['torch_s']
+    out[str(size)] = row
+  return out
+
+
+def panel_summary(rows, per_eval, names):
+  """Per optimiser and set (tuned, held out): the median and worst of the
+  time ratio and of the count-based ratio; a problem not reached counts
+  with its ratio at the budget (a lower bound) and is counted."""
+  def count_ratio(row, r):
+    size, t = row['problem']['size'], row['torch']
+    jax_s = per_eval.get(str(size), {}).get('jax_s')
+    torch_s = per_eval.get(str(size), {}).get('torch_s')
+    coarse_s = per_eval.get(str(size // 2), {}).get('jax_s')
+    if not (jax_s and torch_s) or ('coarse_size' in r and not coarse_s):
+      return None
+    spent = r['evaluations'] * jax_s + r.get('coarse_evaluations', 0) * (
+        coarse_s or 0)
+    return spent / (t['evaluations'] * torch_s)
+
+  summary = {}
+  for row in rows:
+    for name in names:
+      r = row.get('jax', {}).get(name)
+      if not r or 'error' in r or 'error' in row['torch']:
+        continue
+      r['time_ratio'] = r['optimize_s'] / row['torch']['seconds']
+      r['count_ratio'] = count_ratio(row, r)
+      # Machine-independent: evaluations (a coarse one as 1/4) per torch's.
+      r['evaluation_ratio'] = (r['evaluations'] + r.get(
+          'coarse_evaluations', 0) / 4) / row['torch']['evaluations']
+  for held_out, label in ((False, 'tuned'), (True, 'held_out')):
+    chosen = [row for row in rows if row['problem']['held_out'] == held_out]
+    for name in names:
+      results = [row['jax'][name] for row in chosen if 'time_ratio' in
+                 row.get('jax', {}).get(name, {})]
+      if not results:
+        continue
+      entry = {'problems': len(results),
+               'not_reached': sum(not r['reached'] for r in results),
+               'evaluations_median': float(np.median(
+                   [r['evaluations'] + r.get('coarse_evaluations', 0) / 4
+                    for r in results]))}
+      for key in ('evaluation_ratio', 'time_ratio', 'count_ratio'):
+        values = [r[key] for r in results if r.get(key) is not None]
+        if values:
+          entry[f'{key}_median'] = float(np.median(values))
+          entry[f'{key}_worst'] = float(np.max(values))
+      summary.setdefault(label, {})[name] = entry
+  return summary
+
+
+def time_to_quality_panel(problems, evaluations, threads, chunk_size, names,
+                          single=False, checkpoint=lambda q: None,
+                          per_evaluation_from=None):
+  """Per problem: torch.optim.LBFGS for `evaluations` evaluations (and 7
+  single evaluations timed after it), then each of `names` in one fresh
+  process until its loss is at most torch's final one, at most 3 x
+  `evaluations` steps. Per-evaluation times per size are measured back to
+  back first (or taken from `per_evaluation_from`, an earlier panel's).
+  `checkpoint(q)` after each problem (partial results)."""
+  cache = tempfile.mkdtemp(prefix='nst_jax_ttq_cache_')
+  q = {'panel': True, 'evaluations': evaluations, 'optimizers': list(names),
+       'rows': []}
+  try:
+    sizes = sorted({p['size'] for p in problems})
+    coarse = sorted({s // 2 for s in sizes} - set(sizes)) if (
+        'lbfgs_nols_c2f' in names) else []
+    q['per_evaluation'] = per_evaluation_from or per_evaluation(
+        [(s, True) for s in sizes] + [(s, False) for s in coarse], threads,
+        cache, single)
+    checkpoint(q)
+    for problem in problems:
+      row = {'problem': problem}
+      q['rows'].append(row)
+      row['torch'] = t = run_child(
+          torch_child, study='lbfgs', size=problem['size'], threads=threads,
+          evaluations=evaluations, repeats=7, problem=problem)
+      if 'error' not in t:
+        row['jax'] = r = (run_here if single else run_child)(
+            ttq_child, name=None, size=problem['size'],
+            stop_loss=t['final_loss'], max_steps=3 * evaluations,
+            chunk_size=chunk_size, problem=problem, cache_dir=cache,
+            names=list(names))
+        if 'start_loss' in r:
+          row['start_loss_rel_diff_vs_torch'] = abs(
+              r['start_loss'] / t['start_loss'] - 1)
+      q['summary'] = panel_summary(q['rows'], q['per_evaluation'], names)
+      checkpoint(q)
+  finally:
+    shutil.rmtree(cache, ignore_errors=True)
+  return q
 
 
 def bench_sweep(size=64, members=4, steps=10):
@@ -830,7 +1062,85 @@ def print_sweep(sweep):
           for name, r in sweep.items()])
 
 
+TTQ_LABELS = {'lbfgs': 'lbfgs', 'lbfgs_nols': 'lbfgs_nols',
+              'lbfgs_nols_c2f': 'lbfgs_nols c2f'}
+
+
+def print_time_to_quality_panel(q):
+  names = q['optimizers']
+  _table('Per-evaluation seconds, measured back to back (PyTorch, nst_jax '
+         "lbfgs_nols's compiled loop, PyTorch again):",
+         ['size', 'PyTorch', 'nst_jax loop', 'nst_jax / PyTorch'],
+         [[size, _s(row.get('torch_s')), _s(row.get('jax_s')),
+           _num(row.get('jax_over_torch'), 2)]
+          for size, row in q.get('per_evaluation', {}).items()])
+
+  def cell(r):
+    if not r:
+      return '-'
+    if 'error' in r:
+      return f'error: {r["error"][:60]}'
+    coarse = (f'+{r["coarse_evaluations"]}/4'
+              if 'coarse_evaluations' in r else '')
+    bound = '' if r['reached'] else '≥ '
+    return (f'{r["evaluations"]}{coarse}'
+            f'{"" if r["reached"] else " (not reached)"}, '
+            f'{bound}{_num(r.get("time_ratio"), 2)} / '
+            f'{bound}{_num(r.get("count_ratio"), 2)}')
+
+  rows = []
+  for row in q['rows']:
+    p, t = row['problem'], row['torch']
+    if 'error' in t:
+      rows.append([p['name'], f'torch error: {t["error"][:80]}']
+                  + [''] * (len(names) + 1))
+      continue
+    jax_row = row.get('jax', {})
+    rows.append([
+        p['name'] + (' (held out)' if p['held_out'] else ''),
+        f'{t["final_loss"]:.4g}',
+        f'{t["seconds"]:.0f} s',
+        _num(row.get('start_loss_rel_diff_vs_torch'), 1) if
+        row.get('start_loss_rel_diff_vs_torch') is None else
+        f'{row["start_loss_rel_diff_vs_torch"]:.0e}'] + [
+            f'error: {jax_row["error"][:60]}' if 'error' in jax_row
+            else cell(jax_row.get(name)) for name in names])
+  _table(f'Time to quality, per problem: name = set (t tuned, h held out), '
+         f'seed, px, normalisation, layout (preprocessing). nst_jax runs '
+         f'with stop_loss = the loss torch.optim.LBFGS (history 100, lr 1, '
+         f'no line search) reaches in {q["evaluations"]} evaluations, at most '
+         f'{3 * q["evaluations"]} steps. Cells: evaluations (c2f: +coarse '
+         f'ones at half size, each about 1/4), time ratio (optimise time / '
+         f"PyTorch's) / count ratio (evaluations x nst_jax's loop "
+         f"per-evaluation time / ({q['evaluations']} x PyTorch's), measured "
+         'back to back); ≥: not reached, a lower bound:',
+         ['problem', "PyTorch's loss", 'PyTorch time',
+          'start loss rel. diff.'] + [TTQ_LABELS.get(n, n) for n in names],
+         rows)
+  summary_rows = []
+  for label, by_name in q.get('summary', {}).items():
+    for name, e in by_name.items():
+      summary_rows.append([
+          label.replace('_', ' '), TTQ_LABELS.get(name, name), e['problems'],
+          e['not_reached'], _num(e['evaluations_median']),
+          _num(e.get('evaluation_ratio_median'), 2),
+          _num(e.get('evaluation_ratio_worst'), 2),
+          _num(e.get('time_ratio_median'), 2),
+          _num(e.get('time_ratio_worst'), 2),
+          _num(e.get('count_ratio_median'), 2),
+          _num(e.get('count_ratio_worst'), 2)])
+  _table('Time to quality, summary (ratios to PyTorch; a problem not '
+         'reached counts with its lower bound):',
+         ['set', 'optimiser', 'problems', 'not reached', 'median evaluations',
+          'evaluations / PyTorch\'s median', 'worst',
+          'time ratio median', 'worst', 'count ratio median', 'worst'],
+         summary_rows)
+
+
 def print_time_to_quality(q):
+  if q.get('panel'):
+    print_time_to_quality_panel(q)
+    return
   if 'error' in q:
     print(f'\nTime to quality: {q["error"]}')
     return
@@ -927,7 +1237,7 @@ def print_report(report):
 # Command line.
 
 CHILDREN = {f.__name__: f for f in (compile_child, memory_child, torch_child,
-                                    ttq_child)}
+                                    ttq_child, loop_evaluation_child)}
 
 
 def parse_args(argv=None):
@@ -953,8 +1263,25 @@ def parse_args(argv=None):
       action='store_true')
   add('--time-to-quality', '--time_to_quality', dest='time_to_quality',
       action='store_true',
-      help="nst_jax to torch.optim.LBFGS's loss after --ttq-evaluations")
-  add('--ttq-size', type=int, default=128)
+      help="nst_jax to torch.optim.LBFGS's loss after --ttq-evaluations, "
+           'on the panel of problems (--ttq-panel)')
+  add('--ttq-panel', '--ttq_panel', dest='ttq_panel', default='all',
+      choices=('all', 'tuned', 'held_out', 'demo'),
+      help="the time-to-quality problems: the tuned set's 8 (seeds 0-7), "
+           "the held-out set's 4 (seeds 100-103), both, or the demo images "
+           'at --ttq-size (one problem, paper loss)')
+  add('--ttq-problems', '--ttq_problems', dest='ttq_problems', default='',
+      help='comma-separated panel problem names (e.g. t0-128-pap-caffe) or '
+           'seeds to run only those')
+  add('--ttq-optimizers', '--ttq_optimizers', dest='ttq_optimizers',
+      default=','.join(TTQ_OPTIMIZERS),
+      help='nst_jax optimisers to time on the panel (lbfgs_nols_c2f: '
+           'lbfgs_nols with 100 steps at half size first)')
+  add('--ttq-size', type=int, default=128, help='--ttq-panel=demo: its size')
+  add('--ttq-per-evaluation-from', '--ttq_per_evaluation_from',
+      dest='ttq_per_evaluation_from', default='',
+      help="a panel's JSON whose per-evaluation times to reuse (running "
+           'part of the panel beside another)')
   add('--ttq-evaluations', type=int, default=300)
   add('--ttq-chunk', type=int, default=10)
   add('--sweep', action='store_true',
@@ -978,6 +1305,55 @@ def parse_args(argv=None):
   return parser.parse_args(argv)
 
 
+def panel_problems(which, only=''):
+  """The panel's problems for --ttq-panel and --ttq-problems, smaller
+  sizes first (a partial run has both sets at 128 px)."""
+  chosen = [p for p in PANEL if which == 'all'
+            or p['held_out'] == (which == 'held_out')]
+  wanted = {w.strip() for w in only.split(',') if w.strip()}
+  if wanted:
+    chosen = [p for p in chosen if p['name'] in wanted
+              or str(p['seed']) in wanted]
+  return sorted(chosen, key=lambda p: (p['size'], p['held_out'], p['seed']))
+
+
+def merged_reports(paths):
+  """The first report, with the time-to-quality panel rows of all (parts
+  of one panel run side by side; a problem's first finished row) and their
+  summary recomputed."""
+  reports = []
+  for path in paths:
+    with open(path) as f:
+      reports.append(json.load(f))
+  report = reports[0]
+  q = report.get('time_to_quality', {})
+  if q.get('panel'):
+    rows = {}
+    for r in reports:
+      for row in r.get('time_to_quality', {}).get('rows', []):
+        if 'jax' in row or 'error' in row.get('torch', {}):
+          rows.setdefault(row['problem']['name'], row)
+    q['rows'] = sorted(rows.values(), key=lambda row: (
+        row['problem']['size'], row['problem']['held_out'],
+        row['problem']['seed']))
+    q['summary'] = panel_summary(q['rows'], q['per_evaluation'],
+                                 q['optimizers'])
+  return report
+
+
+def per_evaluation_from(path):
+  if not path:
+    return None
+  with open(path) as f:
+    return json.load(f)['time_to_quality']['per_evaluation']
+
+
+def write_report(report, path):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(report, f, indent=2)
+
+
 def main(argv=None):
   args = parse_args(argv)
   if args.child:
@@ -985,8 +1361,7 @@ def main(argv=None):
     print(json.dumps(CHILDREN[name](**kwargs)))
     return
   if args.table_from:
-    with open(args.table_from) as f:
-      print_report(json.load(f))
+    print_report(merged_reports(args.table_from.split(',')))
     return
   sizes = [int(s) for s in args.sizes.split(',') if s.strip()]
   optimizers = [o for o in args.optimizers.split(',') if o.strip()]
@@ -1038,10 +1413,20 @@ def main(argv=None):
       report['memory_by_size'] = bench_memory_sizes(
           [int(x) for x in args.memory_sizes.split(',') if x.strip()],
           single=args.single_process)
-    if args.time_to_quality and have_torch:
+    if args.time_to_quality and have_torch and args.ttq_panel == 'demo':
       report['time_to_quality'] = time_to_quality(
           args.ttq_size, args.ttq_evaluations, args.torch_threads,
           args.ttq_chunk, args.single_process)
+    elif args.time_to_quality and have_torch:
+      def checkpoint(q):
+        report['time_to_quality'] = q
+        write_report(report, args.out)
+      report['time_to_quality'] = time_to_quality_panel(
+          panel_problems(args.ttq_panel, args.ttq_problems),
+          args.ttq_evaluations, args.torch_threads, args.ttq_chunk,
+          [n for n in args.ttq_optimizers.split(',') if n.strip()],
+          args.single_process, checkpoint, per_evaluation_from(
+              args.ttq_per_evaluation_from))
   finally:
     if cache:  # As before, for a caller in this process.
       jax.config.update('jax_compilation_cache_dir', previous_cache)
@@ -1049,9 +1434,7 @@ def main(argv=None):
       shutil.rmtree(cache, ignore_errors=True)
   report['load_average_end'] = os.getloadavg()
   report['benchmark_wall_s'] = time.perf_counter() - started
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(report, f, indent=2)
+  write_report(report, args.out)
   print_report(report)
   print(f'\n(JSON: {args.out}; {report["benchmark_wall_s"]:.0f} s)',
         file=sys.stderr)

@@ -1,15 +1,19 @@
 """A plain PyTorch implementation of Gatys et al.'s loss, for benchmarks.
 
-The same network and losses as nst_jax with `LossSpec(normalization='paper',
-pooling='avg', preprocessing='caffe')`:
+The same network and losses as nst_jax with `LossSpec(normalization=...,
+pooling='avg', preprocessing=...)`:
 
 * VGG19's convolutions up to conv5_1 (3x3, padding 1, ReLU), 2x2 average
   pooling between blocks, float32, NCHW;
-* content loss 1/2 sum (F - P)^2 on conv4_2;
-* style loss sum_l w_l E_l with E_l = sum (G - A)^2 / (4 N_l^2 M_l^2),
-  G = F F^T, w_l = 1/5 on conv1_1 ... conv5_1;
+* content loss on conv4_2: 1/2 sum (F - P)^2 ('paper') or 1/2 mean (F - P)^2
+  ('invariant');
+* style loss sum_l w_l E_l, G = F F^T, w_l = 1/5 on conv1_1 ... conv5_1, with
+  E_l = sum (G - A)^2 / (4 N_l^2 M_l^2) ('paper') or
+  E_l = sum (G / M_l - A / M_l^style)^2 / (4 N_l^2) ('invariant');
 * total alpha * content + beta * style;
-* Caffe preprocessing: RGB 0-255 -> BGR minus the ImageNet mean.
+* preprocessing 'caffe' (Keras's layout: RGB 0-255 -> BGR minus the ImageNet
+  mean) or 'torchvision' (RGB / 255, minus the ImageNet mean, divided by its
+  std).
 
 Weights come from NumPy HWIO kernels (nst_jax's layout) transposed to OIHW,
 so both implementations evaluate exactly the same function.
@@ -28,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_STD = (0.229, 0.224, 0.225)
 CONV_LAYERS = ('conv1_1', 'conv1_2', 'conv2_1', 'conv2_2', 'conv3_1',
                'conv3_2', 'conv3_3', 'conv3_4', 'conv4_1', 'conv4_2',
                'conv4_3', 'conv4_4', 'conv5_1')
@@ -50,9 +56,18 @@ class Gatys:
     content: (H, W, 3) RGB 0-255.
     style: (H', W', 3) RGB 0-255.
     alpha, beta: content and style weights.
+    normalization: 'paper' or 'invariant' (nst_jax's `loss_normalization`).
+    preprocessing: 'caffe' or 'torchvision' (what the weights' layout
+      expects).
   """
 
-  def __init__(self, params, content, style, alpha=1.0, beta=1e3):
+  def __init__(self, params, content, style, alpha=1.0, beta=1e3,
+               normalization='paper', preprocessing='caffe'):
+    if normalization not in ('paper', 'invariant'):
+      raise ValueError(f'unknown normalization {normalization!r}')
+    if preprocessing not in ('caffe', 'torchvision'):
+      raise ValueError(f'unknown preprocessing {preprocessing!r}')
+    self.normalization, self.preprocessing = normalization, preprocessing
     self.convs = []
     for name in CONV_LAYERS:
       kernel = np.transpose(np.asarray(params[name]['kernel'], np.float32),
@@ -60,18 +75,23 @@ class Gatys:
       self.convs.append((name, torch.from_numpy(np.ascontiguousarray(kernel)),
                          torch.from_numpy(np.asarray(params[name]['bias'],
                                                      np.float32))))
-    self.mean = torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float32).view(
-        1, 3, 1, 1)
+    as_nchw = lambda v: torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+    self.mean = as_nchw(CAFFE_MEAN_BGR if preprocessing == 'caffe'
+                        else TORCHVISION_MEAN)
+    self.std = as_nchw(TORCHVISION_STD)
     self.alpha, self.beta = float(alpha), float(beta)
     with torch.no_grad():
       self.target_content = self.features(to_nchw(content))[CONTENT_LAYER]
-      self.target_grams = {l: self.gram(f) for l, f in
-                           self.features(to_nchw(style)).items()
+      self.target_grams = {l: self.gram(f) / self.positions(f)
+                           for l, f in self.features(to_nchw(style)).items()
                            if l in STYLE_LAYERS}
 
   def features(self, pixels):
     """Rectified responses of every conv layer up to conv5_1."""
-    x = pixels.flip(1) - self.mean  # RGB -> BGR, minus the mean
+    if self.preprocessing == 'caffe':
+      x = pixels.flip(1) - self.mean  # RGB -> BGR, minus the mean
+    else:
+      x = (pixels / 255.0 - self.mean) / self.std
     out = {}
     for name, kernel, bias in self.convs:
       if name.endswith('_1') and name != 'conv1_1':
@@ -80,6 +100,11 @@ class Gatys:
       out[name] = x
     return out
 
+  def positions(self, features):
+    """1, or M_l when invariant (Gram matrices divided by their positions)."""
+    return (features.shape[2] * features.shape[3]
+            if self.normalization == 'invariant' else 1)
+
   @staticmethod
   def gram(features):
     flat = features[0].flatten(1)  # (N, M)
@@ -87,12 +112,16 @@ class Gatys:
 
   def terms(self, pixels):
     f = self.features(pixels)
-    content = 0.5 * ((f[CONTENT_LAYER] - self.target_content) ** 2).sum()
+    squared = (f[CONTENT_LAYER] - self.target_content) ** 2
+    invariant = self.normalization == 'invariant'
+    content = 0.5 * (squared.mean() if invariant else squared.sum())
     style = 0.0
     for l in STYLE_LAYERS:
       n, m = f[l].shape[1], f[l].shape[2] * f[l].shape[3]
-      style = style + ((self.gram(f[l]) - self.target_grams[l]) ** 2).sum() / (
-          4.0 * n * n * m * m) / len(STYLE_LAYERS)
+      error = ((self.gram(f[l]) / self.positions(f[l])
+                - self.target_grams[l]) ** 2).sum()
+      style = style + error / (4.0 * n * n * (1 if invariant else m * m)) / (
+          len(STYLE_LAYERS))
     return content, style
 
   def __call__(self, pixels):
@@ -100,12 +129,13 @@ class Gatys:
     return self.alpha * content + self.beta * style
 
 
-def evaluation(params, content, style, repeats, threads):
+def evaluation(params, content, style, repeats, threads, **loss_kwargs):
   """Median seconds of one loss + pixel-gradient evaluation at `content`'s
   size, after one warm-up; also the loss and gradient norm at `content` (to
-  check both implementations compute the same function)."""
+  check both implementations compute the same function). `loss_kwargs`:
+  `Gatys`'s alpha, beta, normalization and preprocessing."""
   torch.set_num_threads(threads)
-  loss = Gatys(params, content, style)
+  loss = Gatys(params, content, style, **loss_kwargs)
   pixels = to_nchw(content).requires_grad_(True)
 
   def once():
@@ -125,16 +155,20 @@ def evaluation(params, content, style, repeats, threads):
           'threads': torch.get_num_threads(), 'torch': torch.__version__}
 
 
-def lbfgs(params, content, style, evaluations, threads, history_size=100):
+def lbfgs(params, content, style, evaluations, threads, history_size=100,
+          timed_evaluations=0, **loss_kwargs):
   """torch.optim.LBFGS(lr=1, history_size=100, no line search) from the
-  content image for `evaluations` function evaluations.
+  content image for `evaluations` function evaluations (`loss_kwargs`:
+  `Gatys`'s alpha, beta, normalization and preprocessing).
 
   Returns:
-    {'seconds', 'final_loss', 'evaluations', 'curve': [(evaluation, seconds
-    since start, loss), ...]} (the curve has the loss *before* each step).
+    {'seconds', 'final_loss', 'start_loss', 'evaluations', 'curve':
+    [(evaluation, seconds since start, loss), ...]} (the curve has the loss
+    *before* each step); with `timed_evaluations`, also 'evaluation_s': the
+    median of that many single evaluations timed right after the run.
   """
   torch.set_num_threads(threads)
-  loss = Gatys(params, content, style)
+  loss = Gatys(params, content, style, **loss_kwargs)
   x = to_nchw(content).requires_grad_(True)
   optimizer = torch.optim.LBFGS(
       [x], lr=1, history_size=history_size, max_iter=evaluations,
@@ -154,6 +188,15 @@ def lbfgs(params, content, style, evaluations, threads, history_size=100):
   seconds = time.perf_counter() - start
   with torch.no_grad():
     final = float(loss(x))
-  return {'seconds': seconds, 'final_loss': final, 'evaluations': len(curve),
-          'history_size': history_size, 'threads': torch.get_num_threads(),
-          'curve': curve}
+  result = {'seconds': seconds, 'final_loss': final,
+            'start_loss': curve[0][2], 'evaluations': len(curve),
+            'history_size': history_size,
+            'threads': torch.get_num_threads(), 'curve': list(curve)}
+  if timed_evaluations:
+    times = []
+    for _ in range(timed_evaluations):
+      begin = time.perf_counter()
+      closure()
+      times.append(time.perf_counter() - begin)
+    result['evaluation_s'] = float(np.median(times))
+  return result

@@ -159,3 +159,48 @@ def test_single_process_opens_the_device_in_no_child(tmp_path, monkeypatch):
   assert row['dtype'] == 'float32' and row['memory']['method']
   assert row['compile']['cold']['in_process'], row['compile']
   assert jax.config.jax_compilation_cache_dir == cache  # As it was.
+
+
+def test_panel_problems_are_the_library_loss_and_torchs():
+  """One panel problem of each layout (preprocessing) and normalisation at
+  32 px: the benchmark's problem is the library's loss of its seeded
+  images, and scripts/torch_reference.py computes the same (with torch)."""
+  benchmark = _load_benchmark()
+  assert len(benchmark.panel_problems('tuned')) >= 8
+  assert {p['seed'] for p in benchmark.panel_problems('held_out')} == {
+      100, 101, 102, 103}
+  problems = [p for p in benchmark.PANEL if p['seed'] in (0, 3)]
+  assert {(p['normalization'], p['preprocessing']) for p in problems} == {
+      ('paper', 'caffe'), ('invariant', 'torchvision')}
+  params, _ = weights.random_weights(benchmark.WEIGHTS_SEED)
+  have_torch = importlib.util.find_spec('torch') is not None
+  for problem in problems:
+    bench = benchmark.panel_bench(problem, 32, conv_algorithm='direct')
+    content = benchmark.blob_image(problem['seed'], 32, 0)
+    style = benchmark.blob_image(problem['seed'], 32, 1)
+    assert content.shape == (32, 32, 3) and not np.allclose(content, style)
+    spec = losses.LossSpec(normalization=problem['normalization'],
+                           preprocessing=problem['preprocessing'],
+                           conv_algorithm='direct')
+    assert bench.spec == spec
+    variables = vgg.prepare_variables(params, (), spec.layers)
+    targets = losses.make_targets(variables, content, [style], spec)
+    weights_ = losses.loss_weights(spec, 1.0, problem['style_weight'])
+    # Not the content image, where the content term is 0: both terms count.
+    moved = content + np.random.default_rng(0).normal(
+        0, 8, content.shape).astype(np.float32)
+    np.testing.assert_array_equal(bench.pixels, content)
+    loss = jax.jit(losses.total_loss, static_argnums=4)
+    expected = float(loss(moved, variables, targets, weights_, spec))
+    got = float(loss(moved, bench.problem.variables, bench.problem.targets,
+                     bench.problem.loss_weights, bench.spec))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    if have_torch:
+      from scripts import torch_reference  # pylint: disable=g-import-not-at-top
+      reference = torch_reference.Gatys(
+          params, content, style, beta=problem['style_weight'],
+          normalization=problem['normalization'],
+          preprocessing=problem['preprocessing'])
+      np.testing.assert_allclose(
+          float(reference(torch_reference.to_nchw(moved))), expected,
+          rtol=1e-4)
