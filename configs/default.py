@@ -72,7 +72,9 @@ def get_config():
   # losses). For lbfgs it is the line search's first trial.
   config.learning_rate = 0.0
   config.lbfgs_memory = 100      # curvature pairs L-BFGS keeps (torch's
-                                 # history_size; each costs 2 image copies)
+                                 # history_size; each costs 2 image copies;
+                                 # fewer, with a warning, if they do not fit
+                                 # the memory)
   config.iterations = 500
   config.stop_loss = float('-inf')  # stop once the total loss <= this
   config.tolerance = 0.0         # stop when the loss improves < this
@@ -107,6 +109,12 @@ def get_config():
   config.compilation_cache = 'auto'
   config.max_memory_gb = 0.0     # refuse sizes estimated to need more (0: the
                                  # device's memory)
+  # Images larger than one device's memory, on one device: VGG's early,
+  # full-resolution layers run on strips of rows one after another (exact:
+  # the same loss and gradient; slower), the rest whole. 0: automatic
+  # (strips only when the memory estimate needs them) | N: N strips |
+  # 1: never.
+  config.row_strips = 0
   # Devices. A sweep's members are split over the devices; shard_rows=True
   # instead splits each image's rows over all devices (one image larger than
   # one device's memory; XLA exchanges the convolutions' border rows and sums

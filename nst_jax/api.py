@@ -271,12 +271,19 @@ def execute(config, settings, members, content_source, style_sources: dict,
   if mode == 'auto':
     mode = optim.default_sweep_mode(settings.optimizer, devices[0].platform)
   per_device = 1 if settings.shard_rows else -(-len(members) // len(devices))
-  memory.check(settings, height, width,
-               shards=len(devices) if settings.shard_rows else 1,
-               use_winograd=conv_algorithm == 'winograd', members=per_device,
-               batched=mode == 'vmap' and per_device > 1)
+  # Row strips (row_strips=0: only if needed) and L-BFGS's pairs, chosen
+  # so the run fits; everything below runs with them.
+  fit = memory.fit(settings, height, width,
+                   shards=len(devices) if settings.shard_rows else 1,
+                   use_winograd=conv_algorithm == 'winograd',
+                   members=per_device,
+                   batched=mode == 'vmap' and per_device > 1)
+  settings = dataclasses.replace(
+      settings, lbfgs_memory=fit.lbfgs_memory,
+      spec=dataclasses.replace(settings.spec, row_strips=fit.row_strips,
+                               strip_split=fit.strip_split))
 
-  warnings = list(settings.warnings)
+  warnings = list(settings.warnings) + list(fit.warnings)
   if settings.shard_rows and height % len(devices):
     warnings.append(
         f'shard_rows: {height} rows do not divide evenly over {len(devices)} '
@@ -319,7 +326,8 @@ def execute(config, settings, members, content_source, style_sources: dict,
       'warnings': warnings,
       'device': dict(devices_lib.device_info(), used=len(devices),
                      sweep_mode=mode, shard_rows=settings.shard_rows,
-                     conv_algorithm=conv_algorithm),
+                     conv_algorithm=conv_algorithm, **_fit_manifest(
+                         fit, settings.optimizer)),
       'versions': manifest_lib.versions(),
       'image_size': {'content': [width, height],
                      'styles': {key: list(pixels.shape[1::-1])
@@ -350,6 +358,17 @@ def execute(config, settings, members, content_source, style_sources: dict,
                         for p in levels[-1].pixels],
                 manifest=manifest, labels=[m.label for m in members],
                 grid_columns=settings_lib.grid_columns(config, settings))
+
+
+def _fit_manifest(fit: memory.Fit, optimizer: str) -> dict:
+  """What `memory.fit` chose, for the manifest's 'device'."""
+  entry = {'row_strips': fit.row_strips,
+           'strip_split': fit.strip_split if fit.row_strips > 1 else None,
+           'memory_estimate_gib': round(fit.needed / 2**30, 3),
+           'memory_limit_gib': round(fit.limit / 2**30, 3)}
+  if optimizer in ('lbfgs', 'lbfgs_nols'):
+    entry['lbfgs_memory_used'] = fit.lbfgs_memory
+  return entry
 
 
 def _colour_finish(settings, level_inputs):

