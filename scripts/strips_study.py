@@ -17,10 +17,11 @@ imported nst_jax and started jax, XLA's temporary buffers of the compiled
 chunk, the memory estimate, the strips `memory.fit` chose, and the time per
 evaluation in the loop (`manifest['timing']['per_evaluation_ms']`).
 
-Configurations per size: the whole image (`row_strips=1`); the strips
-chosen automatically for a device of `LIMITS_GB[size]` GiB
-(`row_strips=0`, `max_memory_gb`), less than the whole image needs; and 4
-strips (`row_strips=4`, the split the cost model picks).
+Configurations per size: the whole image (`row_strips=1`; refused where
+the estimate says it does not fit); the strips chosen automatically for a
+device of `LIMITS_GB[size]` GiB (`row_strips=0`, `max_memory_gb`), less
+than the whole image needs; and where the whole image does not fit this
+machine, the default (`row_strips=0`): the strips chosen for its memory.
 
 Times per evaluation taken from runs a few steps long, one after another,
 move with the machine's load. So, first, at `--ratio-sizes` (1024 and
@@ -41,6 +42,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -210,6 +212,20 @@ def device_gb(size: int) -> float:
                                      'adam') / 2 / 2**30, 3)
 
 
+def whole_fits_here(size: int) -> bool:
+  """Whether the whole image fits this machine by the estimate (as a run
+  with the default convolutions here counts it)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from nst_jax import api, losses, memory  # pylint: disable=g-import-not-at-top
+  platform = jax.devices()[0].platform
+  use_winograd = api.resolve_conv_algorithm('auto', platform,
+                                            'float32') == 'winograd'
+  return memory.estimate_bytes(
+      size * 3 // 4, size, losses.LossSpec(), 'adam',
+      use_winograd=use_winograd,
+      donated=memory.loop_state_donated()) <= memory.available_bytes()
+
+
 def configurations(sizes) -> list:
   """(size, label, fields) of every run."""
   runs = []
@@ -218,7 +234,8 @@ def configurations(sizes) -> list:
     runs.append((size, 'whole', {'row_strips': 1}))
     runs.append((size, f'auto, {limit:g} GiB device',
                  {'row_strips': 0, 'max_memory_gb': limit}))
-    runs.append((size, '4 strips', {'row_strips': 4}))
+    if not whole_fits_here(size):  # what a run here does by default
+      runs.append((size, 'auto, this machine', {'row_strips': 0}))
   return runs
 
 
@@ -267,8 +284,14 @@ def tables(results: dict) -> str:
   for row in results['runs']:
     size = row['size']
     if 'error' in row:
-      lines.append(f'| {size} | {row["label"]} | - | failed: '
-                   f'{row["error"][:80]} | - | - | - | - | - | - |')
+      refused = re.search(r'needs about ([0-9.]+ GiB)', row['error'])
+      if refused:  # the memory estimate's one-line refusal
+        lines.append(f'| {size}x{size * 3 // 4} | {row["label"]} | - | '
+                     f'refused: needs about {refused.group(1)} | - | - | '
+                     f'{refused.group(1)} | - | - | - |')
+      else:
+        lines.append(f'| {size} | {row["label"]} | - | failed: '
+                     f'{row["error"][:80]} | - | - | - | - | - | - |')
       continue
     width, height = row['content']
     style = 'x'.join(map(str, next(iter(row['styles'].values()))))
