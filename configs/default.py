@@ -75,6 +75,11 @@ def get_config():
                                  # history_size; each costs 2 image copies;
                                  # fewer, with a warning, if they do not fit
                                  # the memory)
+  # L-BFGS's preconditioner: its initial inverse Hessian smooths over this
+  # many levels of an image pyramid (optim.pyramid_preconditioner), so
+  # large areas move as readily as pixels. 1 = none, torch.optim.LBFGS's
+  # algorithm.
+  config.lbfgs_pyramid = 2
   config.iterations = 500
   config.stop_loss = float('-inf')  # stop once the total loss <= this
   config.tolerance = 0.0         # stop when the loss improves < this

@@ -224,7 +224,8 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
   count = len(members)
   size = chunk_size(settings.log_every,
                     settings.save_every if run.on_snapshot else 0, iterations)
-  optimizer = optim.Optimizer(settings.optimizer, settings.lbfgs_memory)
+  optimizer = optim.Optimizer(settings.optimizer, settings.lbfgs_memory,
+                              settings.lbfgs_pyramid)
   loop = run.programs.loop(run.spec, optimizer, size, run.mode, run.devices,
                            settings.shard_rows,
                            bool(run.spec.frames) and len(run.devices) > 1)

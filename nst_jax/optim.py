@@ -58,6 +58,10 @@ OPTIMIZERS = ('lbfgs', 'lbfgs_nols', 'adam', 'sgd')
 # Curvature pairs L-BFGS keeps: torch.optim.LBFGS's and neural-style's 100
 # (optax's default is 10; 100 reaches a given loss in fewer evaluations).
 LBFGS_MEMORY = 100
+# Levels of the pyramid preconditioner a config uses unless it says
+# (`pyramid_preconditioner`; 1 would be torch's algorithm): chosen on the
+# time-to-quality panel of `scripts/benchmark.py` (docs/performance.md).
+LBFGS_PYRAMID = 2
 # `learning_rate=0` in a config means these. L-BFGS's step is scaled by its
 # curvature estimate, so 1 is its natural step (torch's default). Adam moves
 # each pixel value (0-255) by about `learning_rate` per step: 10, as
@@ -83,9 +87,13 @@ class Optimizer:
   """An optimiser's static settings (hashable: a static jit argument).
 
   Functions taking `optimizer` accept this or just a name from `OPTIMIZERS`.
+  `pyramid_levels`: L-BFGS's preconditioner (`pyramid_preconditioner`);
+  1 = none, torch's algorithm.
   """
   name: str
   lbfgs_memory: int = LBFGS_MEMORY
+  pyramid_levels: int = 1
+  pyramid_weight: float = 1.0
 
 
 def as_optimizer(optimizer) -> Optimizer:
@@ -118,7 +126,46 @@ def _vdot(a, b):
   return _dot(a.ravel(), b.ravel())
 
 
-def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
+def pyramid_preconditioner(levels: int, weight: float = 1.0):
+  """A smoothing preconditioner for images: M = sum_l w^(2l) U_l U_l^T.
+
+  U_0 = I and U_l upsamples (bilinear) an image of 2^-l the size (rounded
+  up) to full size; U_l^T is its exact transpose. M is symmetric positive
+  definite. L-BFGS with initial inverse Hessian gamma M is L-BFGS on
+  coefficients z of a Laplacian-like pyramid, x = sum_l w^l U_l z_l: a
+  step moves large areas together as cheaply as single pixels, where plain
+  L-BFGS's first steps are dominated by the pixel-scale part of VGG's
+  gradient. It acts on the last three axes (height, width, channels) of
+  any array.
+
+  Args:
+    levels: 1 (M = I) or more.
+    weight: w, each coarser level's weight relative to the finer.
+  Returns:
+    A linear function x -> M x.
+
+  Example::
+
+    precondition = pyramid_preconditioner(2)
+    smoothed = precondition(jnp.ones((64, 64, 3)))
+  """
+  def apply(x):
+    out = x
+    height, width = x.shape[-3:-1]
+    for level in range(1, levels):
+      small_shape = x.shape[:-3] + (-(-height // 2**level),
+                                    -(-width // 2**level), x.shape[-1])
+      def up(z):
+        return jax.image.resize(z, x.shape, 'linear', antialias=False)
+      (down,) = jax.linear_transpose(
+          up, jax.ShapeDtypeStruct(small_shape, x.dtype))(x)
+      out = out + weight ** (2 * level) * up(down)
+    return out
+  return apply
+
+
+def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY,
+                              precondition=None
                               ) -> optax.GradientTransformation:
   """torch.optim.LBFGS's step without line search, as an optax transformation.
 
@@ -142,6 +189,11 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
               + sum_{j older than i} (alpha_j - beta_j) y_i.s_j
 
   and H g = gamma (g - sum_i alpha_i y_i) + sum_i (alpha_i - beta_i) s_i.
+
+  With a preconditioner M (symmetric positive definite), H0 = gamma M with
+  gamma = s.y / y.M y: y_i.g and y_i.y_j above become y_i.M g and
+  y_i.M y_j, and H g = gamma M (g - sum_i alpha_i y_i) + sum_i (alpha_i -
+  beta_i) s_i. M = I is torch's algorithm.
   The state keeps the products s_i.y_j and y_i.y_j (a new pair adds a row
   and a column), so a step reads the history twice, in matrix products (its
   products with g and the new pair, then H g), instead of walking it pair
@@ -152,6 +204,8 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
   Args:
     learning_rate: t, a scalar (may be a traced array).
     memory_size: pairs kept (torch's `history_size`).
+    precondition: M as a linear function of an array shaped as the params
+      (`pyramid_preconditioner`), or None for M = I.
   Returns:
     A GradientTransformation whose updates are -t H g.
 
@@ -178,6 +232,8 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
         stored=jnp.zeros((), jnp.int32), next_index=jnp.zeros((), jnp.int32),
         initial_scale=jnp.ones((), jnp.float32))
 
+  apply_m = precondition or (lambda x: x)
+
   def update(grad, state, params):
     # Keep the newest pair when its curvature is positive.
     s = params - state.previous_params
@@ -185,6 +241,9 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
     ys = _vdot(y, s)
     keep = (state.count > 0) & (ys > 1e-10)
     index = state.next_index
+    # With M = I these are g and y themselves.
+    m_grad = apply_m(grad).ravel() if precondition else grad.ravel()
+    m_y = apply_m(y).ravel() if precondition else y.ravel()
     s, y, flat_grad = s.ravel(), y.ravel(), grad.ravel()
     # Writes one slot (itself again when the pair is not kept), not a
     # select over the whole history.
@@ -195,7 +254,7 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
     # One pass over each history: its products with g (for the direction)
     # and with the new pair (the new row and column of the products).
     s_products = _dot(s_history, jnp.stack([flat_grad, y], 1))
-    y_products = _dot(y_history, jnp.stack([flat_grad, s, y], 1))
+    y_products = _dot(y_history, jnp.stack([m_grad, s, m_y], 1))
     new_sy = state.sy_products.at[:, index].set(s_products[:, 1]).at[
         index, :].set(y_products[:, 1])
     new_yy = state.yy_products.at[:, index].set(y_products[:, 2]).at[
@@ -251,9 +310,13 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY
         alphas - betas)
     y_weights = jnp.zeros((memory_size,), jnp.float32).at[slots].set(
         -gamma * alphas)
-    direction = (gamma * grad
-                 + (_dot(s_weights, s_history)
-                    + _dot(y_weights, y_history)).reshape(grad.shape))
+    if precondition:
+      direction = (apply_m(gamma * grad + _dot(y_weights, y_history).reshape(
+          grad.shape)) + _dot(s_weights, s_history).reshape(grad.shape))
+    else:
+      direction = (gamma * grad
+                   + (_dot(s_weights, s_history)
+                      + _dot(y_weights, y_history)).reshape(grad.shape))
     step = jnp.where(state.count == 0,
                      learning_rate * jnp.minimum(
                          1.0, 1.0 / jnp.sum(jnp.abs(grad))),
@@ -472,7 +535,11 @@ def make_optimizer(optimizer, learning_rate) -> optax.GradientTransformation:
   name = optimizer.name
   if name in ('lbfgs', 'lbfgs_nols'):
     # For lbfgs this is the first trial of the line search (`_step`).
-    return scale_by_lbfgs_fixed_step(learning_rate, optimizer.lbfgs_memory)
+    precondition = (pyramid_preconditioner(optimizer.pyramid_levels,
+                                           optimizer.pyramid_weight)
+                    if optimizer.pyramid_levels > 1 else None)
+    return scale_by_lbfgs_fixed_step(learning_rate, optimizer.lbfgs_memory,
+                                     precondition)
   if name == 'adam':
     return optax.adam(learning_rate)
   if name == 'sgd':

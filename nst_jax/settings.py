@@ -90,6 +90,9 @@ class Settings:
   # 'auto' (winograd on CPU with float32, else direct), 'direct', 'winograd'.
   conv_algorithm: str
   sweep_product: bool = False
+  # Levels of L-BFGS's pyramid preconditioner (optim.pyramid_preconditioner);
+  # 1 = none, torch.optim.LBFGS's algorithm.
+  lbfgs_pyramid: int = 1
   # Colour control (nst_jax.color): 'none', 'luminance', 'histogram' or
   # 'original_colors'; luminance matching; the histogram transform.
   color_control: str = 'none'
@@ -387,6 +390,8 @@ def check(config, from_files: bool = True) -> Settings:
       shard_rows=shard_rows,
       lbfgs_memory=_number(config, 'lbfgs_memory', integer=True,
                            positive=True, default=optim.LBFGS_MEMORY),
+      lbfgs_pyramid=_number(config, 'lbfgs_pyramid', integer=True,
+                            positive=True, default=optim.LBFGS_PYRAMID),
       distributed=_flag(config, 'distributed'),
       sweep_product=sweep_product, color_control=color_control,
       match_luminance=_flag(config, 'match_luminance', default=True),

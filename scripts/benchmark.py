@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,27 @@ def problem_images(size, image_seed=None):
   return blob_image(image_seed, size, 0), blob_image(image_seed, size, 1)
 
 
+def panel_weights(preprocessing='caffe'):
+  """The seeded random VGG19 for a preprocessing (layout). Keras's
+  (caffe): `weights.random_weights`. torchvision's: the same network with
+  its first layer converted to torchvision's input, kernel_rgb[c] =
+  kernel_bgr[2 - c] x 255 std[c], so it computes nearly the same features
+  of the same pixels (the two layouts' means differ by under 0.5 of 255).
+  Trained torchvision weights are made for that input; unconverted random
+  weights would see inputs 57 times smaller, and with zero biases every
+  feature 57 times smaller: the invariant losses' gradients then fell
+  below torch.optim.LBFGS's absolute curvature test (s.y > 1e-10), so it
+  never moved."""
+  params, _ = weights.random_weights(WEIGHTS_SEED)
+  if preprocessing == 'torchvision':
+    scale = 255.0 * np.asarray(vgg.TORCHVISION_STD, np.float32)
+    first = dict(params['conv1_1'])
+    first['kernel'] = (np.asarray(first['kernel'])[:, :, ::-1]
+                       * scale[None, None, :, None]).astype(np.float32)
+    params = dict(params, conv1_1=first)
+  return params
+
+
 def build(size, normalization='paper', remat=False, style_weight=BETA,
           conv_algorithm='auto', shard_rows=False, compute=True,
           dtype='float32', preprocessing='caffe', image_seed=None) -> Bench:
@@ -130,7 +152,7 @@ def build(size, normalization='paper', remat=False, style_weight=BETA,
     return Bench(size, spec, *jax.tree_util.tree_map(
         lambda x: np.zeros(x.shape, x.dtype),
         (jax.eval_shape(problem_of, params, image, image), image)))
-  params, _ = weights.random_weights(WEIGHTS_SEED)
+  params = panel_weights(preprocessing)
   content, style = problem_images(size, image_seed)
   variables = PROGRAMS.prepare_variables(params, winograd_sizes, spec.layers)
   targets = PROGRAMS.targets(variables, content, [style], [1.0], spec)
@@ -156,13 +178,29 @@ class Loop(NamedTuple):
   compile_s: dict
 
 
+def optimizer_of(name) -> optim.Optimizer:
+  """An `optim.Optimizer` from a name, optionally with L-BFGS's pyramid
+  preconditioner: 'lbfgs_nols:p2' (2 levels), 'lbfgs:p3w0.7' (3 levels,
+  weight 0.7)."""
+  if isinstance(name, optim.Optimizer):
+    return name
+  base, _, pyramid = name.partition(':')
+  match = re.fullmatch(r'(?:p(\d+))?(?:w([0-9.]+))?', pyramid)
+  if base not in optim.OPTIMIZERS or not match:
+    raise ValueError(f'unknown optimizer {name!r}')
+  return optim.Optimizer(base, pyramid_levels=int(match.group(1) or 1),
+                         pyramid_weight=float(match.group(2) or 1.0))
+
+
 def compile_loop(bench, optimizer, chunk_size, criteria, members=1,
                  mode='map', learning_rate=None, owner=PROGRAMS) -> Loop:
   """The init and chunk programs of `owner.loop` (what a run of that many
   members executes) for `members` copies of `bench` on the first device."""
-  programs = owner.loop(bench.spec, optim.Optimizer(optimizer), chunk_size,
-                        mode, jax.devices()[:1])
-  lr = LEARNING_RATES[optimizer] if learning_rate is None else learning_rate
+  optimizer = optimizer_of(optimizer)
+  programs = owner.loop(bench.spec, optimizer, chunk_size, mode,
+                        jax.devices()[:1])
+  lr = (LEARNING_RATES[optimizer.name] if learning_rate is None
+        else learning_rate)
   variables = programs.place(bench.problem.variables, batched=False)
   args = programs.place(devices.stack([(
       bench.pixels, bench.problem.targets, bench.problem.loss_weights,
@@ -397,7 +435,7 @@ def torch_child(study, size, threads, repeats=0, evaluations=0,
   single evaluations timed). `problem`: a panel problem (`PANEL`) instead
   of the demo's paper loss at `size`."""
   from scripts import torch_reference  # pylint: disable=g-import-not-at-top
-  params, _ = weights.random_weights(WEIGHTS_SEED)
+  params = panel_weights(problem['preprocessing'] if problem else 'caffe')
   loss_kwargs = {}
   if problem:
     size = problem['size']
@@ -767,7 +805,8 @@ def panel_summary(rows, per_eval, names):
       r = row.get('jax', {}).get(name)
       if not r or 'error' in r or 'error' in row['torch']:
         continue
-      r['time_ratio'] = r['optimize_s'] / row['torch']['seconds']
+      r['time_ratio'] = (None if row.get('torch_reused') else
+                         r['optimize_s'] / row['torch']['seconds'])
       r['count_ratio'] = count_ratio(row, r)
       # Machine-independent: evaluations (a coarse one as 1/4) per torch's.
       r['evaluation_ratio'] = (r['evaluations'] + r.get(
@@ -775,8 +814,8 @@ def panel_summary(rows, per_eval, names):
   for held_out, label in ((False, 'tuned'), (True, 'held_out')):
     chosen = [row for row in rows if row['problem']['held_out'] == held_out]
     for name in names:
-      results = [row['jax'][name] for row in chosen if 'time_ratio' in
-                 row.get('jax', {}).get(name, {})]
+      results = [row['jax'][name] for row in chosen if 'evaluation_ratio'
+                 in row.get('jax', {}).get(name, {})]
       if not results:
         continue
       entry = {'problems': len(results),
@@ -795,13 +834,15 @@ def panel_summary(rows, per_eval, names):
 
 def time_to_quality_panel(problems, evaluations, threads, chunk_size, names,
                           single=False, checkpoint=lambda q: None,
-                          per_evaluation_from=None):
+                          per_evaluation_from=None, torch_rows=None):
   """Per problem: torch.optim.LBFGS for `evaluations` evaluations (and 7
   single evaluations timed after it), then each of `names` in one fresh
   process until its loss is at most torch's final one, at most 3 x
   `evaluations` steps. Per-evaluation times per size are measured back to
   back first (or taken from `per_evaluation_from`, an earlier panel's).
-  `checkpoint(q)` after each problem (partial results)."""
+  `torch_rows`: {problem name: torch's run} from an earlier panel, reused
+  (torch's 300 evaluations do not depend on nst_jax). `checkpoint(q)`
+  after each problem (partial results)."""
   cache = tempfile.mkdtemp(prefix='nst_jax_ttq_cache_')
   q = {'panel': True, 'evaluations': evaluations, 'optimizers': list(names),
        'rows': []}
@@ -816,7 +857,10 @@ def time_to_quality_panel(problems, evaluations, threads, chunk_size, names,
     for problem in problems:
       row = {'problem': problem}
       q['rows'].append(row)
-      row['torch'] = t = run_child(
+      t = (torch_rows or {}).get(problem['name'])
+      if t:  # timed in another run: no time ratio (count ratios only)
+        row['torch_reused'] = True
+      row['torch'] = t = t or run_child(
           torch_child, study='lbfgs', size=problem['size'], threads=threads,
           evaluations=evaluations, repeats=7, problem=problem)
       if 'error' not in t:
@@ -1282,6 +1326,9 @@ def parse_args(argv=None):
       dest='ttq_per_evaluation_from', default='',
       help="a panel's JSON whose per-evaluation times to reuse (running "
            'part of the panel beside another)')
+  add('--ttq-torch-from', '--ttq_torch_from', dest='ttq_torch_from',
+      default='', help="panel JSON files (comma-separated) whose torch "
+      'runs to reuse for the same problems and --ttq-evaluations')
   add('--ttq-evaluations', type=int, default=300)
   add('--ttq-chunk', type=int, default=10)
   add('--sweep', action='store_true',
@@ -1346,6 +1393,19 @@ def per_evaluation_from(path):
     return None
   with open(path) as f:
     return json.load(f)['time_to_quality']['per_evaluation']
+
+
+def torch_rows_from(paths, evaluations):
+  """{problem name: torch's run} from earlier panels' JSON files."""
+  rows = {}
+  for path in (p for p in paths.split(',') if p.strip()):
+    with open(path) as f:
+      q = json.load(f).get('time_to_quality', {})
+    for row in q.get('rows', []):
+      if (q.get('evaluations') == evaluations and 'torch' in row
+          and 'error' not in row['torch']):
+        rows.setdefault(row['problem']['name'], row['torch'])
+  return rows
 
 
 def write_report(report, path):
@@ -1426,7 +1486,8 @@ def main(argv=None):
           args.ttq_evaluations, args.torch_threads, args.ttq_chunk,
           [n for n in args.ttq_optimizers.split(',') if n.strip()],
           args.single_process, checkpoint, per_evaluation_from(
-              args.ttq_per_evaluation_from))
+              args.ttq_per_evaluation_from), torch_rows_from(
+                  args.ttq_torch_from, args.ttq_evaluations))
   finally:
     if cache:  # As before, for a caller in this process.
       jax.config.update('jax_compilation_cache_dir', previous_cache)

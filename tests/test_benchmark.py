@@ -172,9 +172,9 @@ def test_panel_problems_are_the_library_loss_and_torchs():
   problems = [p for p in benchmark.PANEL if p['seed'] in (0, 3)]
   assert {(p['normalization'], p['preprocessing']) for p in problems} == {
       ('paper', 'caffe'), ('invariant', 'torchvision')}
-  params, _ = weights.random_weights(benchmark.WEIGHTS_SEED)
   have_torch = importlib.util.find_spec('torch') is not None
   for problem in problems:
+    params = benchmark.panel_weights(problem['preprocessing'])
     bench = benchmark.panel_bench(problem, 32, conv_algorithm='direct')
     content = benchmark.blob_image(problem['seed'], 32, 0)
     style = benchmark.blob_image(problem['seed'], 32, 1)
@@ -204,3 +204,20 @@ def test_panel_problems_are_the_library_loss_and_torchs():
       np.testing.assert_allclose(
           float(reference(torch_reference.to_nchw(moved))), expected,
           rtol=1e-4)
+
+
+def test_torchvision_panel_weights_see_pixels_as_the_keras_ones():
+  """The torchvision layout's random network is the Keras one converted
+  to torchvision's input: the same pixels give nearly the same features
+  (the layouts' means differ by < 0.5 of 255), not 57 times smaller."""
+  benchmark = _load_benchmark()
+  pixels = benchmark.blob_image(0, 32, 0)
+  features = {}
+  for kind in ('caffe', 'torchvision'):
+    variables = {'params': benchmark.panel_weights(kind)}
+    features[kind] = np.asarray(vgg.extract_features(
+        variables, vgg.preprocess(pixels, kind)[None], ('conv3_1',))[
+            'conv3_1'])
+  difference = np.linalg.norm(features['torchvision'] - features['caffe'])
+  assert difference < 0.01 * np.linalg.norm(features['caffe'])
+

@@ -460,3 +460,68 @@ def test_lbfgs_stops_when_its_line_search_finds_no_lower_loss(
                         chunk_size=5)
   assert optim.STOP_REASONS[int(state.stop_reason)] == 'no_progress'
   assert int(state.step) < 5  # rounding may leave a step or two
+
+
+def test_pyramid_preconditioner_is_symmetric_and_per_image():
+  """M = sum_l U_l U_l^T: <M a, b> = <a, M b>, <M a, a> > 0, odd sizes
+  included; leading axes (video frames) are separate images."""
+  precondition = optim.pyramid_preconditioner(3, 0.8)
+  rng = np.random.default_rng(0)
+  a, b = (jnp.asarray(rng.normal(size=(2, 9, 7, 3)), jnp.float32)
+          for _ in range(2))
+  m_a, m_b = precondition(a), precondition(b)
+  np.testing.assert_allclose(jnp.vdot(m_a, b), jnp.vdot(a, m_b), rtol=1e-5)
+  assert float(jnp.vdot(m_a, a)) > float(jnp.vdot(a, a))
+  np.testing.assert_allclose(m_a[1], precondition(a[1]), rtol=1e-6)
+  np.testing.assert_array_equal(optim.pyramid_preconditioner(1)(a), a)
+
+
+def test_preconditioned_lbfgs_is_lbfgs_on_pyramid_coefficients():
+  """L-BFGS with H0 = gamma M, M = sum_l w^(2l) U_l U_l^T, takes the same
+  steps as plain L-BFGS on pyramid coefficients z with x = sum_l w^l U_l
+  z_l (the preconditioner's definition), through a wrapping history."""
+  rng = np.random.default_rng(1)
+  shape, weight = (8, 6, 3), 0.7
+  a = rng.normal(size=(144, 144)) / 12
+  a = a @ a.T + 0.2 * np.eye(144)
+  b = rng.normal(size=144)
+
+  def f(x):
+    flat = x.ravel()
+    return 0.5 * flat @ a @ flat - b @ flat + 0.05 * jnp.sum(flat ** 4)
+
+  small = (4, 3, 3)
+  up = lambda z: jax.image.resize(z, shape, 'linear', antialias=False)
+
+  def from_coefficients(z):
+    return z[:144].reshape(shape) + weight * up(z[144:].reshape(small))
+
+  x0 = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  fx = jax.jit(jax.value_and_grad(f))
+  fz = jax.jit(jax.value_and_grad(lambda z: f(from_coefficients(z))))
+
+  def run(value_and_grad, start, opt, steps=10):
+    x = start
+    _, g = value_and_grad(x)
+    # Past the first step (whose size torch scales by 1/|g|_1, a norm that
+    # differs between the two spaces), with no pair yet: H0 = M (= I on z).
+    state = opt.init(start)._replace(count=jnp.asarray(1), previous_params=x,
+                                     previous_grad=g)
+    path = []
+    for _ in range(steps):
+      updates, state = opt.update(g, state, x)
+      x = x + updates
+      _, g = value_and_grad(x)
+      path.append(x)
+    return path
+
+  got = run(fx, x0, optim.scale_by_lbfgs_fixed_step(
+      0.5, 4, optim.pyramid_preconditioner(2, weight)))
+  z0 = jnp.concatenate([x0.ravel(), jnp.zeros(36, jnp.float32)])
+  expected = [from_coefficients(z) for z in run(
+      fz, z0, optim.scale_by_lbfgs_fixed_step(0.5, 4))]
+  np.testing.assert_allclose(np.stack(got), np.stack(expected), rtol=1e-3,
+                             atol=1e-4)
+  # And it is not plain L-BFGS in pixels.
+  plain = run(fx, x0, optim.scale_by_lbfgs_fixed_step(0.5, 4))
+  assert np.abs(np.stack(plain) - np.stack(expected)).max() > 1e-2
