@@ -633,7 +633,10 @@ def bench_memory_sizes(sizes, row_shards=4, single=False):
 # (no pretrained file exists offline), so a layout is its preprocessing.
 # The tuned set (seeds 0-7) is the full 2 x 2 x 2 design; the held-out set
 # (seeds 100-103) was never looked at while choosing optimisers.
-TTQ_OPTIMIZERS = ('lbfgs', 'lbfgs_nols', 'lbfgs_nols_c2f')
+# The default (lbfgs with the config's pyramid levels), the same without
+# line search, and torch's algorithm; 'lbfgs_nols_c2f' can be asked for.
+TTQ_OPTIMIZERS = (f'lbfgs:p{optim.LBFGS_PYRAMID}',
+                  f'lbfgs_nols:p{optim.LBFGS_PYRAMID}', 'lbfgs')
 STYLE_WEIGHTS = {'paper': BETA, 'invariant': 1e-3}
 
 
@@ -1106,8 +1109,19 @@ def print_sweep(sweep):
           for name, r in sweep.items()])
 
 
-TTQ_LABELS = {'lbfgs': 'lbfgs', 'lbfgs_nols': 'lbfgs_nols',
-              'lbfgs_nols_c2f': 'lbfgs_nols c2f'}
+def ttq_label(name):
+  """'lbfgs:p2' -> 'lbfgs, pyramid 2'; plain L-BFGS names say they are
+  torch's algorithm."""
+  if name == 'lbfgs_nols_c2f':
+    return 'lbfgs_nols c2f'
+  optimizer = optimizer_of(name)
+  if optimizer.name not in ('lbfgs', 'lbfgs_nols'):
+    return name
+  if optimizer.pyramid_levels == 1:
+    return f"{optimizer.name} (torch's)"
+  weight = ('' if optimizer.pyramid_weight == 1 else
+            f' w {optimizer.pyramid_weight:g}')
+  return f'{optimizer.name}, pyramid {optimizer.pyramid_levels}{weight}'
 
 
 def print_time_to_quality_panel(q):
@@ -1159,13 +1173,13 @@ def print_time_to_quality_panel(q):
          f"per-evaluation time / ({q['evaluations']} x PyTorch's), measured "
          'back to back); ≥: not reached, a lower bound:',
          ['problem', "PyTorch's loss", 'PyTorch time',
-          'start loss rel. diff.'] + [TTQ_LABELS.get(n, n) for n in names],
+          'start loss rel. diff.'] + [ttq_label(n) for n in names],
          rows)
   summary_rows = []
   for label, by_name in q.get('summary', {}).items():
     for name, e in by_name.items():
       summary_rows.append([
-          label.replace('_', ' '), TTQ_LABELS.get(name, name), e['problems'],
+          label.replace('_', ' '), ttq_label(name), e['problems'],
           e['not_reached'], _num(e['evaluations_median']),
           _num(e.get('evaluation_ratio_median'), 2),
           _num(e.get('evaluation_ratio_worst'), 2),
@@ -1319,8 +1333,10 @@ def parse_args(argv=None):
            'seeds to run only those')
   add('--ttq-optimizers', '--ttq_optimizers', dest='ttq_optimizers',
       default=','.join(TTQ_OPTIMIZERS),
-      help='nst_jax optimisers to time on the panel (lbfgs_nols_c2f: '
-           'lbfgs_nols with 100 steps at half size first)')
+      help="nst_jax optimisers to time on the panel: lbfgs, lbfgs_nols (torch's "
+           'algorithm) or with the pyramid preconditioner, e.g. lbfgs:p2 '
+           '(2 levels), lbfgs_nols:p3w0.7 (3 levels, weight 0.7); '
+           'lbfgs_nols_c2f: lbfgs_nols with 100 steps at half size first')
   add('--ttq-size', type=int, default=128, help='--ttq-panel=demo: its size')
   add('--ttq-per-evaluation-from', '--ttq_per_evaluation_from',
       dest='ttq_per_evaluation_from', default='',

@@ -85,6 +85,8 @@ def main():
   parser.add_argument('--iterations', type=int, default=50)
   parser.add_argument('--first_iterations', type=int, default=150)
   parser.add_argument('--study', action='store_true')
+  parser.add_argument('--lbfgs_pyramid', type=int, default=0,
+                      help="L-BFGS's preconditioner levels (0: the config's)")
   parser.add_argument('--out', default=os.path.join(REPO, 'docs'))
   args = parser.parse_args()
   work = tempfile.mkdtemp(prefix='nst_jax_video_')
@@ -94,6 +96,8 @@ def main():
   base = dict(weights='random', allow_random_weights=True,
               image_size=args.image_size, iterations=args.iterations,
               log_every=args.iterations, compilation_cache='')
+  if args.lbfgs_pyramid:
+    base['lbfgs_pyramid'] = args.lbfgs_pyramid
   variants = {'one by one': dict(video={'temporal_weight': 0.0,
                                         'init': 'noise',
                                         'first_iterations':

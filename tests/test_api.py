@@ -146,3 +146,18 @@ def test_learning_rate_zero_is_the_optimizers_default():
                            **dict(FIELDS, optimizer='sgd', iterations=0))
   assert result.manifest['learning_rate'] == (
       optim.DEFAULT_LEARNING_RATES['sgd'])
+
+
+def test_lbfgs_pyramid_reaches_the_optimiser():
+  """lbfgs_pyramid=1 is torch's L-BFGS and the default preconditions it:
+  the results differ, and the manifest records the levels."""
+  results = {levels: nst_jax.stylize(
+      'builtin:scene', 'builtin:painting',
+      **dict(FIELDS, iterations=4, lbfgs_pyramid=levels))
+             for levels in (1, optim.LBFGS_PYRAMID)}
+  plain, smoothed = (results[1], results[optim.LBFGS_PYRAMID])
+  assert not np.allclose(plain.image, smoothed.image, atol=0.5)
+  assert smoothed.manifest['config']['lbfgs_pyramid'] == optim.LBFGS_PYRAMID
+  assert nst_jax.stylize('builtin:scene', 'builtin:painting', **dict(
+      FIELDS, iterations=0)).manifest['config']['lbfgs_pyramid'] == (
+          optim.LBFGS_PYRAMID)

@@ -60,6 +60,7 @@ def assert_refused(tmp_path, match, **overrides):
     ('tv_weight', -1.0, r'config.tv_weight: must be >= 0'),
     ('style_scale', 0.0, r'config.style_scale: must be > 0'),
     ('log_every', 0, r'config.log_every: must be > 0'),
+    ('lbfgs_pyramid', 0, r'config.lbfgs_pyramid: must be > 0'),
     ('style_blend_weights', '1,2', r'config.style_blend_weights: 2 weights '
      'for 1 style'),
     ('style_layer_weights', '1,2', r'config.style_layer_weights: 2 weights '

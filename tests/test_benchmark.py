@@ -12,8 +12,9 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
-from nst_jax import images, losses, settings, vgg, weights
+from nst_jax import images, losses, optim, settings, vgg, weights
 from nst_jax import programs as programs_lib
 from nst_jax.configs import default
 
@@ -221,3 +222,16 @@ def test_torchvision_panel_weights_see_pixels_as_the_keras_ones():
   difference = np.linalg.norm(features['torchvision'] - features['caffe'])
   assert difference < 0.01 * np.linalg.norm(features['caffe'])
 
+
+
+def test_time_to_quality_optimizer_names():
+  """--ttq-optimizers names: torch's algorithm, or the pyramid
+  preconditioner's levels and weight; the default is the config's."""
+  benchmark = _load_benchmark()
+  assert benchmark.optimizer_of('lbfgs') == optim.Optimizer('lbfgs')
+  assert benchmark.optimizer_of('lbfgs_nols:p3w0.7') == optim.Optimizer(
+      'lbfgs_nols', pyramid_levels=3, pyramid_weight=0.7)
+  assert benchmark.ttq_label('lbfgs:p2') == 'lbfgs, pyramid 2'
+  assert benchmark.TTQ_OPTIMIZERS[0] == f'lbfgs:p{optim.LBFGS_PYRAMID}'
+  with pytest.raises(ValueError):
+    benchmark.optimizer_of('lbfgs:q2')

@@ -507,9 +507,9 @@ def test_preconditioned_lbfgs_is_lbfgs_on_pyramid_coefficients():
     # differs between the two spaces), with no pair yet: H0 = M (= I on z).
     state = opt.init(start)._replace(count=jnp.asarray(1), previous_params=x,
                                      previous_grad=g)
-    path = []
+    path, update = [], jax.jit(opt.update)
     for _ in range(steps):
-      updates, state = opt.update(g, state, x)
+      updates, state = update(g, state, x)
       x = x + updates
       _, g = value_and_grad(x)
       path.append(x)
