@@ -241,9 +241,7 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY,
     ys = _vdot(y, s)
     keep = (state.count > 0) & (ys > 1e-10)
     index = state.next_index
-    # With M = I these are g and y themselves.
-    m_grad = apply_m(grad).ravel() if precondition else grad.ravel()
-    m_y = apply_m(y).ravel() if precondition else y.ravel()
+    m_grad, m_y = apply_m(grad).ravel(), apply_m(y).ravel()
     s, y, flat_grad = s.ravel(), y.ravel(), grad.ravel()
     # Writes one slot (itself again when the pair is not kept), not a
     # select over the whole history.
@@ -310,13 +308,8 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY,
         alphas - betas)
     y_weights = jnp.zeros((memory_size,), jnp.float32).at[slots].set(
         -gamma * alphas)
-    if precondition:
-      direction = (apply_m(gamma * grad + _dot(y_weights, y_history).reshape(
-          grad.shape)) + _dot(s_weights, s_history).reshape(grad.shape))
-    else:
-      direction = (gamma * grad
-                   + (_dot(s_weights, s_history)
-                      + _dot(y_weights, y_history)).reshape(grad.shape))
+    direction = (apply_m(gamma * grad + _dot(y_weights, y_history).reshape(
+        grad.shape)) + _dot(s_weights, s_history).reshape(grad.shape))
     step = jnp.where(state.count == 0,
                      learning_rate * jnp.minimum(
                          1.0, 1.0 / jnp.sum(jnp.abs(grad))),
