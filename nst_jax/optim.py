@@ -194,7 +194,8 @@ def scale_by_lbfgs_fixed_step(learning_rate, memory_size: int = LBFGS_MEMORY,
   gamma = s.y / y.M y: y_i.g and y_i.y_j above become y_i.M g and
   y_i.M y_j, and H g = gamma M (g - sum_i alpha_i y_i) + sum_i (alpha_i -
   beta_i) s_i. M = I is torch's algorithm.
-  The state keeps the products s_i.y_j and y_i.y_j (a new pair adds a row
+
+  The state keeps the products s_i.y_j and y_i.(M) y_j (a new pair adds a row
   and a column), so a step reads the history twice, in matrix products (its
   products with g and the new pair, then H g), instead of walking it pair
   by pair in 4 x memory small dependent operations; the recursion itself
@@ -528,11 +529,9 @@ def make_optimizer(optimizer, learning_rate) -> optax.GradientTransformation:
   name = optimizer.name
   if name in ('lbfgs', 'lbfgs_nols'):
     # For lbfgs this is the first trial of the line search (`_step`).
-    precondition = (pyramid_preconditioner(optimizer.pyramid_levels,
-                                           optimizer.pyramid_weight)
-                    if optimizer.pyramid_levels > 1 else None)
-    return scale_by_lbfgs_fixed_step(learning_rate, optimizer.lbfgs_memory,
-                                     precondition)
+    return scale_by_lbfgs_fixed_step(
+        learning_rate, optimizer.lbfgs_memory, pyramid_preconditioner(
+            optimizer.pyramid_levels, optimizer.pyramid_weight))
   if name == 'adam':
     return optax.adam(learning_rate)
   if name == 'sgd':

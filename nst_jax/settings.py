@@ -92,7 +92,7 @@ class Settings:
   sweep_product: bool = False
   # Levels of L-BFGS's pyramid preconditioner (optim.pyramid_preconditioner);
   # 1 = none, torch.optim.LBFGS's algorithm.
-  lbfgs_pyramid: int = 1
+  lbfgs_pyramid: int = optim.LBFGS_PYRAMID
   # Colour control (nst_jax.color): 'none', 'luminance', 'histogram' or
   # 'original_colors'; luminance matching; the histogram transform.
   color_control: str = 'none'
