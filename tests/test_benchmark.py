@@ -168,8 +168,10 @@ def test_panel_problems_are_the_library_loss_and_torchs():
   images, and scripts/torch_reference.py computes the same (with torch)."""
   benchmark = _load_benchmark()
   assert len(benchmark.panel_problems('tuned')) >= 8
-  assert {p['seed'] for p in benchmark.panel_problems('held_out')} == {
-      100, 101, 102, 103}
+  held_out = benchmark.panel_problems('held_out')
+  assert {p['seed'] for p in held_out} == set(range(200, 208))
+  assert {(p['size'], p['normalization'], p['preprocessing'])
+          for p in held_out} == set(benchmark.DESIGN)
   problems = [p for p in benchmark.PANEL if p['seed'] in (0, 3)]
   assert {(p['normalization'], p['preprocessing']) for p in problems} == {
       ('paper', 'caffe'), ('invariant', 'torchvision')}
