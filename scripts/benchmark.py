@@ -54,6 +54,7 @@ import numpy as np
 
 from nst_jax import api, devices, images, losses, optim, vgg, weights, winograd
 from nst_jax import programs as programs_lib
+from scripts import child_processes
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _IMPORTED = time.perf_counter()
@@ -259,35 +260,6 @@ def memory_fields(compiled):
   return fields
 
 
-def other_load():
-  """Starts counting the CPU time of other processes; returns a function
-  giving it since then in cores (0: the machine was ours): /proc/stat's busy
-  time less this process's and its finished children's."""
-  if not os.path.exists('/proc/stat'):
-    return lambda: None
-
-  def snapshot():
-    with open('/proc/stat') as f:
-      ticks = [int(v) for v in f.readline().split()[1:9]]
-    t = os.times()
-    return (time.perf_counter(),
-            (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf('SC_CLK_TCK'),
-            t.user + t.system + t.children_user + t.children_system)
-  start = snapshot()
-
-  def cores():
-    end = snapshot()
-    other = (end[1] - start[1]) - (end[2] - start[2])
-    return round(max(other, 0.0) / max(end[0] - start[0], 1e-9), 3)
-  return cores
-
-
-def failure(proc):
-  """A failed process's exception line and the tail of its stderr."""
-  lines = [l for l in proc.stderr.splitlines() if 'Error' in l] or ['']
-  return {'error': lines[-1], 'stderr': proc.stderr[-1500:]}
-
-
 def run_child(function, **kwargs):
   """`function(**kwargs)` (one of CHILDREN) in a fresh process of this
   script, without a persistent compilation cache unless it opens one: its
@@ -298,22 +270,13 @@ def run_child(function, **kwargs):
   env.pop('JAX_COMPILATION_CACHE_DIR', None)
   if function is torch_child:
     env['JAX_PLATFORMS'] = 'cpu'
-  load, start = other_load(), time.perf_counter()
-  proc = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), '--child',
-       json.dumps([function.__name__, kwargs])], capture_output=True,
-      text=True, cwd=REPO, env=env, check=False)
-  if proc.returncode != 0:
-    return failure(proc)
-  return dict(json.loads(proc.stdout.strip().splitlines()[-1]),
-              process_wall_s=time.perf_counter() - start,
-              other_processes_cores=load())
+  return child_processes.run(__file__, function.__name__, kwargs, REPO, env)
 
 
 def run_here(function, **kwargs):
   """`run_child` in this process (--single-process): the result with
   'other_processes_cores', or {'error'} if it raised."""
-  load = other_load()
+  load = child_processes.other_load()
   try:
     result = function(**kwargs)
   except Exception as e:  # pylint: disable=broad-except
@@ -348,7 +311,7 @@ def bench_evaluation(bench, repeats, remat_memory):
     row['xla_memory_remat'] = memory_fields(compile_evaluation(
         dataclasses.replace(bench, spec=remat)))
   evaluate = lambda: compiled(pixels, problem)
-  load = other_load()
+  load = child_processes.other_load()
   row['evaluation_s'], times = median_time(evaluate, repeats)
   row['evaluation_other_processes_cores'] = load()
   row['gflops_per_s'] = row['flops_per_evaluation'] / row['evaluation_s'] / 1e9
@@ -378,7 +341,7 @@ def bench_steps(bench, name, steps, evaluate, rounds):
                                                optim.stop_criteria(1)))
   state = state.replace(stop_reason=jnp.full_like(state.stop_reason,
                                                   optim.RUNNING))
-  load = other_load()
+  load = child_processes.other_load()
   before, _ = timed(evaluate)
   step_s, ratios, per_evaluation = [], [], []
   total_steps = total_evaluations = 0
@@ -585,7 +548,7 @@ def bench_sizes(args, sizes, optimizers, have_torch, cache):
     memories = {dtype: memory_here(bench) for dtype, bench in benches.items()
                 if single and memory}
     for dtype in args.dtypes:
-      load = other_load()
+      load = child_processes.other_load()
       bench = benches.pop(dtype)
       row, evaluate = bench_evaluation(bench, args.repeats, memory)
       row['steps'] = {name: bench_steps(bench, name, steps, evaluate, rounds)
@@ -795,8 +758,9 @@ def panel_summary(rows, per_eval, names):
   with its ratio at the budget (a lower bound) and is counted."""
   def count_ratio(row, r):
     size, t = row['problem']['size'], row['torch']
-    jax_s = per_eval.get(str(size), {}).get('jax_s')
-    torch_s = per_eval.get(str(size), {}).get('torch_s')
+    # A merged panel's rows keep the per-evaluation times of their own run.
+    own = row.get('per_evaluation') or per_eval.get(str(size), {})
+    jax_s, torch_s = own.get('jax_s'), own.get('torch_s')
     coarse_s = per_eval.get(str(size // 2), {}).get('jax_s')
     if not (jax_s and torch_s) or ('coarse_size' in r and not coarse_s):
       return None
@@ -929,7 +893,7 @@ def bench_startup(conv_algorithm, runs=3, iterations=10):
           cwd=REPO, capture_output=True, text=True, check=False,
           env=dict(os.environ, NST_JAX_OFFLINE='1'))
       if proc.returncode != 0:
-        rows.append(dict(failure(proc), run=run))
+        rows.append(dict(child_processes.failure(proc), run=run))
         continue
       with open(path(f'run{run}.json')) as f:
         manifest = json.load(f)
@@ -1128,12 +1092,14 @@ def ttq_label(name):
 
 def print_time_to_quality_panel(q):
   names = q['optimizers']
+  # A merged panel: each part's own measurement, named by its file.
+  parts = q.get('per_evaluation_parts') or [['', q.get('per_evaluation', {})]]
   _table('Per-evaluation seconds, measured back to back (PyTorch, nst_jax '
          "lbfgs_nols's compiled loop, PyTorch again):",
-         ['size', 'PyTorch', 'nst_jax loop', 'nst_jax / PyTorch'],
-         [[size, _s(row.get('torch_s')), _s(row.get('jax_s')),
+         ['run', 'size', 'PyTorch', 'nst_jax loop', 'nst_jax / PyTorch'],
+         [[part, size, _s(row.get('torch_s')), _s(row.get('jax_s')),
            _num(row.get('jax_over_torch'), 2)]
-          for size, row in q.get('per_evaluation', {}).items()])
+          for part, per_eval in parts for size, row in per_eval.items()])
 
   def cell(r):
     if not r:
@@ -1395,9 +1361,16 @@ def merged_reports(paths):
   q = report.get('time_to_quality', {})
   if q.get('panel'):
     rows = {}
+    q['per_evaluation_parts'] = [
+        [os.path.basename(path), r['time_to_quality']['per_evaluation']]
+        for path, r in zip(paths, reports)
+        if 'per_evaluation' in r.get('time_to_quality', {})]
     for r in reports:
-      for row in r.get('time_to_quality', {}).get('rows', []):
+      part = r.get('time_to_quality', {})
+      for row in part.get('rows', []):
         if 'jax' in row or 'error' in row.get('torch', {}):
+          row.setdefault('per_evaluation', part.get('per_evaluation', {}).get(
+              str(row['problem']['size'])))
           rows.setdefault(row['problem']['name'], row)
     q['rows'] = sorted(rows.values(), key=lambda row: (
         row['problem']['size'], row['problem']['held_out'],

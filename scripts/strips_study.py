@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 
@@ -51,6 +50,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
+
+from scripts import child_processes  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Strips are automatic for a device of this many GiB: less than the whole
 # image needs by the estimate (4:3 content, adam).
@@ -168,38 +169,11 @@ CHILDREN = {'run': child_run, 'baseline': child_baseline,
 RATIO_CHOICES = [[4, 'pool1'], [4, 'pool2'], [4, 'pool3'], [2, 'pool2']]
 
 
-def busy_seconds() -> tuple:
-  """(wall clock, CPU seconds all processes were busy, this process's and
-  its finished children's CPU seconds), from /proc/stat and os.times()."""
-  with open('/proc/stat') as f:
-    ticks = [int(v) for v in f.readline().split()[1:9]]
-  own = os.times()
-  return (time.perf_counter(),
-          (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf('SC_CLK_TCK'),
-          own.user + own.system + own.children_user + own.children_system)
-
-
 def in_child(name: str, **kwargs) -> dict:
   """CHILDREN[name](**kwargs) in a fresh process: its result, or {'error'}
   (e.g. killed for lack of memory), with 'other_processes_cores': the
   cores other processes kept busy meanwhile (0: the machine was ours)."""
-  before = busy_seconds()
-  start = time.perf_counter()
-  proc = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), '--child',
-       json.dumps([name, kwargs])], capture_output=True, text=True,
-      cwd=REPO, check=False)
-  if proc.returncode != 0:
-    lines = [l for l in proc.stderr.splitlines() if 'Error' in l]
-    return {'error': (lines or [f'exit status {proc.returncode}'])[-1],
-            'stderr': proc.stderr[-1500:],
-            'process_wall_s': time.perf_counter() - start}
-  after = busy_seconds()
-  other = (after[1] - before[1]) - (after[2] - before[2])
-  return dict(json.loads(proc.stdout.strip().splitlines()[-1]),
-              process_wall_s=time.perf_counter() - start,
-              other_processes_cores=round(max(other, 0.0)
-                                          / (after[0] - before[0]), 2))
+  return child_processes.run(__file__, name, kwargs, REPO)
 
 
 def device_gb(size: int) -> float:
