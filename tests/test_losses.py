@@ -137,11 +137,11 @@ def test_gradient_matches_finite_differences(paper_problem, small_images):
   pixels = jnp.asarray(noise)
   value, grad = optim.loss_and_grad_jit(pixels, problem, spec)
   direction = jax.random.normal(jax.random.key(3), pixels.shape)
-  loss = jax.jit(lambda x: losses.total_loss(
+  loss = jax.jit(lambda x, problem: losses.total_loss(
       x, problem.variables, problem.targets, problem.loss_weights, spec))
   eps = 0.05
-  numeric = (float(loss(pixels + eps * direction))
-             - float(loss(pixels - eps * direction))) / (2 * eps)
+  numeric = (float(loss(pixels + eps * direction, problem))
+             - float(loss(pixels - eps * direction, problem))) / (2 * eps)
   analytic = float(jnp.vdot(grad, direction))
   assert np.isfinite(float(value))
   np.testing.assert_allclose(analytic, numeric, rtol=2e-2)

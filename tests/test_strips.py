@@ -14,18 +14,20 @@ from nst_jax import settings as settings_lib, strips
 
 
 def _targets(variables, spec, content, style):
-  return jax.jit(lambda c, s: losses.make_targets(variables, c, [s], spec))(
-      content, style)
+  # The weights are arguments, not constants folded into the program.
+  return jax.jit(lambda v, c, s: losses.make_targets(v, c, [s], spec))(
+      variables, content, style)
 
 
 def _evaluation(variables, spec, targets, pixels):
   """(loss terms, gradient) of `spec`."""
   weights = losses.loss_weights(spec, 1.0, 1e3, tv_weight=1e-3)
 
-  def terms(p):
+  def terms(p, variables, targets):
     terms = losses.loss_terms(p, variables, targets, weights, spec)
     return terms['total'], terms
-  (_, terms), grad = jax.jit(jax.value_and_grad(terms, has_aux=True))(pixels)
+  (_, terms), grad = jax.jit(jax.value_and_grad(terms, has_aux=True))(
+      pixels, variables, targets)
   return terms, grad
 
 
