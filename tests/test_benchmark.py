@@ -237,3 +237,58 @@ def test_time_to_quality_optimizer_names():
   assert benchmark.TTQ_OPTIMIZERS[0] == f'lbfgs:p{optim.LBFGS_PYRAMID}'
   with pytest.raises(ValueError):
     benchmark.optimizer_of('lbfgs:q2')
+
+
+def test_merged_panels_keep_each_runs_per_evaluation_times(tmp_path):
+  """Two panel runs merged for one table (--table-from=a.json,b.json): each
+  row's count ratio uses the per-evaluation times measured in its own run,
+  and the sets' medians cover the rows of both."""
+  benchmark = _load_benchmark()
+
+  def panel(problem, jax_s, torch_s, evaluations):
+    row = {'problem': problem,
+           'torch': {'seconds': 30.0, 'evaluations': 300,
+                     'final_loss': 1.0},
+           'jax': {'lbfgs': {'evaluations': evaluations, 'reached': True,
+                             'optimize_s': 10.0}}}
+    return {'time_to_quality': {
+        'panel': True, 'evaluations': 300, 'optimizers': ['lbfgs'],
+        'per_evaluation': {str(problem['size']): {'jax_s': jax_s,
+                                                  'torch_s': torch_s}},
+        'rows': [row]}}
+
+  tuned, held_out = (p for p in benchmark.PANEL if p['seed'] in (0, 200))
+  paths = []
+  for name, report in (('a.json', panel(tuned, 0.1, 0.2, 150)),
+                       ('b.json', panel(held_out, 0.3, 0.4, 240))):
+    paths.append(str(tmp_path / name))
+    with open(paths[-1], 'w') as f:
+      json.dump(report, f)
+  q = benchmark.merged_reports(paths)['time_to_quality']
+  ratios = {row['problem']['seed']: row['jax']['lbfgs']['count_ratio']
+            for row in q['rows']}
+  assert ratios[0] == pytest.approx(150 * 0.1 / (300 * 0.2))
+  assert ratios[200] == pytest.approx(240 * 0.3 / (300 * 0.4))
+  assert q['summary']['tuned']['lbfgs']['time_ratio_median'] == (
+      pytest.approx(10 / 30))
+  assert q['summary']['held_out']['lbfgs']['count_ratio_worst'] == (
+      pytest.approx(0.6))
+  assert [part for part, _ in q['per_evaluation_parts']] == ['a.json',
+                                                             'b.json']
+
+
+def test_child_process_failure_is_one_error_line(tmp_path):
+  """scripts/child_processes.run: a child that raises gives its exception
+  line as 'error', not an exception in the parent."""
+  child_processes = _load_benchmark().child_processes
+  script = tmp_path / 'child.py'
+  script.write_text(
+      'import json, sys\n'
+      'name, kwargs = json.loads(sys.argv[2])\n'
+      "if name == 'fail':\n"
+      "  raise ValueError('no such size')\n"
+      "print(json.dumps({'doubled': 2 * kwargs['x']}))\n")
+  ok = child_processes.run(str(script), 'double', {'x': 21}, str(tmp_path))
+  assert ok['doubled'] == 42 and ok['process_wall_s'] > 0
+  failed = child_processes.run(str(script), 'fail', {}, str(tmp_path))
+  assert failed['error'] == 'ValueError: no such size'
