@@ -635,9 +635,13 @@ def panel_bench(problem, size=None, **kwargs) -> Bench:
                image_seed=problem['seed'], **kwargs)
 
 
-def run_until_stopped(loop, state):
+def run_until_stopped(loop, state, curve=None):
+  """Chunks until the run stops; appends [evaluations, loss] after each
+  chunk to `curve` if given."""
   while int(state.stop_reason[0]) == optim.RUNNING:
     state, _, _ = loop.run(state)
+    if curve is not None:
+      curve.append([int(state.evaluations[0]), float(state.value[0])])
   return state
 
 
@@ -685,12 +689,13 @@ def _ttq_run(name, bench, make, stop_loss, max_steps, chunk_size):
                   coarse_evaluations=int(state.evaluations[0]))
     pixels = images.resize(np.asarray(state.pixels[0]),
                            (bench.size, bench.size))
-  state = run_until_stopped(loop, loop.start(pixels))
+  curve = []  # host reads between chunks, a few ms in seconds
+  state = run_until_stopped(loop, loop.start(pixels), curve)
   end = time.perf_counter()
   reason = optim.STOP_REASONS[int(state.stop_reason[0])]
   return dict(result, reached=reason == 'stop_loss', stop_reason=reason,
               evaluations=int(state.evaluations[0]), steps=int(state.step[0]),
-              final_loss=float(state.value[0]),
+              final_loss=float(state.value[0]), curve=curve,
               optimize_s=end - optimize_start,
               optimize_incl_compile_s=end - compile_start)
 
@@ -1161,6 +1166,41 @@ def print_time_to_quality_panel(q):
           'evaluations / PyTorch\'s median', 'worst',
           'time ratio median', 'worst', 'count ratio median', 'worst'],
          summary_rows)
+  print_catch_up(q)
+
+
+# torch's evaluation counts at which `print_catch_up` compares the losses.
+CATCH_UP_AT = (10, 25, 50, 100, 200, 300)
+
+
+def catch_up(torch_curve, curve, at=CATCH_UP_AT):
+  """Per k in `at`: the evaluations nst_jax's run (`curve`: [evaluations,
+  loss] after each chunk) spent until its loss was at most torch's after k
+  evaluations (`torch_curve`: [evaluation, seconds, loss]), or None if it
+  never was (to chunk resolution: run with --ttq-chunk=1 for single steps)."""
+  out = []
+  for k in at:
+    if k > len(torch_curve):
+      break
+    target = torch_curve[k - 1][2]
+    out.append(next((e for e, loss in curve if loss <= target), None))
+  return out
+
+
+def print_catch_up(q):
+  rows = []
+  for row in q['rows']:
+    for name in q['optimizers']:
+      r = row.get('jax', {}).get(name) or {}
+      if r.get('curve') and row['torch'].get('curve'):
+        rows.append([row['problem']['name'], ttq_label(name)] + [
+            '-' if e is None else e
+            for e in catch_up(row['torch']['curve'], r['curve'])])
+  if rows:
+    _table("Catching up: nst_jax's evaluations until its loss is at most "
+           "torch.optim.LBFGS's after k evaluations (to the chunk: "
+           '--ttq-chunk):', ['problem', 'optimiser'] + [
+               f'k = {k}' for k in CATCH_UP_AT], rows)
 
 
 def print_time_to_quality(q):

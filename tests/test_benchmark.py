@@ -292,3 +292,13 @@ def test_child_process_failure_is_one_error_line(tmp_path):
   assert ok['doubled'] == 42 and ok['process_wall_s'] > 0
   failed = child_processes.run(str(script), 'fail', {}, str(tmp_path))
   assert failed['error'] == 'ValueError: no such size'
+
+
+def test_catch_up_counts_evaluations_to_torchs_losses():
+  """The evaluations nst_jax needed to reach torch's loss after k of its
+  evaluations, from both curves; None where it never did."""
+  benchmark = _load_benchmark()
+  torch_curve = [[k, 0.1 * k, 100.0 / k] for k in range(1, 11)]
+  curve = [[3, 60.0], [6, 30.0], [9, 12.0], [12, 11.0]]
+  assert benchmark.catch_up(torch_curve, curve, at=(1, 2, 3, 8, 10, 20)) == [
+      3, 6, 6, 9, None]
