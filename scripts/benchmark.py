@@ -182,15 +182,16 @@ class Loop(NamedTuple):
 def optimizer_of(name) -> optim.Optimizer:
   """An `optim.Optimizer` from a name, optionally with L-BFGS's pyramid
   preconditioner: 'lbfgs_nols:p2' (2 levels), 'lbfgs:p3w0.7' (3 levels,
-  weight 0.7)."""
+  weight 0.7), and for lbfgs a first trial of f pixel values: 'lbfgs:p2f4'."""
   if isinstance(name, optim.Optimizer):
     return name
   base, _, pyramid = name.partition(':')
-  match = re.fullmatch(r'(?:p(\d+))?(?:w([0-9.]+))?', pyramid)
+  match = re.fullmatch(r'(?:p(\d+))?(?:w([0-9.]+))?(?:f([0-9.]+))?', pyramid)
   if base not in optim.OPTIMIZERS or not match:
     raise ValueError(f'unknown optimizer {name!r}')
   return optim.Optimizer(base, pyramid_levels=int(match.group(1) or 1),
-                         pyramid_weight=float(match.group(2) or 1.0))
+                         pyramid_weight=float(match.group(2) or 1.0),
+                         first_step=float(match.group(3) or 0.0))
 
 
 def compile_loop(bench, optimizer, chunk_size, criteria, members=1,

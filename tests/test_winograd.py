@@ -67,7 +67,7 @@ def test_tile_rule():
   assert winograd.choose_tile(32, 32, 256, 256) == 'F2'
   assert winograd.choose_tile(32, 32, 512, 512) == 'F4'
   assert winograd.choose_tile(16, 16, 256, 512) == 'F2'
-  assert winograd.choose_tile(16, 16, 512, 512) == 'F4'
+  assert winograd.choose_tile(16, 16, 512, 512) == 'F2'
   assert winograd.choose_tile(8, 8, 512, 512) == 'F2'
 
 
