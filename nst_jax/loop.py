@@ -225,7 +225,8 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
   size = chunk_size(settings.log_every,
                     settings.save_every if run.on_snapshot else 0, iterations)
   optimizer = optim.Optimizer(settings.optimizer, settings.lbfgs_memory,
-                              settings.lbfgs_pyramid)
+                              settings.lbfgs_pyramid,
+                              first_step=settings.lbfgs_first_step)
   loop = run.programs.loop(run.spec, optimizer, size, run.mode, run.devices,
                            settings.shard_rows,
                            bool(run.spec.frames) and len(run.devices) > 1)

@@ -4,8 +4,10 @@ Optimisers (`OPTIMIZERS`):
   * ``lbfgs``: L-BFGS with a strong Wolfe line search, as torch.optim.LBFGS
     runs it with `line_search_fn='strong_wolfe'`: the direction of
     `scale_by_lbfgs_fixed_step`, then `strong_wolfe_line_search` from its
-    step as the first trial. Each step spends as many function+gradient
-    evaluations as the search needs (usually 1 once it has settled).
+    step as the first trial (on the first step, with `Optimizer.first_step`
+    > 0, a trial that moves the most-changed pixel value by that much).
+    Each step spends as many function+gradient evaluations as the search
+    needs (usually 1 once it has settled).
   * ``lbfgs_nols``: L-BFGS with a fixed step `learning_rate` and no line
     search, exactly as torch.optim.LBFGS runs it for jcjohnson/neural-style
     (`scale_by_lbfgs_fixed_step`): one evaluation per step, the first step
@@ -62,6 +64,12 @@ LBFGS_MEMORY = 100
 # (`pyramid_preconditioner`; 1 would be torch's algorithm): chosen on the
 # time-to-quality panel of `scripts/benchmark.py` (docs/performance.md).
 LBFGS_PYRAMID = 2
+# `lbfgs`'s first line-search trial on a run's first step, in pixel values
+# (0-255) of the most-changed pixel (`Optimizer.first_step`; 0 would be
+# torch's trial). On the tuned time-to-quality problems the first step's
+# search accepted steps of 0.4-16 values after about 6 evaluations from
+# torch's tiny trial; from 8 it takes 1 on most.
+LBFGS_FIRST_STEP = 8.0
 # `learning_rate=0` in a config means these. L-BFGS's step is scaled by its
 # curvature estimate, so 1 is its natural step (torch's default). Adam moves
 # each pixel value (0-255) by about `learning_rate` per step: 10, as

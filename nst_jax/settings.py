@@ -93,6 +93,9 @@ class Settings:
   # Levels of L-BFGS's pyramid preconditioner (optim.pyramid_preconditioner);
   # 1 = none, torch.optim.LBFGS's algorithm.
   lbfgs_pyramid: int = optim.LBFGS_PYRAMID
+  # lbfgs's first line-search trial, in pixel values (optim.Optimizer's
+  # first_step); 0 = torch's.
+  lbfgs_first_step: float = optim.LBFGS_FIRST_STEP
   # Colour control (nst_jax.color): 'none', 'luminance', 'histogram' or
   # 'original_colors'; luminance matching; the histogram transform.
   color_control: str = 'none'
@@ -144,6 +147,14 @@ def _number(config, field, minimum=None, positive=False, integer=False,
     raise UserError(f'config.{field}: must be > 0, got {value!r}')
   if minimum is not None and number < minimum:
     raise UserError(f'config.{field}: must be >= {minimum}, got {value!r}')
+  return number
+
+
+def _finite(config, field, **kwargs):
+  """`_number`, refusing infinity too."""
+  number = _number(config, field, **kwargs)
+  if math.isinf(number):
+    raise UserError(f'config.{field}: must be finite, got {number!r}')
   return number
 
 
@@ -392,6 +403,8 @@ def check(config, from_files: bool = True) -> Settings:
                            positive=True, default=optim.LBFGS_MEMORY),
       lbfgs_pyramid=_number(config, 'lbfgs_pyramid', integer=True,
                             positive=True, default=optim.LBFGS_PYRAMID),
+      lbfgs_first_step=_finite(config, 'lbfgs_first_step', minimum=0,
+                               default=optim.LBFGS_FIRST_STEP),
       distributed=_flag(config, 'distributed'),
       sweep_product=sweep_product, color_control=color_control,
       match_luminance=_flag(config, 'match_luminance', default=True),

@@ -595,13 +595,15 @@ def bench_memory_sizes(sizes, row_shards=4, single=False):
 # config's), with each weight layout's preprocessing: 'caffe' (Keras's
 # converted file) and 'torchvision'. The weights are seeded random ones
 # (no pretrained file exists offline), so a layout is its preprocessing.
-# The tuned set (seeds 0-7, the full 2 x 2 x 2 design, and 100-103) chose
-# the optimiser and its settings; the held-out set (seeds 200-207, the full
-# design again) only measures the choice.
-# The default (lbfgs with the config's pyramid levels), the same without
-# line search, and torch's algorithm; 'lbfgs_nols_c2f' can be asked for.
-TTQ_OPTIMIZERS = (f'lbfgs:p{optim.LBFGS_PYRAMID}',
-                  f'lbfgs_nols:p{optim.LBFGS_PYRAMID}', 'lbfgs')
+# The tuned set (seeds 0-7 and 200-207, the full 2 x 2 x 2 design twice, and
+# 100-103) chose the optimiser and its settings; the held-out set (seeds
+# 300-307, the full design again) only measures the choice.
+# The default (lbfgs with the config's pyramid levels and first step), the
+# same without line search, and torch's algorithm; 'lbfgs_nols_c2f' can be
+# asked for.
+TTQ_OPTIMIZERS = (
+    f'lbfgs:p{optim.LBFGS_PYRAMID}f{optim.LBFGS_FIRST_STEP:g}',
+    f'lbfgs_nols:p{optim.LBFGS_PYRAMID}', 'lbfgs')
 STYLE_WEIGHTS = {'paper': BETA, 'invariant': 1e-3}
 
 
@@ -623,8 +625,10 @@ PANEL = [panel_problem(seed, *DESIGN[seed]) for seed in range(8)] + [
         (101, 128, 'invariant', 'torchvision'),
         (102, 256, 'invariant', 'caffe'),
         (103, 256, 'paper', 'torchvision'))] + [
-            panel_problem(200 + index, *design, held_out=True)
-            for index, design in enumerate(DESIGN)]
+            panel_problem(200 + index, *design)
+            for index, design in enumerate(DESIGN)] + [
+                panel_problem(300 + index, *design, held_out=True)
+                for index, design in enumerate(DESIGN)]
 
 
 def panel_bench(problem, size=None, **kwargs) -> Bench:
@@ -815,7 +819,7 @@ def time_to_quality_panel(problems, evaluations, threads, chunk_size, names,
   process until its loss is at most torch's final one, at most 3 x
   `evaluations` steps. Per-evaluation times per size are measured back to
   back first (or taken from `per_evaluation_from`, an earlier panel's).
-  `torch_rows`: {problem name: torch's run} from an earlier panel, reused
+  `torch_rows`: {`problem_key`: torch's run} from an earlier panel, reused
   (torch's 300 evaluations do not depend on nst_jax). `checkpoint(q)`
   after each problem (partial results)."""
   cache = tempfile.mkdtemp(prefix='nst_jax_ttq_cache_')
@@ -832,7 +836,7 @@ def time_to_quality_panel(problems, evaluations, threads, chunk_size, names,
     for problem in problems:
       row = {'problem': problem}
       q['rows'].append(row)
-      t = (torch_rows or {}).get(problem['name'])
+      t = (torch_rows or {}).get(problem_key(problem))
       if t:  # timed in another run: no time ratio (count ratios only)
         row['torch_reused'] = True
       row['torch'] = t = t or run_child(
@@ -1082,18 +1086,22 @@ def print_sweep(sweep):
 
 
 def ttq_label(name):
-  """'lbfgs:p2' -> 'lbfgs, pyramid 2'; plain L-BFGS names say they are
-  torch's algorithm."""
+  """'lbfgs:p2f8' -> 'lbfgs, pyramid 2, first step 8'; plain L-BFGS names
+  say they are torch's algorithm."""
   if name == 'lbfgs_nols_c2f':
     return 'lbfgs_nols c2f'
   optimizer = optimizer_of(name)
   if optimizer.name not in ('lbfgs', 'lbfgs_nols'):
     return name
+  first = ('' if not optimizer.first_step else
+           f', first step {optimizer.first_step:g}')
   if optimizer.pyramid_levels == 1:
-    return f"{optimizer.name} (torch's)"
+    return (f'{optimizer.name}{first}' if first
+            else f"{optimizer.name} (torch's)")
   weight = ('' if optimizer.pyramid_weight == 1 else
             f' w {optimizer.pyramid_weight:g}')
-  return f'{optimizer.name}, pyramid {optimizer.pyramid_levels}{weight}'
+  return (f'{optimizer.name}, pyramid {optimizer.pyramid_levels}{weight}'
+          f'{first}')
 
 
 def print_time_to_quality_panel(q):
@@ -1334,8 +1342,9 @@ def parse_args(argv=None):
            'on the panel of problems (--ttq-panel)')
   add('--ttq-panel', '--ttq_panel', dest='ttq_panel', default='all',
       choices=('all', 'tuned', 'held_out', 'demo'),
-      help="the time-to-quality problems: the tuned set's 12 (seeds 0-7, "
-           "100-103), the held-out set's 8 (seeds 200-207), both, or the "
+      help="the time-to-quality problems: the tuned set's 20 (seeds 0-7, "
+           "100-103, 200-207), the held-out set's 8 (seeds 300-307), both, "
+           "or the "
            "demo images "
            'at --ttq-size (one problem, paper loss)')
   add('--ttq-problems', '--ttq_problems', dest='ttq_problems', default='',
@@ -1345,7 +1354,8 @@ def parse_args(argv=None):
       default=','.join(TTQ_OPTIMIZERS),
       help="nst_jax optimisers to time on the panel: lbfgs, lbfgs_nols (torch's "
            'algorithm) or with the pyramid preconditioner, e.g. lbfgs:p2 '
-           '(2 levels), lbfgs_nols:p3w0.7 (3 levels, weight 0.7); '
+           '(2 levels), lbfgs_nols:p3w0.7 (3 levels, weight 0.7), '
+           'lbfgs:p2f8 (and a first line-search trial of 8 pixel values); '
            'lbfgs_nols_c2f: lbfgs_nols with 100 steps at half size first')
   add('--ttq-size', type=int, default=128, help='--ttq-panel=demo: its size')
   add('--ttq-per-evaluation-from', '--ttq_per_evaluation_from',
@@ -1428,8 +1438,14 @@ def per_evaluation_from(path):
     return json.load(f)['time_to_quality']['per_evaluation']
 
 
+def problem_key(problem):
+  """A problem's name without its set's letter: the same seed, size, loss
+  and layout whichever set it was in."""
+  return problem['name'][1:]
+
+
 def torch_rows_from(paths, evaluations):
-  """{problem name: torch's run} from earlier panels' JSON files."""
+  """{`problem_key`: torch's run} from earlier panels' JSON files."""
   rows = {}
   for path in (p for p in paths.split(',') if p.strip()):
     with open(path) as f:
@@ -1437,7 +1453,7 @@ def torch_rows_from(paths, evaluations):
     for row in q.get('rows', []):
       if (q.get('evaluations') == evaluations and 'torch' in row
           and 'error' not in row['torch']):
-        rows.setdefault(row['problem']['name'], row['torch'])
+        rows.setdefault(problem_key(row['problem']), row['torch'])
   return rows
 
 

@@ -148,6 +148,21 @@ def test_learning_rate_zero_is_the_optimizers_default():
       optim.DEFAULT_LEARNING_RATES['sgd'])
 
 
+def test_lbfgs_first_step_reaches_the_optimiser():
+  """The default first trial saves the evaluations torch's tiny one spends
+  growing; the manifest records it."""
+  runs = {first: nst_jax.stylize(
+      'builtin:scene', 'builtin:painting',
+      **dict(FIELDS, optimizer='lbfgs', iterations=1, lbfgs_first_step=first))
+          for first in (0.0, optim.LBFGS_FIRST_STEP)}
+  assert runs[optim.LBFGS_FIRST_STEP].manifest['evaluations'] < (
+      runs[0.0].manifest['evaluations'])
+  assert runs[0.0].manifest['config']['lbfgs_first_step'] == 0.0
+  assert nst_jax.stylize('builtin:scene', 'builtin:painting', **dict(
+      FIELDS, iterations=0)).manifest['config']['lbfgs_first_step'] == (
+          optim.LBFGS_FIRST_STEP)
+
+
 def test_lbfgs_pyramid_reaches_the_optimiser():
   """lbfgs_pyramid=1 is torch's L-BFGS and the default preconditions it:
   the results differ, and the manifest records the levels."""

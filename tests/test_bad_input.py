@@ -61,6 +61,9 @@ def assert_refused(tmp_path, match, **overrides):
     ('style_scale', 0.0, r'config.style_scale: must be > 0'),
     ('log_every', 0, r'config.log_every: must be > 0'),
     ('lbfgs_pyramid', 0, r'config.lbfgs_pyramid: must be > 0'),
+    ('lbfgs_first_step', -1.0, r'config.lbfgs_first_step: must be >= 0'),
+    ('lbfgs_first_step', float('inf'),
+     r'config.lbfgs_first_step: must be finite'),
     ('style_blend_weights', '1,2', r'config.style_blend_weights: 2 weights '
      'for 1 style'),
     ('style_layer_weights', '1,2', r'config.style_layer_weights: 2 weights '

@@ -169,7 +169,7 @@ def test_panel_problems_are_the_library_loss_and_torchs():
   benchmark = _load_benchmark()
   assert len(benchmark.panel_problems('tuned')) >= 8
   held_out = benchmark.panel_problems('held_out')
-  assert {p['seed'] for p in held_out} == set(range(200, 208))
+  assert {p['seed'] for p in held_out} == set(range(300, 308))
   assert {(p['size'], p['normalization'], p['preprocessing'])
           for p in held_out} == set(benchmark.DESIGN)
   problems = [p for p in benchmark.PANEL if p['seed'] in (0, 3)]
@@ -234,7 +234,11 @@ def test_time_to_quality_optimizer_names():
   assert benchmark.optimizer_of('lbfgs_nols:p3w0.7') == optim.Optimizer(
       'lbfgs_nols', pyramid_levels=3, pyramid_weight=0.7)
   assert benchmark.ttq_label('lbfgs:p2') == 'lbfgs, pyramid 2'
-  assert benchmark.TTQ_OPTIMIZERS[0] == f'lbfgs:p{optim.LBFGS_PYRAMID}'
+  assert benchmark.ttq_label('lbfgs:p2f8') == 'lbfgs, pyramid 2, first step 8'
+  assert benchmark.optimizer_of('lbfgs:p2f8').first_step == 8.0
+  assert benchmark.optimizer_of(benchmark.TTQ_OPTIMIZERS[0]) == optim.Optimizer(
+      'lbfgs', pyramid_levels=optim.LBFGS_PYRAMID,
+      first_step=optim.LBFGS_FIRST_STEP)
   with pytest.raises(ValueError):
     benchmark.optimizer_of('lbfgs:q2')
 
@@ -257,7 +261,7 @@ def test_merged_panels_keep_each_runs_per_evaluation_times(tmp_path):
                                                   'torch_s': torch_s}},
         'rows': [row]}}
 
-  tuned, held_out = (p for p in benchmark.PANEL if p['seed'] in (0, 200))
+  tuned, held_out = (p for p in benchmark.PANEL if p['seed'] in (0, 300))
   paths = []
   for name, report in (('a.json', panel(tuned, 0.1, 0.2, 150)),
                        ('b.json', panel(held_out, 0.3, 0.4, 240))):
@@ -268,7 +272,7 @@ def test_merged_panels_keep_each_runs_per_evaluation_times(tmp_path):
   ratios = {row['problem']['seed']: row['jax']['lbfgs']['count_ratio']
             for row in q['rows']}
   assert ratios[0] == pytest.approx(150 * 0.1 / (300 * 0.2))
-  assert ratios[200] == pytest.approx(240 * 0.3 / (300 * 0.4))
+  assert ratios[300] == pytest.approx(240 * 0.3 / (300 * 0.4))
   assert q['summary']['tuned']['lbfgs']['time_ratio_median'] == (
       pytest.approx(10 / 30))
   assert q['summary']['held_out']['lbfgs']['count_ratio_worst'] == (
@@ -302,3 +306,18 @@ def test_catch_up_counts_evaluations_to_torchs_losses():
   curve = [[3, 60.0], [6, 30.0], [9, 12.0], [12, 11.0]]
   assert benchmark.catch_up(torch_curve, curve, at=(1, 2, 3, 8, 10, 20)) == [
       3, 6, 6, 9, None]
+
+
+def test_torch_runs_are_reused_across_sets(tmp_path):
+  """A problem's torch run is found by seed, size, loss and layout, so it is
+  reused when the problem has moved from the held-out to the tuned set."""
+  benchmark = _load_benchmark()
+  tuned = next(p for p in benchmark.PANEL if p['seed'] == 200)
+  assert not tuned['held_out']
+  as_held_out = dict(tuned, name='h' + tuned['name'][1:], held_out=True)
+  path = tmp_path / 'old.json'
+  path.write_text(json.dumps({'time_to_quality': {'evaluations': 300, 'rows': [
+      {'problem': as_held_out, 'torch': {'final_loss': 1.5}}]}}))
+  rows = benchmark.torch_rows_from(str(path), 300)
+  assert rows[benchmark.problem_key(tuned)] == {'final_loss': 1.5}
+  assert benchmark.torch_rows_from(str(path), 100) == {}

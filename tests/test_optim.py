@@ -71,6 +71,29 @@ def test_lbfgs_counts_every_evaluation(problem_spec, small_images):
   assert len(calls) >= 7
 
 
+def test_lbfgs_first_step_is_the_first_trial(problem_spec, small_images):
+  """With first_step, the first line search starts from a step that moves
+  the most-changed pixel value by first_step and accepts it at once here;
+  from torch's tiny trial (first_step 0) it extrapolates over several
+  evaluations."""
+  problem, spec = problem_spec
+  noise = jnp.asarray(small_images[2])
+
+  def first(optimizer):
+    state = loop.minimize(noise, problem, spec, optimizer, 1.0,
+                          iterations=1, chunk_size=1)
+    return (int(state.evaluations) - 1,
+            float(jnp.max(jnp.abs(state.pixels - noise))), float(state.value))
+
+  torch_spent, _, torch_value = first(optim.Optimizer('lbfgs'))
+  spent, moved, value = first(optim.Optimizer('lbfgs', first_step=8.0))
+  assert torch_spent >= 4
+  assert spent == 1
+  np.testing.assert_allclose(moved, 8.0, rtol=1e-4)
+  start, _ = optim.loss_and_grad_jit(noise, problem, spec)
+  assert value < float(start) and torch_value < float(start)
+
+
 def test_non_finite_loss_keeps_last_finite_image(problem_spec, small_images):
   problem, spec = problem_spec
   noise = jnp.asarray(small_images[2])
