@@ -1,5 +1,6 @@
 """VGG19 features against an independent NumPy implementation."""
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,6 +83,23 @@ def test_custom_vjp_gradient_equals_plain_autodiff(random_params, variables):
   np.testing.assert_allclose(jax.grad(ours)(x), jax.grad(plain)(x),
                              rtol=1e-4, atol=1e-4 * float(
                                  jnp.abs(jax.grad(plain)(x)).max()))
+
+
+def test_max_pool_gradient_equals_window_reduction(variables):
+  """Max pooling by reshape has the gradient of XLA's window reduction
+  after a ReLU (odd sizes drop the last row and column, as VALID does)."""
+  def through(pool_fn):
+    def f(x):
+      y = vgg.conv_layer(variables, 'conv1_1', x, jnp.float32)
+      return jnp.sum(jnp.sin(pool_fn(y)))
+    return f
+  window = lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))
+  x = jax.random.normal(jax.random.key(3), (1, 15, 13, 3)) * 30
+  np.testing.assert_array_equal(vgg.pool(jnp.ones((2, 5, 7, 4)), 'max').shape,
+                                (2, 2, 3, 4))
+  np.testing.assert_allclose(
+      jax.grad(through(lambda y: vgg.pool(y, 'max')))(x),
+      jax.grad(through(window))(x), rtol=1e-6, atol=1e-6)
 
 
 def test_unknown_layer_names_valid_ones():
