@@ -99,13 +99,15 @@ class Optimizer:
   1 = none, torch's algorithm. `first_step`: for `lbfgs`, the line search's
   first trial on a run's first step moves the most-changed pixel value by
   this much (0-255 scale); 0 = torch's trial, `learning_rate` x min(1,
-  1/|g|_1) times the direction.
+  1/|g|_1) times the direction. `luminance_weight`: c in the
+  preconditioner's colour factor (`pyramid_preconditioner`); 0 = none.
   """
   name: str
   lbfgs_memory: int = LBFGS_MEMORY
   pyramid_levels: int = 1
   pyramid_weight: float = 1.0
   first_step: float = 0.0
+  luminance_weight: float = 0.0
 
 
 def as_optimizer(optimizer) -> Optimizer:
@@ -138,7 +140,8 @@ def _vdot(a, b):
   return _dot(a.ravel(), b.ravel())
 
 
-def pyramid_preconditioner(levels: int, weight: float = 1.0):
+def pyramid_preconditioner(levels: int, weight: float = 1.0,
+                           luminance: float = 0.0):
   """A smoothing preconditioner for images: M = sum_l w^(2l) U_l U_l^T.
 
   U_0 = I and U_l upsamples (bilinear) an image of 2^-l the size (rounded
@@ -150,9 +153,17 @@ def pyramid_preconditioner(levels: int, weight: float = 1.0):
   gradient. It acts on the last three axes (height, width, channels) of
   any array.
 
+  With `luminance` c, M is multiplied by I + c 1 1^T / C over the C
+  channels of each pixel, which scales steps along the grey direction
+  (all channels together) by 1 + c and leaves colour differences alone;
+  the two factors commute, so M stays symmetric positive definite for
+  c > -1. c = 0 is what the configs use (docs/performance.md, "What was
+  tried": no c saved evaluations).
+
   Args:
     levels: 1 (M = I) or more.
     weight: w, each coarser level's weight relative to the finer.
+    luminance: c > -1.
   Returns:
     A linear function x -> M x.
 
@@ -161,6 +172,9 @@ def pyramid_preconditioner(levels: int, weight: float = 1.0):
     precondition = pyramid_preconditioner(2)
     smoothed = precondition(jnp.ones((64, 64, 3)))
   """
+  if luminance <= -1:
+    raise ValueError(f'luminance weight must exceed -1, not {luminance}')
+
   def apply(x):
     out = x
     height, width = x.shape[-3:-1]
@@ -172,6 +186,8 @@ def pyramid_preconditioner(levels: int, weight: float = 1.0):
       (down,) = jax.linear_transpose(
           up, jax.ShapeDtypeStruct(small_shape, x.dtype))(x)
       out = out + weight ** (2 * level) * up(down)
+    if luminance:
+      out = out + luminance * jnp.mean(out, axis=-1, keepdims=True)
     return out
   return apply
 
@@ -543,7 +559,8 @@ def make_optimizer(optimizer, learning_rate) -> optax.GradientTransformation:
     # For lbfgs this is the first trial of the line search (`_step`).
     return scale_by_lbfgs_fixed_step(
         learning_rate, optimizer.lbfgs_memory, pyramid_preconditioner(
-            optimizer.pyramid_levels, optimizer.pyramid_weight))
+            optimizer.pyramid_levels, optimizer.pyramid_weight,
+            optimizer.luminance_weight))
   if name == 'adam':
     return optax.adam(learning_rate)
   if name == 'sgd':

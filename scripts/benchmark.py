@@ -182,16 +182,22 @@ class Loop(NamedTuple):
 def optimizer_of(name) -> optim.Optimizer:
   """An `optim.Optimizer` from a name, optionally with L-BFGS's pyramid
   preconditioner: 'lbfgs_nols:p2' (2 levels), 'lbfgs:p3w0.7' (3 levels,
-  weight 0.7), and for lbfgs a first trial of f pixel values: 'lbfgs:p2f4'."""
+  weight 0.7), for lbfgs a first trial of f pixel values: 'lbfgs:p2f4',
+  a luminance weight c: 'lbfgs:p2c-0.5', and m curvature pairs:
+  'lbfgs:p2m20'."""
   if isinstance(name, optim.Optimizer):
     return name
   base, _, pyramid = name.partition(':')
-  match = re.fullmatch(r'(?:p(\d+))?(?:w([0-9.]+))?(?:f([0-9.]+))?', pyramid)
+  match = re.fullmatch(r'(?:p(\d+))?(?:w([0-9.]+))?(?:f([0-9.]+))?'
+                       r'(?:c(-?[0-9.]+))?(?:m(\d+))?', pyramid)
   if base not in optim.OPTIMIZERS or not match:
     raise ValueError(f'unknown optimizer {name!r}')
-  return optim.Optimizer(base, pyramid_levels=int(match.group(1) or 1),
-                         pyramid_weight=float(match.group(2) or 1.0),
-                         first_step=float(match.group(3) or 0.0))
+  return optim.Optimizer(
+      base, pyramid_levels=int(match.group(1) or 1),
+      pyramid_weight=float(match.group(2) or 1.0),
+      first_step=float(match.group(3) or 0.0),
+      luminance_weight=float(match.group(4) or 0.0),
+      lbfgs_memory=int(match.group(5) or optim.LBFGS_MEMORY))
 
 
 def compile_loop(bench, optimizer, chunk_size, criteria, members=1,
@@ -1093,15 +1099,17 @@ def ttq_label(name):
   optimizer = optimizer_of(name)
   if optimizer.name not in ('lbfgs', 'lbfgs_nols'):
     return name
-  first = ('' if not optimizer.first_step else
-           f', first step {optimizer.first_step:g}')
-  if optimizer.pyramid_levels == 1:
-    return (f'{optimizer.name}{first}' if first
-            else f"{optimizer.name} (torch's)")
-  weight = ('' if optimizer.pyramid_weight == 1 else
-            f' w {optimizer.pyramid_weight:g}')
-  return (f'{optimizer.name}, pyramid {optimizer.pyramid_levels}{weight}'
-          f'{first}')
+  pyramid = ('' if optimizer.pyramid_levels == 1 else
+             f', pyramid {optimizer.pyramid_levels}')
+  if pyramid and optimizer.pyramid_weight != 1:
+    pyramid += f' w {optimizer.pyramid_weight:g}'
+  extras = pyramid + ''.join(
+      f', {label} {value:g}' for label, value, torch_value in (
+          ('first step', optimizer.first_step, 0),
+          ('luminance', optimizer.luminance_weight, 0),
+          ('memory', optimizer.lbfgs_memory, optim.LBFGS_MEMORY))
+      if value != torch_value)
+  return optimizer.name + (extras or " (torch's)")
 
 
 def print_time_to_quality_panel(q):

@@ -236,6 +236,15 @@ def test_time_to_quality_optimizer_names():
   assert benchmark.ttq_label('lbfgs:p2') == 'lbfgs, pyramid 2'
   assert benchmark.ttq_label('lbfgs:p2f8') == 'lbfgs, pyramid 2, first step 8'
   assert benchmark.optimizer_of('lbfgs:p2f8').first_step == 8.0
+  assert benchmark.optimizer_of('lbfgs:p2f8c-0.5m20') == optim.Optimizer(
+      'lbfgs', pyramid_levels=2, first_step=8.0, luminance_weight=-0.5,
+      lbfgs_memory=20)
+  assert benchmark.ttq_label('lbfgs:p2f8c-0.5m20') == (
+      'lbfgs, pyramid 2, first step 8, luminance -0.5, memory 20')
+  assert benchmark.ttq_label('lbfgs') == "lbfgs (torch's)"
+  assert benchmark.ttq_label('lbfgs_nols:p3w0.7') == (
+      'lbfgs_nols, pyramid 3 w 0.7')
+  assert benchmark.ttq_label('lbfgs:m20') == 'lbfgs, memory 20'
   assert benchmark.optimizer_of(benchmark.TTQ_OPTIMIZERS[0]) == optim.Optimizer(
       'lbfgs', pyramid_levels=optim.LBFGS_PYRAMID,
       first_step=optim.LBFGS_FIRST_STEP)

@@ -499,6 +499,25 @@ def test_pyramid_preconditioner_is_symmetric_and_per_image():
   np.testing.assert_array_equal(optim.pyramid_preconditioner(1)(a), a)
 
 
+def test_luminance_weight_scales_only_the_grey_direction():
+  """With luminance c, M's colour factor is I + c 1 1^T / 3: a grey change
+  (all channels equal) is scaled by 1 + c, a colour difference (channels
+  summing to 0) kept; M stays symmetric; c <= -1 is refused."""
+  grey = jnp.ones((5, 4, 3)) * jnp.arange(20.0).reshape(5, 4, 1)
+  colour = grey * jnp.asarray([1.0, -2.0, 1.0])
+  precondition = optim.pyramid_preconditioner(1, luminance=-0.5)
+  np.testing.assert_allclose(precondition(grey), 0.5 * grey, rtol=1e-6)
+  np.testing.assert_allclose(precondition(colour), colour, rtol=1e-6)
+  with_pyramid = optim.pyramid_preconditioner(2, luminance=2.0)
+  rng = np.random.default_rng(2)
+  a, b = (jnp.asarray(rng.normal(size=(7, 5, 3)), jnp.float32)
+          for _ in range(2))
+  np.testing.assert_allclose(jnp.vdot(with_pyramid(a), b),
+                             jnp.vdot(a, with_pyramid(b)), rtol=1e-5)
+  with pytest.raises(ValueError, match='luminance'):
+    optim.pyramid_preconditioner(2, luminance=-1.0)
+
+
 def test_preconditioned_lbfgs_is_lbfgs_on_pyramid_coefficients():
   """L-BFGS with H0 = gamma M, M = sum_l w^(2l) U_l U_l^T, takes the same
   steps as plain L-BFGS on pyramid coefficients z with x = sum_l w^l U_l
