@@ -341,9 +341,9 @@ def pool(x, pooling):
     return avg_pool(x)
   # A reshape and a max rather than a window reduction: its gradient is a
   # comparison mask that fuses with its neighbours, where the window's is a
-  # select-and-scatter, several times slower on a CPU. Exact ties split the gradient rather than giving
-  # it to the first maximum; after a ReLU the only likely ties are zeros,
-  # whose gradient the ReLU stops either way.
+  # select-and-scatter, several times slower on a CPU. Exact ties split the
+  # gradient rather than giving it to the first maximum; after a ReLU the
+  # only likely ties are zeros, whose gradient the ReLU stops either way.
   height, width, channels = x.shape[-3:]
   x = x[..., :height // 2 * 2, :width // 2 * 2, :]
   blocks = x.reshape(x.shape[:-3] + (height // 2, 2, width // 2, 2, channels))
