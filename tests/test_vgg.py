@@ -85,6 +85,39 @@ def test_custom_vjp_gradient_equals_plain_autodiff(random_params, variables):
                                  jnp.abs(jax.grad(plain)(x)).max()))
 
 
+@pytest.mark.parametrize('channels', [3, 4])
+def test_few_channel_input_gradient_equals_autodiff(channels):
+  """A layer with few input channels (conv1_1) takes its input gradient as
+  taps, not as a convolution; it equals the plain convolution's gradient
+  on odd sizes, a batch of two and 'reflect' padding."""
+  rng = np.random.default_rng(4)
+  kernel = jnp.asarray(rng.normal(0, 0.1, (3, 3, channels, 16)), jnp.float32)
+  bias = jnp.asarray(rng.normal(0, 0.1, (16,)), jnp.float32)
+  x = jnp.asarray(rng.normal(0, 1, (2, 7, 9, channels)), jnp.float32)
+  weights = jnp.asarray(rng.normal(0, 1, (2, 7, 9, 16)), jnp.float32)
+  variables = {'params': {'conv1_1': {'kernel': kernel, 'bias': bias}}}
+
+  def plain(x, padding):
+    if padding == 'reflect':
+      x = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)), mode='reflect')
+    y = jax.nn.relu(jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias)
+    return y[:, :, 1:-1] if padding == 'reflect' else y
+
+  for padding in ('zeros', 'reflect'):
+    ours = jax.grad(lambda x: jnp.vdot(weights, vgg.conv_layer(
+        variables, 'conv1_1', x, jnp.float32, padding)))
+    np.testing.assert_allclose(
+        ours(x), jax.grad(lambda x: jnp.vdot(weights, plain(x, padding)))(x),
+        rtol=1e-5, atol=1e-5)
+  # After dead code (the kernel's gradient) is removed, the only
+  # convolution left is the forward one.
+  compiled = jax.jit(jax.grad(lambda x: jnp.sum(vgg.conv_layer(
+      variables, 'conv1_1', x, jnp.float32)))).lower(x).compile().as_text()
+  assert compiled.count(' convolution(') == 1
+
+
 def test_max_pool_gradient_equals_window_reduction(variables):
   """Max pooling by reshape has the gradient of XLA's window reduction
   after a ReLU (odd sizes drop the last row and column, as VALID does)."""
