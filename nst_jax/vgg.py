@@ -212,9 +212,8 @@ def _taps_input_gradient(grad_pre, flipped_kernel):
     grad_x[n, h, w, c]     = sum_ij taps[n, h + i - 1, w + j - 1, i, j, c]
 
   (zero outside the image). XLA's CPU convolution with 3 output channels
-  runs far below the machine's rate (conv1_1's input gradient took as
-  long as a 64-channel layer's); the product has 27 columns and the sums
-  read a small array. Summed in float32 whatever the dtype.
+  runs far below the machine's rate; the product has 27 columns and the
+  sums read a small array. Summed in float32 whatever the dtype.
   """
   batch, height, width, channels = grad_pre.shape
   rows, cols, _, out_channels = flipped_kernel.shape
