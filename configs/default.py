@@ -27,7 +27,7 @@ def get_config():
   config.image_size = 512        # longest side of the content, pixels
   config.style_scale = 1.0       # style's longest side = image_size * this
 
-  # The loss (see nst_jax/losses.py for the formulas).
+  # The loss (see nst_jax/core/losses.py for the formulas).
   config.content_layers = 'conv4_2'
   config.style_layers = 'conv1_1,conv2_1,conv3_1,conv4_1,conv5_1'
   config.style_layer_weights = ''  # '' = 1/|L| each (the paper's w_l)

@@ -27,10 +27,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from nst_jax import color, config_files, devices as devices_lib, images
-from nst_jax import inputs
-from nst_jax import loop, manifest as manifest_lib, memory, optim
-from nst_jax import programs as programs_lib, settings as settings_lib
+from nst_jax.core import color
+from nst_jax.engine import config_files, devices as devices_lib
+from nst_jax.io import images
+from nst_jax.engine import inputs
+from nst_jax.engine import loop, memory
+from nst_jax.io import manifest as manifest_lib
+from nst_jax.core import optim
+from nst_jax.engine import programs as programs_lib, settings as settings_lib
 from nst_jax.errors import UserError
 
 

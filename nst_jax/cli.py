@@ -32,7 +32,7 @@ from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
-from nst_jax import config_files
+from nst_jax.engine import config_files
 from nst_jax.errors import UserError
 
 # The config whose comments document every field.

@@ -13,8 +13,12 @@ import threading
 
 from absl import logging
 
-from nst_jax import api, devices as devices_lib, images, loop
-from nst_jax import manifest as manifest_lib, settings as settings_lib, video
+from nst_jax import api
+from nst_jax.engine import devices as devices_lib, loop
+from nst_jax.io import images
+from nst_jax.io import manifest as manifest_lib
+from nst_jax.engine import settings as settings_lib
+from nst_jax import video
 
 
 class Interrupted(Exception):

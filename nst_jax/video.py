@@ -2,8 +2,8 @@
 
 A video run's content is a video file or a folder of frames. Each frame is
 optimised with its content and style terms plus the temporal loss
-(`nst_jax.temporal`) against earlier stylised frames warped into it along
-the optical flow (`nst_jax.flow`), and by default starts from the previous
+(`nst_jax.core.temporal`) against earlier stylised frames warped into it along
+the optical flow (`nst_jax.io.flow`), and by default starts from the previous
 result warped the same way. `video.mode='joint'` optimises `video.window`
 frames at once, the temporal terms coupling neighbours.
 
@@ -40,9 +40,14 @@ from absl import logging
 import jax
 import numpy as np
 
-from nst_jax import api, color, devices as devices_lib, images, inputs, loop
-from nst_jax import manifest as manifest_lib, memory, optim
-from nst_jax import programs as programs_lib, settings as settings_lib
+from nst_jax import api
+from nst_jax.core import color
+from nst_jax.engine import devices as devices_lib, inputs, loop
+from nst_jax.io import images
+from nst_jax.io import manifest as manifest_lib
+from nst_jax.engine import memory
+from nst_jax.core import optim
+from nst_jax.engine import programs as programs_lib, settings as settings_lib
 from nst_jax.errors import UserError
 
 FRAME_NAME = 'frame_{:05d}.png'
@@ -50,9 +55,9 @@ DEFAULT_FOLDER_FPS = 24.0
 
 
 def _modules():
-  """nst_jax.flow and nst_jax.video_io, which need OpenCV and PyAV."""
+  """nst_jax.io.flow and nst_jax.io.video_io, which need OpenCV and PyAV."""
   try:
-    from nst_jax import flow, video_io  # pylint: disable=g-import-not-at-top
+    from nst_jax.io import flow, video_io  # pylint: disable=g-import-not-at-top
   except ImportError as error:
     raise UserError(f'config.content: video needs {error.name}: pip install '
                     "'nst_jax[video]' (opencv-python-headless and av)"

@@ -52,8 +52,11 @@ from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import api, devices, images, losses, optim, vgg, weights, winograd
-from nst_jax import programs as programs_lib
+from nst_jax import api, weights
+from nst_jax.engine import devices
+from nst_jax.io import images
+from nst_jax.core import losses, optim, vgg, winograd
+from nst_jax.engine import programs as programs_lib
 from scripts import child_processes
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

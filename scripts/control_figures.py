@@ -23,7 +23,8 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 import nst_jax  # pylint: disable=g-import-not-at-top
-from nst_jax import color, images  # pylint: disable=g-import-not-at-top
+from nst_jax.core import color
+from nst_jax.io import images  # pylint: disable=g-import-not-at-top
 
 BORDER = 4  # pixels of the outer ring the border table compares
 

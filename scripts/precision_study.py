@@ -14,7 +14,7 @@ Markdown table.
 import argparse
 
 import nst_jax
-from nst_jax import optim
+from nst_jax.core import optim
 
 
 def main():

@@ -58,8 +58,8 @@ import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from nst_jax import cli  # pylint: disable=g-import-not-at-top
-from nst_jax import images  # pylint: disable=g-import-not-at-top
-from nst_jax import settings as settings_lib  # pylint: disable=g-import-not-at-top
+from nst_jax.io import images  # pylint: disable=g-import-not-at-top
+from nst_jax.engine import settings as settings_lib  # pylint: disable=g-import-not-at-top
 from nst_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
 FIGURES = ('1', '2', '3', 'textures')
@@ -394,7 +394,8 @@ def preflight(plan: FigurePlan, configs: list, figure_outputs: list) -> None:
   So a bad second input (figure 1's style) fails before the first run.
   """
   # pylint: disable=g-import-not-at-top
-  from nst_jax import inputs as inputs_lib, manifest as manifest_lib
+  from nst_jax.engine import inputs as inputs_lib
+  from nst_jax.io import manifest as manifest_lib
   outputs = {os.path.realpath(p) for p in figure_outputs}
   for run_plan, config in zip(plan.runs, configs):
     settings = settings_lib.check(config)
@@ -478,7 +479,8 @@ def reproduce(figure: str, config, content: Optional[str] = None,
     run.Interrupted: SIGINT/SIGTERM during a run (its partial result saved).
   """
   # pylint: disable=g-import-not-at-top
-  from nst_jax import inputs as inputs_lib, manifest as manifest_lib
+  from nst_jax.engine import inputs as inputs_lib
+  from nst_jax.io import manifest as manifest_lib
   from nst_jax import run as run_lib
   started = time.perf_counter()
   figure = str(figure).lower().removeprefix('figure')
@@ -503,7 +505,7 @@ def reproduce(figure: str, config, content: Optional[str] = None,
     notes.append(
         f"loss_normalization={config.get('loss_normalization')!r}: the "
         "figure's alpha/beta ratios are the paper's for 'paper' losses and "
-        'mean something else here (see nst_jax/losses.py)')
+        'mean something else here (see nst_jax/core/losses.py)')
 
   manifests = []
   for index, (run_plan, run_cfg) in enumerate(zip(plan.runs, configs)):

@@ -67,7 +67,7 @@ def status_kib(field='VmHWM') -> int:
 
 def content_image(size: int):
   """The built-in scene stretched to 4:3, `size` wide."""
-  from nst_jax import images  # pylint: disable=g-import-not-at-top
+  from nst_jax.io import images  # pylint: disable=g-import-not-at-top
   return images.to_uint8(images.resize(images.demo_content(size),
                                        (size * 3 // 4, size)))
 
@@ -75,7 +75,7 @@ def content_image(size: int):
 def child_run(size: int, iterations: int, fields: dict) -> dict:
   """One adam run (in a fresh process): peak RSS, timing, what fit chose."""
   import nst_jax  # pylint: disable=g-import-not-at-top
-  from nst_jax import programs as programs_lib  # pylint: disable=g-import-not-at-top
+  from nst_jax.engine import programs as programs_lib  # pylint: disable=g-import-not-at-top
   content = content_image(size)
   programs = programs_lib.Programs()
   start = time.perf_counter()
@@ -116,8 +116,10 @@ def child_ratio(size: int, choices: list, rounds: int) -> dict:
   alike: each one's median time and its median ratio to the whole
   image's within a round."""
   import jax  # pylint: disable=g-import-not-at-top
-  from nst_jax import api, images, losses, optim, strips, vgg, weights  # pylint: disable=g-import-not-at-top
-  from nst_jax import programs as programs_lib  # pylint: disable=g-import-not-at-top
+  from nst_jax import api, weights
+  from nst_jax.io import images
+  from nst_jax.core import losses, optim, strips, vgg  # pylint: disable=g-import-not-at-top
+  from nst_jax.engine import programs as programs_lib  # pylint: disable=g-import-not-at-top
   content = content_image(size).astype('float32')
   style = images.demo_style(size)
   height, width = content.shape[:2]
@@ -181,7 +183,8 @@ def device_gb(size: int) -> float:
   half of what the whole image needs by the estimate."""
   if size in LIMITS_GB:
     return LIMITS_GB[size]
-  from nst_jax import losses, memory  # pylint: disable=g-import-not-at-top
+  from nst_jax.core import losses
+  from nst_jax.engine import memory  # pylint: disable=g-import-not-at-top
   return round(memory.estimate_bytes(size * 3 // 4, size, losses.LossSpec(),
                                      'adam') / 2 / 2**30, 3)
 
@@ -190,7 +193,9 @@ def whole_fits_here(size: int) -> bool:
   """Whether the whole image fits this machine by the estimate (as a run
   with the default convolutions here counts it)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from nst_jax import api, losses, memory  # pylint: disable=g-import-not-at-top
+  from nst_jax import api
+  from nst_jax.core import losses
+  from nst_jax.engine import memory  # pylint: disable=g-import-not-at-top
   platform = jax.devices()[0].platform
   use_winograd = api.resolve_conv_algorithm('auto', platform,
                                             'float32') == 'winograd'
@@ -216,7 +221,8 @@ def configurations(sizes) -> list:
 def lbfgs_fits() -> list:
   """What `memory.fit` chooses for the default lbfgs (and adam) at 4096 px
   (4096 x 3072) on devices of 16 and 24 GB, without running."""
-  from nst_jax import api, memory, settings as settings_lib  # pylint: disable=g-import-not-at-top
+  from nst_jax import api
+  from nst_jax.engine import memory, settings as settings_lib  # pylint: disable=g-import-not-at-top
   rows = []
   for optimizer, gigabytes in (('lbfgs', 16), ('lbfgs', 24), ('adam', 16)):
     config = api.make_config(None, {'optimizer': optimizer,

@@ -35,7 +35,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from nst_jax import images, video, video_io
+from nst_jax.io import images, video_io
+from nst_jax import video
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 

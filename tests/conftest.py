@@ -22,7 +22,7 @@ def random_params():
 
 @pytest.fixture(scope='session')
 def variables(random_params):
-  from nst_jax import vgg  # pylint: disable=g-import-not-at-top
+  from nst_jax.core import vgg  # pylint: disable=g-import-not-at-top
   return vgg.prepare_variables(random_params)
 
 

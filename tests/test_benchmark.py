@@ -14,8 +14,11 @@ import jax
 import numpy as np
 import pytest
 
-from nst_jax import images, losses, optim, settings, vgg, weights
-from nst_jax import programs as programs_lib
+from nst_jax.io import images
+from nst_jax.core import losses, optim, vgg
+from nst_jax.engine import settings
+from nst_jax import weights
+from nst_jax.engine import programs as programs_lib
 from nst_jax.configs import default
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts',

@@ -21,7 +21,8 @@ from absl import flags
 import numpy as np
 import pytest
 
-from nst_jax import cli, config_files
+from nst_jax import cli
+from nst_jax.engine import config_files
 from nst_jax import main as main_lib
 from nst_jax import run as run_lib
 from nst_jax import weights

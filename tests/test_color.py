@@ -7,7 +7,7 @@ so that clipping does not interfere unless a test asks for it.
 import numpy as np
 import pytest
 
-from nst_jax import color
+from nst_jax.core import color
 
 # The I and Q rows of YIQ, to check that chroma is kept.
 _IQ = np.array([[0.596, -0.274, -0.322],

@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import api, color, images, inputs, losses, run as run_lib
-from nst_jax import settings as settings_lib, vgg
+from nst_jax import api, run as run_lib
+from nst_jax.core import color, losses
+from nst_jax.io import images
+from nst_jax.engine import inputs
+from nst_jax.engine import settings as settings_lib
+from nst_jax.core import vgg
 
 # One VGG block: the runs here compile in a fraction of the full network's
 # time.
@@ -250,7 +254,7 @@ def test_mask_files_from_the_command_lines_config_and_no_recompile(
     tmp_path, small_config):
   """Masks as files through run(config); new masks of the same size are
   new arguments of the same compiled programs."""
-  from nst_jax import programs as programs_lib  # pylint: disable=g-import-not-at-top
+  from nst_jax.engine import programs as programs_lib  # pylint: disable=g-import-not-at-top
   paths = {}
   for name, column in (('left', slice(0, 16)), ('right', slice(16, 32))):
     mask = np.zeros((32, 32, 3), np.float32)

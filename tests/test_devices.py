@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from nst_jax import devices
+from nst_jax.engine import devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,8 @@ import jax
 jax.config.update('jax_num_cpu_devices', int(sys.argv[2]))
 jax.config.update('jax_disable_most_optimizations', True)
 from nst_jax.configs import default
-from nst_jax import programs, run
+from nst_jax.engine import programs
+from nst_jax import run
 config = default.get_config()
 config.update(dict(content='builtin:scene', style='builtin:painting',
                    weights='random', image_size=32, iterations=4, log_every=2,
@@ -178,7 +179,7 @@ def test_vmap_loop_selects_over_no_history(tmp_path, small_config, members):
   under sweep.mode='vmap': one member runs the plain program, and a batch
   selects only a stopped member's pixels, loss and gradient (vmap of a
   while loop would select over the whole loop state every step)."""
-  from nst_jax import programs as programs_lib  # pylint: disable=g-import-not-at-top
+  from nst_jax.engine import programs as programs_lib  # pylint: disable=g-import-not-at-top
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   kept = programs_lib.Programs()
   run_lib.run(small_config(tmp_path, optimizer='lbfgs', lbfgs_memory=7,

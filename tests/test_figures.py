@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nst_jax.configs import paper_default
-from nst_jax import images
+from nst_jax.io import images
 from nst_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,7 +127,7 @@ def test_inputs_count_checked(tmp_path):
 
 
 def test_figure3_is_one_program_with_labelled_grid(tmp_path):
-  from nst_jax import programs  # pylint: disable=g-import-not-at-top
+  from nst_jax.engine import programs  # pylint: disable=g-import-not-at-top
   compiled_before = programs.shared().compilations
   out = tmp_path / 'figs'
   record = figures.reproduce('3', tiny_config(), out=str(out))

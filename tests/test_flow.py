@@ -1,9 +1,9 @@
-"""Tests of nst_jax.flow on a texture sliding a known distance per frame."""
+"""Tests of nst_jax.io.flow on a texture sliding a known distance per frame."""
 
 import numpy as np
 import pytest
 
-from nst_jax import flow
+from nst_jax.io import flow
 from video_clips import sliding_clip
 
 SHIFT = 2  # Pixels per frame, to the right.

@@ -1,4 +1,4 @@
-"""Tests for nst_jax.images: loading, checking, saving and making images."""
+"""Tests for nst_jax.io.images: loading, checking, saving and making images."""
 
 import os
 import struct
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from nst_jax import images
+from nst_jax.io import images
 from nst_jax.errors import UserError
 
 

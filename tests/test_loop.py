@@ -2,7 +2,7 @@
 
 import io
 
-from nst_jax import loop
+from nst_jax.engine import loop
 
 
 class _Terminal(io.StringIO):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import losses, optim
+from nst_jax.core import losses, optim
 
 
 def test_gram_matrix():

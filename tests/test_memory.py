@@ -3,7 +3,8 @@
 import pytest
 
 import nst_jax
-from nst_jax import losses, memory
+from nst_jax.core import losses
+from nst_jax.engine import memory
 
 
 def test_sweep_members_and_vmap_raise_the_estimate():

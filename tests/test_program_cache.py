@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.configs import default
-from nst_jax import program_cache, programs as programs_lib, run as run_lib
+from nst_jax.engine import program_cache, programs as programs_lib
+from nst_jax import run as run_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +101,7 @@ import jax
 import jax.numpy as jnp
 jax.config.update('jax_compilation_cache_dir', sys.argv[1])
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-from nst_jax import program_cache
+from nst_jax.engine import program_cache
 
 @jax.jit
 def spread(x):

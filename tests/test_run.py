@@ -8,7 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from nst_jax import images, memory, programs as programs_lib, vgg
+from nst_jax.io import images
+from nst_jax.engine import memory, programs as programs_lib
+from nst_jax.core import vgg
 from nst_jax import run as run_lib
 
 

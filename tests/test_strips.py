@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import api, losses, memory, optim, programs as programs_lib
-from nst_jax import settings as settings_lib, strips
+from nst_jax import api
+from nst_jax.core import losses, optim
+from nst_jax.engine import memory, programs as programs_lib
+from nst_jax.engine import settings as settings_lib
+from nst_jax.core import strips
 
 
 def _targets(variables, spec, content, style):

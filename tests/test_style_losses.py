@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import style_losses
+from nst_jax.core import style_losses
 
 KINDS = ('mean_std', 'mean_cov', 'sliced_wasserstein')
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import vgg
+from nst_jax.core import vgg
 from nst_jax.errors import UserError
 
 

@@ -10,8 +10,11 @@ import pytest
 
 from video_clips import sliding_clip, write_folder, write_mp4
 
-from nst_jax import api, flow, images, losses, temporal, video, video_io
-from nst_jax import run as run_lib, settings as settings_lib
+from nst_jax import api, video
+from nst_jax.io import flow, images, video_io
+from nst_jax.core import losses, temporal
+from nst_jax import run as run_lib
+from nst_jax.engine import settings as settings_lib
 from nst_jax.errors import UserError
 
 FRAMES, FPS = 6, 12
@@ -247,7 +250,8 @@ import json, sys
 import jax
 jax.config.update('jax_num_cpu_devices', int(sys.argv[1]))
 jax.config.update('jax_disable_most_optimizations', True)
-from nst_jax import api, programs, settings, video
+from nst_jax import api, video
+from nst_jax.engine import programs, settings
 config = api.make_config(None, json.loads(sys.argv[2]))
 config.update(dict(content=sys.argv[3], style=sys.argv[4], output=sys.argv[5]))
 kept = programs.Programs()

@@ -1,4 +1,4 @@
-"""Tests of nst_jax.video_io on tiny synthetic clips (48 x 64 px, 6 frames)."""
+"""Tests of nst_jax.io.video_io on tiny synthetic clips (48 x 64 px, 6 frames)."""
 
 import os
 
@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from nst_jax import video_io
+from nst_jax.io import video_io
 from nst_jax.errors import UserError
 from video_clips import sliding_clip, write_folder, write_mp4
 

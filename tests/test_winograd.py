@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import api, losses, optim, vgg, winograd
+from nst_jax import api
+from nst_jax.core import losses, optim, vgg, winograd
 
 
 def direct_conv(x, kernel):

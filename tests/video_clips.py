@@ -71,7 +71,7 @@ def _upsample(values: np.ndarray, width: int, height: int) -> np.ndarray:
 def write_mp4(frames: Sequence[np.ndarray], path, fps: float = 12.0,
               audio_seconds: float = 0.0) -> str:
   """Writes frames as an H.264 .mp4 with PyAV directly (not through
-  nst_jax.video_io), optionally with an AAC 440 Hz tone.
+  nst_jax.io.video_io), optionally with an AAC 440 Hz tone.
 
   Args:
     frames: uint8 (H, W, 3) frames with even H and W.

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from nst_jax import vgg
+from nst_jax.core import vgg
 from nst_jax.errors import UserError
 from nst_jax.weights.fetch import DEFAULT_OUTPUT, KERAS_MD5, KERAS_URL, fetch
 from nst_jax.weights.fileformat import file_sha256, load_weights, save_weights

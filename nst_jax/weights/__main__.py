@@ -31,7 +31,7 @@ def _refuse_same(source, out):
 
 def _images(folder, longest=256):
   """RGB arrays of every image in `folder`, longest side at most 256."""
-  from nst_jax import images  # pylint: disable=g-import-not-at-top
+  from nst_jax.io import images  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(folder):
     raise UserError(f'--images {folder}: not a folder')
   paths = sorted(os.path.join(folder, n) for n in os.listdir(folder)

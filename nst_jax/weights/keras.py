@@ -15,7 +15,7 @@ import os
 import h5py
 import numpy as np
 
-from nst_jax import vgg
+from nst_jax.core import vgg
 from nst_jax.errors import UserError
 from nst_jax.weights.fileformat import check_params, file_sha256
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import vgg
+from nst_jax.core import vgg
 
 
 @jax.jit

@@ -20,7 +20,7 @@ import zipfile
 
 import numpy as np
 
-from nst_jax import vgg
+from nst_jax.core import vgg
 from nst_jax.errors import UserError
 from nst_jax.weights.fileformat import check_params, file_sha256
 

@@ -18,7 +18,7 @@ once a layer has 64 or more channels. Rounding: the F(2x2) transforms use only
 relative; F(4x4) to ~1e-5.
 
 The transformed kernel ``U = G g G^T`` is computed once per weights
-(`transform_kernel`), like the pre-flipped kernels of `nst_jax.vgg`.
+(`transform_kernel`), like the pre-flipped kernels of `nst_jax.core.vgg`.
 
 Example::
 

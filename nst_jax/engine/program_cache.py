@@ -44,7 +44,7 @@ import jax
 from jax.experimental import serialize_executable
 import jaxlib
 
-from nst_jax import files
+from nst_jax.io import files
 
 
 @functools.lru_cache(maxsize=1)

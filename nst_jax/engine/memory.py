@@ -5,7 +5,7 @@ after minutes of compiling, and a run that fits go ahead. It is rough by
 design: it counts the large buffers and nothing else, with a margin over
 what XLA's buffer assignment measured (`ACTIVATION_FACTOR`).
 
-`fit` also chooses what makes a run fit: row strips (`nst_jax.strips`) when
+`fit` also chooses what makes a run fit: row strips (`nst_jax.core.strips`) when
 the whole image's maps do not, and fewer L-BFGS pairs when even the strips
 leave too little room for the history.
 """
@@ -18,7 +18,7 @@ import os
 
 import jax
 
-from nst_jax import losses, optim, strips, vgg, winograd
+from nst_jax.core import losses, optim, strips, vgg, winograd
 from nst_jax.errors import UserError
 
 # XLA's temporary buffers for a compiled chunk of optimiser steps measured

@@ -32,7 +32,7 @@ Total variation (pixel units of the optimised RGB array, 0-255)::
   TV = sum (x[i+1, j] - x[i, j])^2 + sum (x[i, j+1] - x[i, j])^2   (paper)
   TV = the same sums, each divided by its element count          (invariant)
 
-Other definitions of style (`style_loss`, `nst_jax.style_losses`) replace
+Other definitions of style (`style_loss`, `nst_jax.core.style_losses`) replace
 E_l; spatial guidance (`spec.regions`, Gatys et al. CVPR 2017) computes E_l
 per region r from the features weighted by the region's mask T_r at that
 layer (`layer_masks`) and sums lambda_r E_l,r: for the Gram loss
@@ -40,7 +40,7 @@ G_r = sum_x T_r(x)^2 f(x) f(x)^T (divided by M_l when invariant), with each
 T_r normalised so mean(T_r^2) = 1, so a region's Gram does not depend on the
 region's size.
 
-With `spec.row_strips` (`nst_jax.strips`) the Gram loss without regions
+With `spec.row_strips` (`nst_jax.core.strips`) the Gram loss without regions
 takes the same terms from sums over strips of rows (`strip_sums`): F^T F
 and sum (F - P)^2 add up over the strips, and are divided only after, so
 the loss and gradient equal the whole image's to rounding.
@@ -61,7 +61,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from nst_jax import strips, style_losses, temporal, vgg
+from nst_jax.core import strips, style_losses, temporal, vgg
 from nst_jax.errors import UserError
 
 NORMALIZATIONS = ('paper', 'invariant')
@@ -93,12 +93,12 @@ class LossSpec:
   style_loss: str = 'gram'      # STYLE_LOSSES
   regions: int = 0              # content masks (0: the whole image)
   sliced_redraw: bool = False   # sliced_wasserstein: directions per step
-  # Video (nst_jax.temporal): fixed temporal references per frame (0: an
+  # Video (nst_jax.core.temporal): fixed temporal references per frame (0: an
   # image, no temporal term), and the frames optimised together as one
   # problem (0: one image; N: pixels (N, H, W, 3), video.mode='joint').
   temporal: int = 0
   frames: int = 0
-  # Row strips (nst_jax.strips): the layers up to `strip_split` run on this
+  # Row strips (nst_jax.core.strips): the layers up to `strip_split` run on this
   # many strips of rows, one after another, and the rest of the network
   # whole (0 or 1: the whole image at once). Exact: the Gram matrices and
   # the content term are sums over positions.
@@ -285,7 +285,7 @@ class Targets:
   Attributes:
     content_features: {content layer: P^l}.
     style_statistics: {style layer: the style loss's target}: the Gram
-      matrix A^l for 'gram', see `nst_jax.style_losses` for the others; with
+      matrix A^l for 'gram', see `nst_jax.core.style_losses` for the others; with
       regions, a leading axis of one per region.
     region_masks: {style layer: (regions, h, w)} normalised masks
       (`layer_masks`), or None without regions.
@@ -372,7 +372,7 @@ def _flat(features):
 def strip_sums(variables, pixels, spec: LossSpec, grams=(), contents=None,
                maps=()) -> tuple:
   """What the losses need of one image (H, W, 3), through `spec.row_strips`
-  strips of rows (`nst_jax.strips`): exact sums over positions, and whole
+  strips of rows (`nst_jax.core.strips`): exact sums over positions, and whole
   maps only where asked.
 
   Args:
@@ -565,7 +565,7 @@ def loss_terms(pixels, variables, targets: Targets,
 
   With `spec.frames` (a joint video window) the pixels are (N, H, W, 3) and
   each term is the sum over the frames; with `spec.temporal` or
-  `spec.frames` there is also 'temporal' (`nst_jax.temporal`), weighted by
+  `spec.frames` there is also 'temporal' (`nst_jax.core.temporal`), weighted by
   gamma in the total.
 
   Returns:

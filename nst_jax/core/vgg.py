@@ -20,7 +20,7 @@ evaluation. `prepare_variables` flips them once; `conv_relu` is a
 `jax.custom_vjp` whose backward pass uses the pre-flipped kernel.
 
 With `conv_algorithm='winograd'` each layer whose input shape
-`winograd.choose_tile` picks a tile for runs Winograd's algorithm (`nst_jax.winograd`:
+`winograd.choose_tile` picks a tile for runs Winograd's algorithm (`nst_jax.core.winograd`:
 2.25x or 4x fewer multiply-adds) forward and backward, with kernels
 transformed once in `prepare_variables(params, winograd_sizes=...)`.
 
@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from nst_jax import winograd
+from nst_jax.core import winograd
 from nst_jax.errors import UserError
 
 # Output channels of each block's convolutions.
@@ -251,7 +251,7 @@ def _tile(u):
 
 @jax.custom_vjp
 def winograd_conv_relu(x, kernel, bias, u, u_backward):
-  """`conv_relu` by Winograd's algorithm (`nst_jax.winograd`).
+  """`conv_relu` by Winograd's algorithm (`nst_jax.core.winograd`).
 
   `u` and `u_backward` are `winograd.transform_kernel` of the kernel and of
   its `flip_kernel`; the tile size is read from their shape.
@@ -280,7 +280,7 @@ def conv_layer(variables: dict, name: str, x: jax.Array, dtype: Any,
                padding: str = 'zeros') -> jax.Array:
   """Convolution `name` (+ bias, ReLU) of NHWC `x` as a direct `conv_relu`,
   from the variables' dict rather than a Flax module (row strips,
-  `nst_jax.strips`, call it on strips of rows).
+  `nst_jax.core.strips`, call it on strips of rows).
 
   With `padding` 'reflect' or 'replicate' only the columns are padded that
   way, as `ConvReLU` pads them: the caller provides the rows beyond the
@@ -408,7 +408,7 @@ class VGG19(nn.Module):
                start_after: str = '') -> dict:
     """{layer: output} of `layers`; with `start_after`, `x` is that layer's
     output and only the layers after it run (the rest of the network
-    behind row strips, `nst_jax.strips`)."""
+    behind row strips, `nst_jax.core.strips`)."""
     if self.pooling not in POOLINGS:
       raise UserError(f'unknown pooling {self.pooling!r}: valid are '
                       + ', '.join(POOLINGS))

@@ -11,7 +11,7 @@ over every pixel value k in the optimiser's pixel space (RGB 0-255), the
 certainty shared by a pixel's three values. Frame after frame
 (`video.mode='sequential'`) the references are fixed: the previous
 stylised frames at each of `video.long_term`'s offsets, each with its own
-certainty (`nst_jax.flow.long_term_weights`), and the loss is their sum.
+certainty (`nst_jax.io.flow.long_term_weights`), and the loss is their sum.
 
 Optimised jointly (`video.mode='joint'`), a window of N frames x_0..x_{N-1}
 is one problem: each frame's content and style terms, plus the temporal
@@ -55,7 +55,7 @@ def warp(image: jax.Array, flow: jax.Array) -> jax.Array:
   Args:
     image: (H, W, C).
     flow: (H, W, 2) of (dx, dy) in pixels, from the output frame to
-      `image`'s frame (`nst_jax.flow`'s convention).
+      `image`'s frame (`nst_jax.io.flow`'s convention).
   """
   height, width = image.shape[:2]
   ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),

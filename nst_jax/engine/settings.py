@@ -2,7 +2,7 @@
 
 Every problem raises `UserError` naming the field (`config.style_weight:
 must be >= 0, got -1.0`), before any image is read or anything is written.
-The image loader (`nst_jax.images`) checks the files themselves.
+The image loader (`nst_jax.io.images`) checks the files themselves.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from nst_jax import color, losses, optim, vgg
+from nst_jax.core import color, losses, optim, vgg
 from nst_jax.errors import UserError
 
 INITS = ('noise', 'content', 'style', 'image')
@@ -96,7 +96,7 @@ class Settings:
   # lbfgs's first line-search trial, in pixel values (optim.Optimizer's
   # first_step); 0 = torch's.
   lbfgs_first_step: float = optim.LBFGS_FIRST_STEP
-  # Colour control (nst_jax.color): 'none', 'luminance', 'histogram' or
+  # Colour control (nst_jax.core.color): 'none', 'luminance', 'histogram' or
   # 'original_colors'; luminance matching; the histogram transform.
   color_control: str = 'none'
   match_luminance: bool = True

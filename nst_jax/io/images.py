@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFile, ImageFont, ImageOps
 
-from nst_jax import files
+from nst_jax.io import files
 from nst_jax.errors import UserError
 
 # Most pixels `load_image` will decode: 2**26 = 67,108,864, e.g. 8192 x 8192.

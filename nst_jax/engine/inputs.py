@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from nst_jax import color, images, vgg
+from nst_jax.core import color, vgg
+from nst_jax.io import images
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
 

@@ -28,7 +28,7 @@ discarded, so every member keeps exactly its stand-alone trajectory.
 Weights, targets, loss weights, learning rate and stop criteria are all
 arguments, never constants: changing them does not recompile.
 
-The functions here are pure and unjitted: `nst_jax.programs` compiles them
+The functions here are pure and unjitted: `nst_jax.engine.programs` compiles them
 (placed on devices, batched over sweep members) in one place.
 
 Example::
@@ -53,7 +53,7 @@ from jax import lax
 import numpy as np
 import optax
 
-from nst_jax import losses
+from nst_jax.core import losses
 from nst_jax.errors import UserError
 
 OPTIMIZERS = ('lbfgs', 'lbfgs_nols', 'adam', 'sgd')

@@ -31,9 +31,9 @@ from typing import Optional
 import jax
 import numpy as np
 
-from nst_jax import devices as devices_lib
-from nst_jax import losses, optim, vgg
-from nst_jax import program_cache as program_cache_lib
+from nst_jax.engine import devices as devices_lib
+from nst_jax.core import losses, optim, vgg
+from nst_jax.engine import program_cache as program_cache_lib
 
 # XLA:CPU options for the optimisation programs (`compiler_options`).
 CPU_COMPILER_OPTIONS = {
@@ -128,7 +128,7 @@ class LoopPrograms:
 
   Rows (`shard_rows=True`): every image-shaped array is split on its rows
   over all devices and XLA's partitioner does the rest (see
-  `nst_jax.devices`). Per device, memory for activations and optimiser state
+  `nst_jax.engine.devices`). Per device, memory for activations and optimiser state
   falls with the device count.
 
   Frames (`shard_frames=True`, a joint video window): the same, split on

@@ -26,9 +26,11 @@ from absl import logging
 import jax
 import numpy as np
 
-from nst_jax import devices as devices_lib
-from nst_jax import images, losses, manifest as manifest_lib, memory, optim
-from nst_jax import programs as programs_lib
+from nst_jax.engine import devices as devices_lib
+from nst_jax.io import images, manifest as manifest_lib
+from nst_jax.core import losses, optim
+from nst_jax.engine import memory
+from nst_jax.engine import programs as programs_lib
 from nst_jax.errors import UserError
 
 

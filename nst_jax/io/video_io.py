@@ -53,7 +53,7 @@ _CONTAINER_FORMATS = {
 }
 
 # What PIL raises on an unreadable, corrupt or huge image (its decoders are
-# not consistent; see nst_jax.images); UnidentifiedImageError is an OSError.
+# not consistent; see nst_jax.io.images); UnidentifiedImageError is an OSError.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError,
                KeyError, TypeError, Image.DecompressionBombError)
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 import nst_jax
-from nst_jax import files
+from nst_jax.io import files
 
 
 def _finite_or_none(value):

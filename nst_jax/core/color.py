@@ -29,7 +29,7 @@ Luminance is the Y row of YIQ, the colour space of the paper::
   Q = 0.211 R - 0.523 G + 0.312 B
 
 Pixels are numpy float32 arrays (H, W, 3), RGB, values in [0, 255], as
-`nst_jax.images` loads them; luminance arrays are float32 (H, W) on the same
+`nst_jax.io.images` loads them; luminance arrays are float32 (H, W) on the same
 scale. Only numpy is used: all of this runs on the host, before or after the
 optimisation.
 """

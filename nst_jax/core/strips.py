@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from nst_jax import vgg
+from nst_jax.core import vgg
 
 # The pooling layers after which the network can run whole; the deeper the
 # split, the less the whole part holds and the more the strips recompute.
