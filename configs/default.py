@@ -7,6 +7,12 @@ Run:
 
 Hardware configs (cpu.py, gpu.py, tpu.py) import this and override a few
 fields; any field can be overridden with --config.FIELD=value.
+
+This is the one place of the defaults: `nst_jax.engine.settings.check`
+reads every field from the config and refuses a config that lacks one, so
+a config file starts from this one (`from nst_jax.configs import default`)
+and a dict passed to `nst_jax.run.run` or `stylize(config=...)` has all of
+its fields.
 """
 
 import ml_collections
@@ -110,10 +116,6 @@ def get_config():
   # 36-44% less time there; cold compiles take longer), direct elsewhere;
   # or 'direct' | 'winograd'.
   config.conv_algorithm = 'auto'
-  config.remat = False           # jax.checkpoint per VGG block: recompute
-                                 # inner layers in the backward pass (more
-                                 # compute, no lower peak measured for the
-                                 # paper's layers; docs/performance.md)
   # Compilation cache folder, 'auto' (~/.cache/nst_jax/jax) or '' (off);
   # compiled programs are kept beside it in programs/.
   config.compilation_cache = 'auto'

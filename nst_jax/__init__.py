@@ -5,13 +5,14 @@ Example::
   import nst_jax
   result = nst_jax.stylize('photo.jpg', 'painting.jpg', image_size=256)
   result.save('out/result.png')
-  manifest = nst_jax.stylize_video('clip.mp4', 'painting.jpg', 'out/clip.mp4')
+  clip = nst_jax.stylize_video('clip.mp4', 'painting.jpg', 'out/clip.mp4')
+  clip.frames, clip.video, clip.manifest
 """
 
 from nst_jax.errors import UserError
 
 __version__ = '0.1.0'
-__all__ = ['Result', 'UserError', 'stylize', 'stylize_video']
+__all__ = ['Result', 'UserError', 'VideoResult', 'stylize', 'stylize_video']
 
 
 def __getattr__(name):
@@ -20,7 +21,7 @@ def __getattr__(name):
   if name in ('stylize', 'Result'):
     from nst_jax import api  # pylint: disable=g-import-not-at-top
     return getattr(api, name)
-  if name == 'stylize_video':
+  if name in ('stylize_video', 'VideoResult'):
     from nst_jax import video  # pylint: disable=g-import-not-at-top
-    return video.stylize_video
+    return getattr(video, name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

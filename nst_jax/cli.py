@@ -464,7 +464,10 @@ def report(error: Exception, debug: bool = False) -> int:
       raise error
     print(f'error: {error}', file=sys.stderr)
     return error.exit_code
-  print(f'interrupted: partial result saved to {error.manifest["output"]}',
+  # Imported here: the manifest module starts JAX, which --help avoids.
+  from nst_jax.io import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  print('interrupted: partial result saved to '
+        + ', '.join(manifest_lib.output_lines(error.manifest)),
         file=sys.stderr)
   return 128 + error.signum
 

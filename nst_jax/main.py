@@ -37,21 +37,23 @@ def main(argv, flag_values=flags.FLAGS) -> int:
   # Imported here so that --help and flag errors don't start JAX.
   import jax  # pylint: disable=g-import-not-at-top
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  from nst_jax.io import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   try:
     manifest = run_lib.run(flag_values.config)
   except (UserError, run_lib.Interrupted) as error:
     return cli.report(error, debug=flag_values.debug)
-  if 'frames' in manifest:  # a video
-    if jax.process_index() == 0:
-      flicker = manifest['flicker']
-      print(f'wrote {manifest["outputs"]["video"]} ({manifest["frames_done"]} '
-            f'frames in {manifest["outputs"]["frames"]}/; flicker '
-            + (f'{flicker["output_mean"]:.3g}, the input\'s '
-               f'{flicker["input_mean"]:.3g}'
-               if flicker['output_mean'] is not None else 'n/a') + ')')
+  if manifest['kind'] == 'video':
+    if jax.process_index() != 0:
+      return 0
+    flicker = manifest['flicker']
+    print(f'wrote {", ".join(manifest_lib.output_lines(manifest))} (flicker '
+          + (f'{flicker["output_mean"]:.3g}, the input\'s '
+             f'{flicker["input_mean"]:.3g}'
+             if flicker['output_mean'] is not None else 'n/a') + ')')
     return 0
-  runs = manifest.get('runs', [manifest])  # a sweep lists its members
+  runs = (manifest['runs'] if manifest['kind'] == 'sweep'
+          else [dict(manifest, output=manifest['outputs']['image'])])
   failed = [run for run in runs if run['stop_reason'] == 'non_finite']
   for run in failed:
     print(f'error: the loss became non-finite at iteration '
@@ -67,9 +69,9 @@ def main(argv, flag_values=flags.FLAGS) -> int:
     print(f'wrote {run["output"]} (final loss '
           f'{"nan" if final is None else f"{final:.6g}"}, '
           f'{run["evaluations"]} evaluations)')
-  if 'grid' in manifest:
-    print(f'wrote {manifest["grid"]} and '
-          f'{os.path.splitext(manifest["output"])[0]}.json')
+  if manifest['kind'] == 'sweep':
+    print(f'wrote {manifest["outputs"]["grid"]} and '
+          f'{manifest["outputs"]["manifest"]}')
   return 0
 
 

@@ -1,9 +1,11 @@
 """One style-transfer run from a config: read the files, stylize, write.
 
 `run(config)` is what the command line calls. It checks the config (nothing
-is written before it passes), runs `api.execute` with a progress bar,
-writes the images and the manifest atomically, and on Ctrl-C or SIGTERM
-(acted on between compiled chunks) saves the current images marked partial.
+is written before it passes), runs the engine (`engine.still.execute`, or
+`engine.clip.run_video` for a video content) with a progress bar, writes
+the outputs and the manifest atomically, and on Ctrl-C or SIGTERM (acted
+on between compiled chunks) saves what it has, marked partial, and raises
+`Interrupted`, whose manifest says what was written.
 """
 
 from __future__ import annotations
@@ -13,12 +15,9 @@ import threading
 
 from absl import logging
 
-from nst_jax import api
-from nst_jax.engine import devices as devices_lib, loop
-from nst_jax.io import images
-from nst_jax.io import manifest as manifest_lib
-from nst_jax.engine import settings as settings_lib
-from nst_jax import video
+from nst_jax.engine import clip, devices as devices_lib, loop
+from nst_jax.engine import settings as settings_lib, still, sweeps
+from nst_jax.io import images, manifest as manifest_lib
 
 
 class Interrupted(Exception):
@@ -83,7 +82,7 @@ def run(config, members=None, programs=None) -> dict:
     Interrupted: SIGINT/SIGTERM; the partial images and manifest were saved.
   """
   settings = settings_lib.check(config)
-  member_list = settings_lib.sweep_members(config, settings, members)
+  member_list = sweeps.sweep_members(settings, members)
   count = len(member_list)
   if settings.distributed:
     # Before the handlers below: JAX's coordination client installs its own
@@ -92,10 +91,10 @@ def run(config, members=None, programs=None) -> dict:
   # Signals are recorded from here on and acted on between compiled chunks.
   if settings.video:
     with _SignalCatcher() as catcher:
-      manifest = video.run_video(
+      manifest = clip.run_video(
           config, settings, should_stop=lambda: catcher.signum is not None,
           programs=programs,
-          log=lambda message: logging.warning('%s', message))
+          log=lambda message: logging.warning('%s', message)).manifest
     if manifest['partial']:
       raise Interrupted(catcher.signum or signal.SIGTERM, manifest)
     return manifest
@@ -106,7 +105,7 @@ def run(config, members=None, programs=None) -> dict:
             manifest_lib.member_output(settings.output, k, count), step),
                           pixels)
 
-    result = api.execute(
+    result = still.execute(
         config, settings, member_list, settings.content,
         {path: path for path in settings.styles},
         loop.TerminalProgress(), should_stop=lambda: catcher.signum is not None,

@@ -24,14 +24,14 @@ if REPO not in sys.path:
 
 import nst_jax  # pylint: disable=g-import-not-at-top
 from nst_jax.core import color
-from nst_jax.io import images  # pylint: disable=g-import-not-at-top
+from nst_jax.io import grids, images, scenes  # pylint: disable=g-import-not-at-top
 
 BORDER = 4  # pixels of the outer ring the border table compares
 
 
 def _grid(path, panels, labels, columns=None):
-  images.save_image(path, images.make_grid(panels, labels=labels,
-                                           columns=columns))
+  images.save_image(path, grids.make_grid(panels, labels=labels,
+                                          columns=columns))
   print(f'wrote {path}')
 
 
@@ -97,8 +97,8 @@ def main():
   fields = dict(image_size=args.size, iterations=args.steps,
                 weights=args.weights, init='content', log_every=50,
                 style_weight=1e-2)
-  content = images.to_uint8(images.demo_content(args.size))
-  style = images.to_uint8(images.demo_style(args.size))
+  content = images.to_uint8(scenes.demo_content(args.size))
+  style = images.to_uint8(scenes.demo_style(args.size))
   blue = style[..., ::-1].copy()  # the painting with red and blue swapped
 
   out = lambda name: os.path.join(args.out, f'control_{name}.png')

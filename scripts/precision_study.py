@@ -14,7 +14,7 @@ Markdown table.
 import argparse
 
 import nst_jax
-from nst_jax.core import optim
+from nst_jax.core import optimizers
 
 
 def main():
@@ -23,7 +23,7 @@ def main():
   parser.add_argument('--iterations', type=int, default=250)
   parser.add_argument('--optimizers', default='lbfgs,lbfgs_nols',
                       help='comma-separated, of ' + ', '.join(
-                          optim.OPTIMIZERS))
+                          optimizers.OPTIMIZERS))
   args = parser.parse_args()
   print('| dtype | optimizer | final loss | evaluations | steps | stop |')
   print('|---|---|---|---|---|---|')

@@ -58,8 +58,9 @@ import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from nst_jax import cli  # pylint: disable=g-import-not-at-top
-from nst_jax.io import images  # pylint: disable=g-import-not-at-top
+from nst_jax.io import grids, images, scenes  # pylint: disable=g-import-not-at-top
 from nst_jax.engine import settings as settings_lib  # pylint: disable=g-import-not-at-top
+from nst_jax.engine import sweeps  # pylint: disable=g-import-not-at-top
 from nst_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
 FIGURES = ('1', '2', '3', 'textures')
@@ -297,7 +298,7 @@ def builtin_style_variants(folder: str, size: int, count: int = 5) -> list:
   get five palettes. They are not the paper's paintings.
   """
   orders = ((0, 1, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0), (0, 2, 1))
-  base = images.demo_style(size)
+  base = scenes.demo_style(size)
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as error:
@@ -399,7 +400,7 @@ def preflight(plan: FigurePlan, configs: list, figure_outputs: list) -> None:
   outputs = {os.path.realpath(p) for p in figure_outputs}
   for run_plan, config in zip(plan.runs, configs):
     settings = settings_lib.check(config)
-    members = settings_lib.sweep_members(config, settings, run_plan.members)
+    members = sweeps.sweep_members(settings, run_plan.members)
     count = len(members)
     for k in range(count):
       path = manifest_lib.member_output(settings.output, k, count)
@@ -540,9 +541,9 @@ def reproduce(figure: str, config, content: Optional[str] = None,
       pixels = with_inset(pixels, inset_pixels[path])
     pictures.append(pixels)
     labels.append(plan.labels.get(cell, ''))
-  grid = images.make_grid(pictures, labels=labels if plan.labels else None,
-                          columns=plan.columns, row_labels=plan.row_labels,
-                          column_labels=plan.column_labels)
+  grid = grids.make_grid(pictures, labels=labels if plan.labels else None,
+                         columns=plan.columns, row_labels=plan.row_labels,
+                         column_labels=plan.column_labels)
   images.save_image(figure_png, grid)
 
   random_weights = any(m['weights'].get('random') for m in manifests)

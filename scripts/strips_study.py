@@ -67,8 +67,8 @@ def status_kib(field='VmHWM') -> int:
 
 def content_image(size: int):
   """The built-in scene stretched to 4:3, `size` wide."""
-  from nst_jax.io import images  # pylint: disable=g-import-not-at-top
-  return images.to_uint8(images.resize(images.demo_content(size),
+  from nst_jax.io import images, scenes  # pylint: disable=g-import-not-at-top
+  return images.to_uint8(images.resize(scenes.demo_content(size),
                                        (size * 3 // 4, size)))
 
 
@@ -116,14 +116,15 @@ def child_ratio(size: int, choices: list, rounds: int) -> dict:
   alike: each one's median time and its median ratio to the whole
   image's within a round."""
   import jax  # pylint: disable=g-import-not-at-top
-  from nst_jax import api, weights
-  from nst_jax.io import images
-  from nst_jax.core import losses, optim, strips, vgg  # pylint: disable=g-import-not-at-top
+  from nst_jax import weights
+  from nst_jax.engine import prepare
+  from nst_jax.io import scenes
+  from nst_jax.core import descent, losses, strips, vgg  # pylint: disable=g-import-not-at-top
   from nst_jax.engine import programs as programs_lib  # pylint: disable=g-import-not-at-top
   content = content_image(size).astype('float32')
-  style = images.demo_style(size)
+  style = scenes.demo_style(size)
   height, width = content.shape[:2]
-  conv_algorithm = api.resolve_conv_algorithm(
+  conv_algorithm = prepare.conv_algorithm_for(
       'auto', jax.devices()[0].platform, 'float32')
   whole = losses.LossSpec(conv_algorithm=conv_algorithm)
   params, _ = weights.random_weights(0)
@@ -132,13 +133,13 @@ def child_ratio(size: int, choices: list, rounds: int) -> dict:
       whole.layers)
   targets = programs_lib.Programs().targets(variables, content, [style],
                                             [1.0], whole)
-  problem = optim.Problem(variables, targets, losses.loss_weights(whole))
+  problem = descent.Problem(variables, targets, losses.loss_weights(whole))
   specs = {'whole': whole}
   for count, split in choices:
     specs[f'{count}:{split}'] = dataclasses.replace(
         whole, row_strips=count, strip_split=split)
   options = programs_lib.compiler_options(jax.devices()[0].platform)
-  compiled = {name: optim.loss_and_grad_jit.lower(
+  compiled = {name: descent.loss_and_grad_jit.lower(
       content, problem, spec).compile(options)
               for name, spec in specs.items()}
   times = {name: [] for name in specs}
@@ -193,11 +194,10 @@ def whole_fits_here(size: int) -> bool:
   """Whether the whole image fits this machine by the estimate (as a run
   with the default convolutions here counts it)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from nst_jax import api
   from nst_jax.core import losses
-  from nst_jax.engine import memory  # pylint: disable=g-import-not-at-top
+  from nst_jax.engine import memory, prepare  # pylint: disable=g-import-not-at-top
   platform = jax.devices()[0].platform
-  use_winograd = api.resolve_conv_algorithm('auto', platform,
+  use_winograd = prepare.conv_algorithm_for('auto', platform,
                                             'float32') == 'winograd'
   return memory.estimate_bytes(
       size * 3 // 4, size, losses.LossSpec(), 'adam',
@@ -221,11 +221,10 @@ def configurations(sizes) -> list:
 def lbfgs_fits() -> list:
   """What `memory.fit` chooses for the default lbfgs (and adam) at 4096 px
   (4096 x 3072) on devices of 16 and 24 GB, without running."""
-  from nst_jax import api
-  from nst_jax.engine import memory, settings as settings_lib  # pylint: disable=g-import-not-at-top
+  from nst_jax.engine import config_files, memory, settings as settings_lib  # pylint: disable=g-import-not-at-top
   rows = []
   for optimizer, gigabytes in (('lbfgs', 16), ('lbfgs', 24), ('adam', 16)):
-    config = api.make_config(None, {'optimizer': optimizer,
+    config = config_files.make_config(None, {'optimizer': optimizer,
                                     'max_memory_gb': gigabytes * 1e9 / 2**30,
                                     'image_size': 4096})
     config.content, config.style = 'content', 'style'

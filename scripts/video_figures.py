@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from nst_jax.io import images, video_io
+from nst_jax.io import images, scenes, video_write
 from nst_jax import video
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -43,7 +43,7 @@ from nst_jax import video
 def pan_clip(frames, size):
   """A window of `size` (h, w) panning right over the built-in scene."""
   height, width = size
-  scene = images.demo_content(2 * width)  # square, larger than the window
+  scene = scenes.demo_content(2 * width)  # square, larger than the window
   top = (scene.shape[0] - height) // 2
   return [scene[top:top + height, 3 * k:3 * k + width] for k in range(frames)]
 
@@ -51,7 +51,7 @@ def pan_clip(frames, size):
 def zoom_clip(frames, size):
   """The built-in painting, 2% larger each frame, centred."""
   height, width = size
-  painting = Image.fromarray(images.to_uint8(images.demo_style(2 * width)))
+  painting = Image.fromarray(images.to_uint8(scenes.demo_style(2 * width)))
   clip = []
   for k in range(frames):
     scale = 1.02 ** k
@@ -92,7 +92,7 @@ def main():
   args = parser.parse_args()
   work = tempfile.mkdtemp(prefix='nst_jax_video_')
   style = os.path.join(work, 'style.png')
-  images.save_image(style, images.demo_style(args.image_size))
+  images.save_image(style, scenes.demo_style(args.image_size))
   size = (args.image_size * 3 // 4, args.image_size)
   base = dict(weights='random', allow_random_weights=True,
               image_size=args.image_size, iterations=args.iterations,
@@ -133,7 +133,7 @@ def main():
       if clip_name == 'pan' and name in ('one by one', 'default'):
         stem = 'video_' + name.replace(' ', '_')
         strips.append(strip(manifest['outputs']['frames'], args.frames, 3))
-        with video_io.VideoWriter(os.path.join(args.out, stem + '.gif'),
+        with video_write.VideoWriter(os.path.join(args.out, stem + '.gif'),
                                   manifest['fps'], size[::-1]) as writer:
           for k in range(1, args.frames + 1):
             writer.write(images.load_image(os.path.join(

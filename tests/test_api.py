@@ -9,8 +9,8 @@ from PIL import Image
 import pytest
 
 import nst_jax
-from nst_jax.io import images
-from nst_jax.core import optim
+from nst_jax.io import images, scenes
+from nst_jax.core import optimizers
 from nst_jax import run as run_lib
 
 # The settings of conftest's small_run_config, as stylize fields.
@@ -27,8 +27,8 @@ def image_files(tmp_path_factory):
   """The built-in images as PNG files (32 px content, 32 px style)."""
   folder = tmp_path_factory.mktemp('inputs')
   content, style = folder / 'content.png', folder / 'style.png'
-  images.save_image(content, images.demo_content(32))
-  images.save_image(style, images.demo_style(32))
+  images.save_image(content, scenes.demo_content(32))
+  images.save_image(style, scenes.demo_style(32))
   return str(content), str(style)
 
 
@@ -58,7 +58,7 @@ def test_stylize_gives_the_command_lines_result_and_writes_nothing(
   assert manifest['final']['total'] == result.manifest['final']['total']
   assert manifest['evaluations'] == result.manifest['evaluations'] == 7
   np.testing.assert_array_equal(
-      images.load_image(manifest['output']), result.image)
+      images.load_image(manifest['outputs']['image']), result.image)
 
 
 def test_paths_pil_images_and_arrays_give_the_same_result(image_files):
@@ -79,7 +79,8 @@ def test_save_writes_image_and_manifest_like_the_command_line(tmp_path):
   result = nst_jax.stylize('builtin:scene', 'builtin:painting', **FIELDS)
   manifest = result.save(tmp_path / 'r.png')
   written = json.loads((tmp_path / 'r.json').read_text())
-  assert written['output'] == manifest['output'] == str(tmp_path / 'r.png')
+  assert (written['outputs']['image'] == manifest['outputs']['image']
+          == str(tmp_path / 'r.png'))
   assert written['final'] == result.manifest['final']
   np.testing.assert_array_equal(images.load_image(tmp_path / 'r.png'),
                                 result.image)
@@ -101,7 +102,7 @@ def test_sweep_product_is_a_grid_of_rows_by_columns(tmp_path):
   height, width = result.image.shape[:2]
   assert width > height
   manifest = result.save(tmp_path / 'g.png')
-  assert manifest['grid'] == str(tmp_path / 'g_grid.png')
+  assert manifest['outputs']['grid'] == str(tmp_path / 'g_grid.png')
   assert sorted(os.listdir(tmp_path)) == [
       'g.json', 'g_0.png', 'g_1.png', 'g_2.png', 'g_3.png', 'g_4.png',
       'g_5.png', 'g_grid.png']
@@ -147,7 +148,7 @@ def test_learning_rate_zero_is_the_optimizers_default():
   result = nst_jax.stylize('builtin:scene', 'builtin:painting',
                            **dict(FIELDS, optimizer='sgd', iterations=0))
   assert result.manifest['learning_rate'] == (
-      optim.DEFAULT_LEARNING_RATES['sgd'])
+      optimizers.DEFAULT_LEARNING_RATES['sgd'])
 
 
 def test_lbfgs_first_step_reaches_the_optimiser():
@@ -156,13 +157,13 @@ def test_lbfgs_first_step_reaches_the_optimiser():
   runs = {first: nst_jax.stylize(
       'builtin:scene', 'builtin:painting',
       **dict(FIELDS, optimizer='lbfgs', iterations=1, lbfgs_first_step=first))
-          for first in (0.0, optim.LBFGS_FIRST_STEP)}
-  assert runs[optim.LBFGS_FIRST_STEP].manifest['evaluations'] < (
+          for first in (0.0, optimizers.LBFGS_FIRST_STEP)}
+  assert runs[optimizers.LBFGS_FIRST_STEP].manifest['evaluations'] < (
       runs[0.0].manifest['evaluations'])
   assert runs[0.0].manifest['config']['lbfgs_first_step'] == 0.0
   assert nst_jax.stylize('builtin:scene', 'builtin:painting', **dict(
       FIELDS, iterations=0)).manifest['config']['lbfgs_first_step'] == (
-          optim.LBFGS_FIRST_STEP)
+          optimizers.LBFGS_FIRST_STEP)
 
 
 def test_lbfgs_pyramid_reaches_the_optimiser():
@@ -171,10 +172,11 @@ def test_lbfgs_pyramid_reaches_the_optimiser():
   results = {levels: nst_jax.stylize(
       'builtin:scene', 'builtin:painting',
       **dict(FIELDS, iterations=4, lbfgs_pyramid=levels))
-             for levels in (1, optim.LBFGS_PYRAMID)}
-  plain, smoothed = (results[1], results[optim.LBFGS_PYRAMID])
+             for levels in (1, optimizers.LBFGS_PYRAMID)}
+  plain, smoothed = (results[1], results[optimizers.LBFGS_PYRAMID])
   assert not np.allclose(plain.image, smoothed.image, atol=0.5)
-  assert smoothed.manifest['config']['lbfgs_pyramid'] == optim.LBFGS_PYRAMID
+  assert (smoothed.manifest['config']['lbfgs_pyramid']
+          == optimizers.LBFGS_PYRAMID)
   assert nst_jax.stylize('builtin:scene', 'builtin:painting', **dict(
       FIELDS, iterations=0)).manifest['config']['lbfgs_pyramid'] == (
-          optim.LBFGS_PYRAMID)
+          optimizers.LBFGS_PYRAMID)

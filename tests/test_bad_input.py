@@ -74,7 +74,8 @@ def test_bad_config_field(tmp_path, field, value, match):
   assert_refused(tmp_path, match, **{field: value})
 
 
-@pytest.mark.parametrize('field', ['shard_rows', 'remat', 'distributed'])
+@pytest.mark.parametrize('field', ['shard_rows', 'match_luminance',
+                                   'distributed'])
 def test_flag_fields_must_be_booleans(tmp_path, field):
   # A dict config (Python API) is not type-checked by ml_collections.
   config = config_for(tmp_path).to_dict()

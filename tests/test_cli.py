@@ -121,9 +121,9 @@ def test_config_path_with_argument(tmp_path, monkeypatch):
 
 def test_overrides_of_each_type():
   config = parse('--config.image_size=64', '--config.style_weight=2e-3',
-                 '--config.remat', '--config.content=a.png',
+                 '--config.sliced_redraw', '--config.content=a.png',
                  "--config.sweep.seed=(1,2)", '--noconfig.shard_rows').config
-  assert (config.image_size, config.style_weight, config.remat,
+  assert (config.image_size, config.style_weight, config.sliced_redraw,
           config.content, tuple(config.sweep.seed), config.shard_rows) == (
               64, 2e-3, True, 'a.png', (1, 2), False)
 
@@ -148,7 +148,8 @@ def test_unknown_field():
     ('--config.image_size=abc', "expected an integer, got 'abc'"),
     ('--config.image_size=1.5', "expected an integer, got '1.5'"),
     ('--config.style_weight=x', "expected a number, got 'x'"),
-    ('--config.remat=maybe', "expected true or false, got 'maybe'")])
+    ('--config.sliced_redraw=maybe',
+     "expected true or false, got 'maybe'")])
 def test_value_of_wrong_type(flag, expected):
   field = flag.split('=')[0]
   assert refused(flag) == f'{field}: {expected} (see --help)'
@@ -313,10 +314,12 @@ def test_main_exit_statuses(monkeypatch, capsys):
 
   assert raises(UserError('config.x: bad')) == 2
   assert capsys.readouterr().err == 'error: config.x: bad\n'
-  assert raises(run_lib.Interrupted(15, {'output': 'o/r.png'})) == 128 + 15
+  assert raises(run_lib.Interrupted(15, {
+      'kind': 'still', 'outputs': {'image': 'o/r.png'}})) == 128 + 15
   assert capsys.readouterr().err == (
       'interrupted: partial result saved to o/r.png\n')
-  done = {'output': 'o/r.png', 'stop_reason': 'iterations',
+  done = {'kind': 'still', 'outputs': {'image': 'o/r.png'},
+          'stop_reason': 'iterations',
           'final': {'total': 1.5}, 'evaluations': 3}
   assert returns(done) == 0
   assert capsys.readouterr().out == (
@@ -360,7 +363,7 @@ def test_installed_layout_from_another_folder(tmp_path):
       'from nst_jax.configs import paper_smoke\n'
       'get_config = paper_smoke.get_config\n')
   code, stdout, stderr = run_cli(
-      '-c', 'from nst_jax import config_files\n'
+      '-c', 'from nst_jax.engine import config_files\n'
       'print(config_files.configs_folder())\n'
       "print(config_files.load('paper_smoke').image_size)\n"
       "print(config_files.load('mine.py').weights)\n",
@@ -379,7 +382,7 @@ def test_checkout_that_no_install_maps(tmp_path):
       '# No finder of an editable install: the checkout stands alone.\n'
       'sys.meta_path[:] = [f for f in sys.meta_path if not getattr(\n'
       "    f, '__module__', '').startswith('__editable__')]\n"
-      'from nst_jax import config_files\n'
+      'from nst_jax.engine import config_files\n'
       "print(config_files.load('configs/cpu.py').image_size)\n"
       "print(config_files.load('tpu').image_size)\n"
       'print(config_files.configs_folder())\n',

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import api, run as run_lib
-from nst_jax.core import color, losses
-from nst_jax.io import images
-from nst_jax.engine import inputs
+from nst_jax import run as run_lib
+from nst_jax.core import color, losses, objective
+from nst_jax.io import images, scenes
+from nst_jax.engine import config_files, inputs
 from nst_jax.engine import settings as settings_lib
 from nst_jax.core import vgg
 
@@ -34,7 +34,7 @@ def _yiq_chroma(pixels):
 def _mid_tone_content():
   """The built-in scene squeezed into 64-192: nothing clips when its
   luminance moves a little."""
-  return 64 + images.demo_content(32) / 2
+  return 64 + scenes.demo_content(32) / 2
 
 
 @pytest.mark.parametrize('mode', ['luminance', 'original_colors'])
@@ -69,7 +69,7 @@ def test_original_colors_on_numbered_saves(tmp_path, small_config):
 
 @pytest.mark.parametrize('transform', color.COLOR_TRANSFORMS)
 def test_histogram_mode_recolours_the_styles_the_network_sees(transform):
-  config = api.make_config(None, dict(
+  config = config_files.make_config(None, dict(
       FIELDS, color_control='histogram', color_transform=transform))
   config.content, config.style = 'builtin:scene', 'builtin:painting'
   settings = settings_lib.check(config, from_files=False)
@@ -88,7 +88,7 @@ def test_histogram_mode_recolours_the_styles_the_network_sees(transform):
 @pytest.fixture(scope='module')
 def two_styles():
   """A colourful painting and a dark, smooth one, 32 x 32."""
-  painting = images.demo_style(32)
+  painting = scenes.demo_style(32)
   smooth = np.broadcast_to(np.linspace(20, 60, 32)[:, None, None],
                            (32, 32, 3)).astype(np.float32)
   return painting, smooth
@@ -102,11 +102,11 @@ def test_all_ones_mask_gives_the_unmasked_loss(variables, small_images,
   masked = losses.LossSpec(style_loss=style_loss, regions=1, **SPEC_LAYERS)
   values = []
   for spec, masks in ((plain, None), (masked, np.ones((1, 32, 32)))):
-    targets = losses.make_targets(variables, content, [style], spec,
-                                  content_masks=masks)
-    values.append(losses.loss_terms(noise, variables, targets,
-                                    losses.loss_weights(spec, 1.0, 1.0),
-                                    spec)['style'])
+    targets = objective.make_targets(variables, content, [style], spec,
+                                     content_masks=masks)
+    values.append(objective.loss_terms(noise, variables, targets,
+                                       losses.loss_weights(spec, 1.0, 1.0),
+                                       spec)['style'])
   np.testing.assert_allclose(values[1], values[0], rtol=1e-5)
 
 
@@ -121,10 +121,10 @@ def test_each_region_takes_its_own_style(variables, two_styles):
   weights = losses.loss_weights(spec, 0.0, 1.0)
 
   def style_loss(masks):
-    targets = losses.make_targets(variables, pixels, [painting, smooth],
-                                  spec, content_masks=masks)
-    return float(losses.loss_terms(pixels, variables, targets, weights,
-                                   spec)['style'])
+    targets = objective.make_targets(variables, pixels, [painting, smooth],
+                                     spec, content_masks=masks)
+    return float(objective.loss_terms(pixels, variables, targets, weights,
+                                      spec)['style'])
   matched = style_loss(np.stack([left, 1 - left]))
   swapped = style_loss(np.stack([1 - left, left]))
   assert matched < 0.5 * swapped
@@ -185,10 +185,10 @@ def test_style_loss_is_zero_at_the_style_image_and_falls(variables,
   content, style, noise = small_images
   style = style[:32, :32]
   spec = losses.LossSpec(style_loss=style_loss, **SPEC_LAYERS)
-  targets = losses.make_targets(variables, content, [style], spec)
+  targets = objective.make_targets(variables, content, [style], spec)
   weights = losses.loss_weights(spec, 0.0, 1.0)
-  at_style = losses.loss_terms(style, variables, targets, weights, spec)
-  at_noise = losses.loss_terms(noise, variables, targets, weights, spec)
+  at_style = objective.loss_terms(style, variables, targets, weights, spec)
+  at_noise = objective.loss_terms(noise, variables, targets, weights, spec)
   assert float(at_style['style']) < 1e-4 * float(at_noise['style'])
   result = nst_jax.stylize(
       content.astype(np.uint8), style.astype(np.uint8),
@@ -229,11 +229,11 @@ def test_sliced_redraw_draws_new_directions_every_step(variables,
   content, style, _ = small_images
   spec = losses.LossSpec(style_loss='sliced_wasserstein', sliced_redraw=True,
                          **SPEC_LAYERS)
-  targets = losses.make_targets(variables, content, [style], spec, seed=3)
-  first, second = (losses.redrawn(targets, spec, step) for step in (1, 2))
+  targets = objective.make_targets(variables, content, [style], spec, seed=3)
+  first, second = (objective.redrawn(targets, spec, step) for step in (1, 2))
   assert not np.allclose(first.directions['conv1_1'],
                          second.directions['conv1_1'])
-  again = losses.redrawn(targets, spec, 1)
+  again = objective.redrawn(targets, spec, 1)
   np.testing.assert_array_equal(first.directions['conv1_1'],
                                 again.directions['conv1_1'])
   fields = dict(FIELDS, style_loss='sliced_wasserstein', optimizer='adam',

@@ -161,7 +161,7 @@ def test_three_member_mesh_from_four_devices(tmp_path):
   script = (
       'import jax\n'
       "jax.config.update('jax_num_cpu_devices', 4)\n"
-      'from nst_jax import devices\n'
+      'from nst_jax.engine import devices\n'
       'chosen = devices.member_devices(3)\n'
       'mesh = devices.make_mesh(chosen[::-1], False)\n'
       'rows = devices.make_mesh(chosen, True)\n'

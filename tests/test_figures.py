@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nst_jax.configs import paper_default
-from nst_jax.io import images
+from nst_jax.io import grids, images
 from nst_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,9 +166,9 @@ def test_figure3_is_one_program_with_labelled_grid(tmp_path):
   assert len(panels) == 20
   # The grid: 5 x 4 panels of 32 px with row and column labels drawn.
   grid = images.load_image(str(out / 'figure3.png'))
-  expected = images.make_grid([np.zeros((32, 32, 3), np.float32)] * 20,
-                              row_labels=layout['row_labels'],
-                              column_labels=layout['column_labels'])
+  expected = grids.make_grid([np.zeros((32, 32, 3), np.float32)] * 20,
+                             row_labels=layout['row_labels'],
+                             column_labels=layout['column_labels'])
   assert grid.shape == expected.shape
   assert grid.shape[0] > 5 * 32 and grid.shape[1] > 4 * 32
   label_strip = grid[:, :grid.shape[1] - 4 * 36 - 4]  # left of the panels

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from nst_jax.io import images
+from nst_jax.io import images, scenes
 from nst_jax.errors import UserError
 
 
@@ -350,7 +350,7 @@ def test_save_png_round_trip_clips_and_rounds(tmp_path):
 @pytest.mark.parametrize('name', ['out.jpg', 'out.JPEG', 'out.webp',
                                   'out.bmp', 'out.tif'])
 def test_save_other_formats(tmp_path, name):
-  content = images.demo_content(64)
+  content = scenes.demo_content(64)
   path = str(tmp_path / name)
   images.save_image(path, content)
   # Lossy WebP always halves the chroma resolution, hence the tolerance.
@@ -433,66 +433,3 @@ def test_noise_image():
   assert not np.array_equal(a, images.noise_image(1, (64, 48)))
   assert a.min() >= 0 and a.max() <= 255
   assert abs(a.mean() - 127.5) < 3 and abs(a.std() - 255 / 12**0.5) < 3
-
-
-def test_make_grid_size_and_placement():
-  red = np.zeros((10, 20, 3), np.float32)
-  red[..., 0] = 255
-  blue = np.zeros((16, 8, 3), np.float32)
-  blue[..., 2] = 255
-  grid = images.make_grid([red, blue, red], columns=2, pad=4)
-  # Cells are 20 wide and 16 high: 4 + 2 * (20 + 4) by 4 + 2 * (16 + 4);
-  # smaller images are centred in their cells, with white around them.
-  assert grid.shape == (44, 52, 3) and grid.dtype == np.float32
-  np.testing.assert_array_equal(grid[0, 0], [255, 255, 255])
-  np.testing.assert_array_equal(grid[4 + 8, 4 + 10], [255, 0, 0])
-  np.testing.assert_array_equal(grid[4 + 8, 28 + 10], [0, 0, 255])
-  np.testing.assert_array_equal(grid[4 + 8, 28 + 2], [255, 255, 255])
-  np.testing.assert_array_equal(grid[24 + 8, 4 + 10], [255, 0, 0])
-  np.testing.assert_array_equal(grid[24 + 1, 4 + 10], [255, 255, 255])
-  np.testing.assert_array_equal(grid[24 + 8, 28 + 10], [255, 255, 255])
-
-
-def test_make_grid_labels_add_space_and_ink():
-  tiles = [np.full((32, 32, 3), 255.0)] * 4
-  plain = images.make_grid(tiles, columns=2)
-  labelled = images.make_grid(tiles, labels=['a', 'b', 'c', 'd'],
-                              row_labels=['row 1', 'row 2'],
-                              column_labels=['left', 'right'])
-  assert plain.min() == 255  # White tiles on white: no ink at all.
-  assert labelled.shape[0] > plain.shape[0] + 20
-  assert labelled.shape[1] > plain.shape[1]
-  assert (labelled < 128).any()  # Text was drawn.
-
-
-def test_make_grid_checks_label_counts():
-  tiles = [np.zeros((4, 4, 3))] * 3
-  with pytest.raises(ValueError):
-    images.make_grid(tiles, labels=['only one'])
-  with pytest.raises(ValueError):
-    images.make_grid(tiles, columns=3, row_labels=['a', 'b'])
-
-
-@pytest.mark.parametrize('make', [images.demo_content, images.demo_style])
-def test_demo_images_deterministic_and_not_flat(make):
-  a = make(64)
-  assert a.dtype == np.float32 and a.shape == (64, 64, 3)
-  np.testing.assert_array_equal(a, make(64))
-  assert a.min() >= 0 and a.max() <= 255
-  assert a.std() > 40
-  assert make(17).shape == (17, 17, 3)
-
-
-def test_demo_content_is_a_landscape():
-  content = images.demo_content(128)
-  sky = content[:6].mean(axis=(0, 1))
-  grass = content[-20:, :10].mean(axis=(0, 1))
-  assert sky[2] > sky[0] + 50          # Blue sky at the top.
-  assert grass[1] > grass[0] + 40 and grass[1] > grass[2] + 40  # Green.
-
-
-def test_demo_style_is_colourful():
-  style = images.demo_style(128)
-  colours = {tuple(c) for c in (style // 32).astype(int).reshape(-1, 3)}
-  assert len(colours) > 60
-  assert not np.allclose(style, images.demo_content(128), atol=30)

@@ -123,7 +123,7 @@ def test_non_finite_loss_keeps_last_finite_image(tmp_path, small_config):
   assert manifest['stop_reason'] == 'non_finite'
   assert manifest['non_finite_at_iteration'] < 20
   assert manifest['final']['total'] is not None
-  pixels = images.load_image(manifest['output'])
+  pixels = images.load_image(manifest['outputs']['image'])
   assert np.isfinite(pixels).all()
 
 
@@ -154,7 +154,7 @@ def test_coarse_to_fine_starts_from_the_upsampled_coarse_result(
   # Evaluations add up over levels: 1 + 3 at 16 px, then 1 + 3 at 32 px.
   assert manifest['evaluations'] == 8
   assert manifest['history'][-1]['evaluations'] == 8
-  assert images.load_image(manifest['output']).shape == (32, 32, 3)
+  assert images.load_image(manifest['outputs']['image']).shape == (32, 32, 3)
 
 
 def test_variables_bytes_match_prepared_variables():

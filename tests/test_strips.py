@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import api
-from nst_jax.core import losses, optim
-from nst_jax.engine import memory, programs as programs_lib
+from nst_jax.core import descent, losses, objective
+from nst_jax.engine import config_files, memory, programs as programs_lib
 from nst_jax.engine import settings as settings_lib
 from nst_jax.core import strips
 
 
 def _targets(variables, spec, content, style):
   # The weights are arguments, not constants folded into the program.
-  return jax.jit(lambda v, c, s: losses.make_targets(v, c, [s], spec))(
+  return jax.jit(lambda v, c, s: objective.make_targets(v, c, [s], spec))(
       variables, content, style)
 
 
@@ -27,7 +26,7 @@ def _evaluation(variables, spec, targets, pixels):
   weights = losses.loss_weights(spec, 1.0, 1e3, tv_weight=1e-3)
 
   def terms(p, variables, targets):
-    terms = losses.loss_terms(p, variables, targets, weights, spec)
+    terms = objective.loss_terms(p, variables, targets, weights, spec)
     return terms['total'], terms
   (_, terms), grad = jax.jit(jax.value_and_grad(terms, has_aux=True))(
       pixels, variables, targets)
@@ -93,17 +92,17 @@ def test_strips_hold_one_strips_maps_at_a_time(variables):
   pixels = jax.ShapeDtypeStruct((256, 256, 3), jnp.float32)
 
   def temp_bytes(spec):
-    targets = jax.eval_shape(lambda c: losses.make_targets(
+    targets = jax.eval_shape(lambda c: objective.make_targets(
         variables, c, [c], spec), pixels)
-    problem = optim.Problem(variables, targets, losses.loss_weights(spec))
-    return optim.loss_and_grad_jit.lower(
+    problem = descent.Problem(variables, targets, losses.loss_weights(spec))
+    return descent.loss_and_grad_jit.lower(
         pixels, problem, spec).compile().memory_analysis().temp_size_in_bytes
   whole = temp_bytes(spec)
   assert temp_bytes(dataclasses.replace(spec, row_strips=8)) < whole / 3
 
 
 def _settings(**fields):
-  config = api.make_config(None, dict(fields, content='c', style='s'))
+  config = config_files.make_config(None, dict(fields, content='c', style='s'))
   return settings_lib.check(config, from_files=False)
 
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from nst_jax.core import vgg
-from nst_jax.errors import UserError
 
 
 def numpy_conv_relu(x, kernel, bias):
@@ -136,8 +135,18 @@ def test_max_pool_gradient_equals_window_reduction(variables):
 
 
 def test_unknown_layer_names_valid_ones():
-  with pytest.raises(UserError, match='conv4_2'):
+  with pytest.raises(ValueError, match='conv4_2'):
     vgg.canonical_layer('conv9_9')
+
+
+def test_unknown_preprocessing_and_pooling_raise_value_error(variables):
+  # The core raises ValueError; the settings and the weights files name the
+  # field or file before these are reached.
+  with pytest.raises(ValueError, match='caffe, torchvision'):
+    vgg.preprocess(jnp.zeros((1, 3)), 'bgr')
+  with pytest.raises(ValueError, match='avg, max'):
+    vgg.extract_features(variables, jnp.zeros((1, 8, 8, 3)), ('conv1_1',),
+                         pooling='min')
 
 
 def test_min_image_size_and_macs():

@@ -10,9 +10,10 @@ import pytest
 
 from video_clips import sliding_clip, write_folder, write_mp4
 
-from nst_jax import api, video
-from nst_jax.io import flow, images, video_io
-from nst_jax.core import losses, temporal
+from nst_jax import video
+from nst_jax.engine import clip as clip_lib, config_files
+from nst_jax.io import flow, images, scenes, video_read
+from nst_jax.core import losses, objective, temporal
 from nst_jax import run as run_lib
 from nst_jax.engine import settings as settings_lib
 from nst_jax.errors import UserError
@@ -37,12 +38,12 @@ def clip(tmp_path_factory):
   frames = sliding_clip(frames=FRAMES, height=48, width=64, shift=2)
   write_mp4(frames, str(folder / 'clip.mp4'), FPS)
   write_folder(frames, str(folder / 'frames'))
-  images.save_image(folder / 'style.png', images.demo_style(64))
+  images.save_image(folder / 'style.png', scenes.demo_style(64))
   return folder
 
 
 def config_for(clip_folder, output, content='clip.mp4', **fields):
-  config = api.make_config(None, dict(FIELDS, **fields))
+  config = config_files.make_config(None, dict(FIELDS, **fields))
   config.content = str(clip_folder / content)
   config.style = str(clip_folder / 'style.png')
   config.output = str(output)
@@ -50,8 +51,8 @@ def config_for(clip_folder, output, content='clip.mp4', **fields):
 
 
 def run_clip(config, **kwargs):
-  return video.run_video(config, settings_lib.check(config),
-                         progress_stream=None, **kwargs)
+  return clip_lib.run_video(config, settings_lib.check(config),
+                            progress_stream=None, **kwargs).manifest
 
 
 @pytest.fixture(scope='module')
@@ -64,7 +65,7 @@ def default_run(clip, tmp_path_factory):
 def one_by_one(clip, tmp_path_factory):
   """Frames one by one, over a manifest another config left behind."""
   output = tmp_path_factory.mktemp('one_by_one') / 'clip.mp4'
-  stale = video.frames_folder(str(output))
+  stale = clip_lib.frames_folder(str(output))
   os.makedirs(stale)
   images.save_image(os.path.join(stale, 'frame_00009.png'),
                     np.zeros((4, 4, 3)))
@@ -107,14 +108,14 @@ def test_loss_terms_add_gamma_times_the_temporal_loss(variables,
                          style_layers=('conv1_1',), temporal=2)
   image_spec = losses.LossSpec(content_layers=('conv2_1',),
                                style_layers=('conv1_1',))
-  targets = losses.make_targets(variables, content, [style], image_spec)
+  targets = objective.make_targets(variables, content, [style], image_spec)
   certainty = np.stack([np.ones((32, 32)), np.full((32, 32), 0.5)])
   with_references = targets.replace(temporal={
       'warped': np.stack([content, noise]),
       'certainty': certainty.astype(np.float32)})
   weights = losses.loss_weights(spec, temporal_weight=3.0)
-  terms = losses.loss_terms(noise, variables, with_references, weights, spec)
-  plain = losses.loss_terms(noise, variables, targets, weights, image_spec)
+  terms = objective.loss_terms(noise, variables, with_references, weights, spec)
+  plain = objective.loss_terms(noise, variables, targets, weights, image_spec)
   expected = np.mean(np.square(noise - content))  # the second is exact
   np.testing.assert_allclose(terms['temporal'], expected, rtol=1e-5)
   np.testing.assert_allclose(terms['total'],
@@ -125,7 +126,7 @@ def test_clip_is_stable_and_written_like_its_source(clip, default_run,
                                                     one_by_one):
   manifest = default_run
   output = manifest['outputs']['video']
-  info = video_io.probe(output)
+  info = video_read.probe(output)
   assert (info.frame_count, info.width, info.height) == (FRAMES, 32, 24)
   assert info.fps == pytest.approx(FPS, rel=1e-3)
   assert manifest['fps'] == pytest.approx(FPS, rel=1e-3)
@@ -152,7 +153,7 @@ def test_clip_is_stable_and_written_like_its_source(clip, default_run,
   # The other config's manifest was not resumed, and said so.
   assert any('different config' in line for line in log)
   assert alone['fps'] == 10.0
-  assert video_io.probe(alone['outputs']['video']).fps == pytest.approx(10.0)
+  assert video_read.probe(alone['outputs']['video']).fps == pytest.approx(10.0)
   assert not os.path.exists(os.path.join(alone['outputs']['frames'],
                                          'frame_00009.png'))
 
@@ -161,7 +162,7 @@ def test_interrupted_clip_resumes_at_the_first_unfinished_frame(
     clip, tmp_path, default_run):
   output = tmp_path / 'clip.mp4'
   config = config_for(clip, output)
-  folder = video.frames_folder(str(output))
+  folder = clip_lib.frames_folder(str(output))
   stop_after_three = lambda: len(os.listdir(folder)) >= 3
   partial = run_clip(config, should_stop=stop_after_three)
   assert partial['partial'] and partial['frames_done'] == 3
@@ -180,16 +181,16 @@ def test_interrupted_clip_resumes_at_the_first_unfinished_frame(
         images.load_image(os.path.join(folder, name)),
         images.load_image(os.path.join(default_run['outputs']['frames'],
                                        name)))
-  assert video_io.probe(str(output)).frame_count == FRAMES
+  assert video_read.probe(str(output)).frame_count == FRAMES
 
 
 def test_joint_windows_from_a_folder(clip, tmp_path, one_by_one):
   output = tmp_path / 'clip.gif'
   manifest = run_clip(config_for(clip, output, content='frames',
                                  video={'mode': 'joint', 'window': 4}))
-  info = video_io.probe(str(output))
+  info = video_read.probe(str(output))
   assert info.frame_count == FRAMES
-  assert manifest['fps'] == video.DEFAULT_FOLDER_FPS
+  assert manifest['fps'] == clip_lib.DEFAULT_FOLDER_FPS
   # Windows 0-3 and 4-5 (padded to 4: the same program).
   assert [e['window'] for e in manifest['frames']] == [0, 0, 0, 0, 1, 1]
   assert len({e['compilations'] for e in manifest['frames']}) == 1
@@ -234,6 +235,7 @@ def test_bad_clips_are_one_line_and_write_nothing(clip, tmp_path, make,
     ({'video': {'long_term': (0, 10)}}, r'long_term: offsets must be >= 1'),
     ({'video': {'long_term': (10, 20)}}, r'long_term: must include 1'),
     ({'video': {'window': 1}}, r'config.video.window: must be >= 2'),
+    ({'save_every': 5}, r'config.save_every: not with a video content'),
     ({'sweep': {'style_weight': (1.0, 2.0)}}, r'config.sweep: a video'),
 ])
 def test_bad_video_fields(clip, tmp_path, fields, match):
@@ -250,13 +252,12 @@ import json, sys
 import jax
 jax.config.update('jax_num_cpu_devices', int(sys.argv[1]))
 jax.config.update('jax_disable_most_optimizations', True)
-from nst_jax import api, video
-from nst_jax.engine import programs, settings
-config = api.make_config(None, json.loads(sys.argv[2]))
+from nst_jax.engine import clip, config_files, programs, settings
+config = config_files.make_config(None, json.loads(sys.argv[2]))
 config.update(dict(content=sys.argv[3], style=sys.argv[4], output=sys.argv[5]))
 kept = programs.Programs()
-manifest = video.run_video(config, settings.check(config), programs=kept,
-                           progress_stream=None)
+manifest = clip.run_video(config, settings.check(config), programs=kept,
+                          progress_stream=None).manifest
 (chunk,) = kept.executables('chunk')
 print(json.dumps({'used': manifest['device']['used'],
                   'finals': [f['final']['total'] for f in manifest['frames']],
@@ -289,3 +290,100 @@ def test_joint_window_split_over_two_devices_matches_one(clip, tmp_path):
   # the sums, each device holding half the window's activations.
   np.testing.assert_allclose(two['finals'], one['finals'], rtol=2e-3)
   assert two['temp'] < 0.75 * one['temp']
+
+
+def _limit_that_needs_strips(config):
+  """A max_memory_gb that a still frame of `config` meets only in strips:
+  halfway between the whole image's estimate and the best strips'."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from nst_jax.engine import memory  # pylint: disable=g-import-not-at-top
+  settings = settings_lib.check(config)
+  height, width = 24, 32  # the clip's 48 x 64 frames at image_size 32
+
+  def estimate(count, split):
+    spec = dataclasses.replace(settings.spec, row_strips=count,
+                               strip_split=split)
+    return memory.estimate_bytes(height, width, spec, settings.optimizer, 1,
+                                 settings.lbfgs_memory, False, 1, False,
+                                 memory.loop_state_donated())
+  whole, *in_strips = [estimate(*choice) for choice in memory.choices(
+      settings.spec, height, width)]
+  assert min(in_strips) < whole
+  return (whole + min(in_strips)) / 2 / 2**30
+
+
+def test_a_clip_runs_in_the_strips_a_still_frame_needs(clip, tmp_path):
+  fields = dict(iterations=2, log_every=2, row_strips=0,
+                video={'temporal_weight': 0.3})
+  config = config_for(clip, tmp_path / 'clip.mp4', **fields)
+  limit = _limit_that_needs_strips(config)
+  config.max_memory_gb = limit
+  # The same frame as a still image, through the same preparation step.
+  still = nst_jax_stylize_frame(clip, limit, **fields)
+  assert still.manifest['device']['row_strips'] > 1
+  manifest = run_clip(config)
+  assert not manifest['partial']
+  assert manifest['device']['row_strips'] == (
+      still.manifest['device']['row_strips'])
+  assert manifest['device']['strip_split'] == (
+      still.manifest['device']['strip_split'])
+  assert manifest['device']['memory_limit_gib'] == round(limit, 3)
+
+
+def nst_jax_stylize_frame(clip_folder, limit, **fields):
+  import nst_jax  # pylint: disable=g-import-not-at-top
+  frame = next(iter(video_read.read_frames(str(clip_folder / 'clip.mp4'))))
+  fields = {k: v for k, v in dict(FIELDS, **fields).items() if k != 'video'}
+  return nst_jax.stylize(frame, str(clip_folder / 'style.png'),
+                         max_memory_gb=limit, **fields)
+
+
+def test_stylize_video_returns_a_result_with_its_frames(clip, tmp_path):
+  seen = []
+  result = video.stylize_video(
+      clip / 'clip.mp4', [images.to_uint8(scenes.demo_style(48))],
+      tmp_path / 'out.mp4',
+      progress=lambda frame, terms, image: seen.append(
+          (frame, terms['total'], image.shape, image.dtype)),
+      **dict(FIELDS, iterations=2))
+  assert not result.partial and result.manifest['kind'] == 'video'
+  assert result.video == str(tmp_path / 'out.mp4')
+  assert len(result.frames) == FRAMES
+  assert all(os.path.exists(path) for path in result.frames)
+  assert [s[0] for s in seen] == list(range(1, FRAMES + 1))
+  assert [s[1] for s in seen] == [
+      e['final']['total'] for e in result.manifest['frames']]
+  assert all(s[2] == (24, 32, 3) and s[3] == np.uint8 for s in seen)
+  assert result.manifest['inputs']['styles'] == ['style_0']
+  saved = result.save(tmp_path / 'copy.mp4')
+  assert saved['outputs']['video'] == str(tmp_path / 'copy.mp4')
+  assert video_read.probe(str(tmp_path / 'copy.mp4')).frame_count == FRAMES
+
+
+def test_ctrl_c_in_a_clip_saves_the_finished_frames_and_exits_130(
+    clip, tmp_path, capsys):
+  import signal  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  from nst_jax import cli  # pylint: disable=g-import-not-at-top
+  output = tmp_path / 'clip.mp4'
+  config = config_for(clip, output, iterations=40)
+  folder = clip_lib.frames_folder(str(output))
+
+  def interrupt_after_the_first_frame():
+    while not (os.path.isdir(folder) and os.listdir(folder)):
+      threading.Event().wait(0.05)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  threading.Thread(target=interrupt_after_the_first_frame, daemon=True).start()
+  with pytest.raises(run_lib.Interrupted) as caught:
+    run_lib.run(config)
+  manifest = caught.value.manifest
+  assert manifest['kind'] == 'video' and manifest['partial']
+  assert 1 <= manifest['frames_done'] < FRAMES
+  assert not output.exists()
+  with open(settings_lib.manifest_path(str(output))) as f:
+    assert json.load(f)['frames_done'] == manifest['frames_done']
+  assert cli.report(caught.value) == 130
+  line = capsys.readouterr().err.strip()
+  assert line.startswith('interrupted: partial result saved to ')
+  assert folder in line and '\n' not in line

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import api
-from nst_jax.core import losses, optim, vgg, winograd
+from nst_jax.engine import prepare
+from nst_jax.core import descent, losses, objective, vgg, winograd
 
 
 def direct_conv(x, kernel):
@@ -107,10 +107,10 @@ def test_vgg_loss_and_gradient_match_direct(random_params, variables,
   def value_and_grad(spec, variables):
     @jax.jit
     def compiled(variables, content, style, noise):
-      targets = losses.make_targets(variables, content, [style], spec)
-      problem = optim.Problem(variables, targets,
+      targets = objective.make_targets(variables, content, [style], spec)
+      problem = descent.Problem(variables, targets,
                               losses.loss_weights(spec, 1.0, 1e3))
-      return optim.loss_and_grad(noise, problem, spec)
+      return descent.loss_and_grad(noise, problem, spec)
     return compiled(variables, content, style, noise)
 
   value, grad = value_and_grad(spec, variables)
@@ -144,12 +144,12 @@ def test_missing_transforms_are_computed_on_the_fly(random_params, variables):
 
 
 def test_auto_picks_winograd_only_on_cpu_in_float32():
-  assert api.resolve_conv_algorithm('auto', 'cpu', 'float32') == 'winograd'
-  assert api.resolve_conv_algorithm('auto', 'gpu', 'float32') == 'direct'
-  assert api.resolve_conv_algorithm('auto', 'tpu', 'float32') == 'direct'
-  assert api.resolve_conv_algorithm('auto', 'cpu', 'bfloat16') == 'direct'
-  assert api.resolve_conv_algorithm('auto', 'cpu', 'float32',
+  assert prepare.conv_algorithm_for('auto', 'cpu', 'float32') == 'winograd'
+  assert prepare.conv_algorithm_for('auto', 'gpu', 'float32') == 'direct'
+  assert prepare.conv_algorithm_for('auto', 'tpu', 'float32') == 'direct'
+  assert prepare.conv_algorithm_for('auto', 'cpu', 'bfloat16') == 'direct'
+  assert prepare.conv_algorithm_for('auto', 'cpu', 'float32',
                                     shard_rows=True) == 'direct'
-  assert api.resolve_conv_algorithm('winograd', 'gpu', 'float32') == (
+  assert prepare.conv_algorithm_for('winograd', 'gpu', 'float32') == (
       'winograd')
-  assert api.resolve_conv_algorithm('direct', 'cpu', 'float32') == 'direct'
+  assert prepare.conv_algorithm_for('direct', 'cpu', 'float32') == 'direct'

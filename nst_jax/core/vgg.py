@@ -15,25 +15,22 @@ over as constants, so changing the weights file never recompiles.
 
 Speed: the gradient of a convolution with respect to its input is a
 convolution with the kernel flipped in space and its in/out axes swapped.
-When the kernel is a function argument XLA re-flips all 80 MB of kernels every
-evaluation. `prepare_variables` flips them once; `conv_relu` is a
-`jax.custom_vjp` whose backward pass uses the pre-flipped kernel.
+When the kernel is a function argument XLA re-flips every kernel of the
+network at every evaluation. `prepare_variables` flips them once;
+`conv_relu` is a `jax.custom_vjp` whose backward pass uses the pre-flipped
+kernel.
 
 With `conv_algorithm='winograd'` each layer whose input shape
-`winograd.choose_tile` picks a tile for runs Winograd's algorithm (`nst_jax.core.winograd`:
-2.25x or 4x fewer multiply-adds) forward and backward, with kernels
-transformed once in `prepare_variables(params, winograd_sizes=...)`.
-
-Memory: the backward pass needs every layer's output. With `remat=True` each
-block is a `jax.checkpoint`: only the block's input and the requested
-layers' outputs are kept, and the backward pass recomputes the block's other
-convolutions just before it needs them (one block at a time), for about a
-third more compute.
+`winograd.choose_tile` picks a tile for runs Winograd's algorithm
+(`nst_jax.core.winograd`: 2.25x or 4x fewer multiply-adds) forward and
+backward, with kernels transformed once in
+`prepare_variables(params, winograd_sizes=...)`.
 
 Example::
 
   variables = vgg.prepare_variables(params)
-  features = vgg.extract_features(variables, image[None], ('conv1_1', 'conv4_2'))
+  features = vgg.extract_features(variables, image[None],
+                                  ('conv1_1', 'conv4_2'))
 """
 
 from __future__ import annotations
@@ -45,10 +42,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
-import numpy as np
 
 from nst_jax.core import winograd
-from nst_jax.errors import UserError
 
 # Output channels of each block's convolutions.
 BLOCK_CHANNELS = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
@@ -103,12 +98,12 @@ def canonical_layer(name: str) -> str:
   """Returns the canonical layer name (`relu4_2` -> `conv4_2`).
 
   Raises:
-    UserError: for a name that is not a VGG19 layer.
+    ValueError: for a name that is not a VGG19 layer.
   """
   canonical = 'conv' + name[4:] if name.startswith('relu') else name
   if canonical not in LAYER_ORDER:
-    raise UserError(f'unknown layer {name!r}: valid layers are '
-                    + ', '.join(LAYER_ORDER) + ' (relu* aliases conv*)')
+    raise ValueError(f'unknown layer {name!r}: valid layers are '
+                     + ', '.join(LAYER_ORDER) + ' (relu* aliases conv*)')
   return canonical
 
 
@@ -146,6 +141,8 @@ def preprocess(pixels: jax.Array, kind: str) -> jax.Array:
     kind: 'caffe' (BGR minus mean) or 'torchvision' (/255, minus mean, /std).
   Returns:
     The network input, same shape.
+  Raises:
+    ValueError: for another `kind`.
   """
   if kind == 'caffe':
     return pixels[..., ::-1] - jnp.asarray(CAFFE_MEAN_BGR, pixels.dtype)
@@ -153,8 +150,8 @@ def preprocess(pixels: jax.Array, kind: str) -> jax.Array:
     mean = jnp.asarray(TORCHVISION_MEAN, pixels.dtype)
     std = jnp.asarray(TORCHVISION_STD, pixels.dtype)
     return (pixels / 255.0 - mean) / std
-  raise UserError(f'unknown preprocessing {kind!r}: valid are '
-                  + ', '.join(PREPROCESSING))
+  raise ValueError(f'unknown preprocessing {kind!r}: valid are '
+                   + ', '.join(PREPROCESSING))
 
 
 def flip_kernel(kernel: jax.Array) -> jax.Array:
@@ -276,6 +273,34 @@ def _winograd_bwd(residuals, grad_y):
 winograd_conv_relu.defvjp(_winograd_fwd, _winograd_bwd)
 
 
+def _edge_padded(same_conv, x, padding: str, rows: bool = True):
+  """`same_conv` (a zero-padded SAME convolution) of NHWC `x`, with
+  `padding` beyond the edge.
+
+  With 'reflect' or 'replicate' the input is padded by one pixel that way
+  (only the columns when `rows` is False) and the zero-padded convolution's
+  border outputs are cropped: the custom gradients stay those of the SAME
+  convolution, and the pad's own gradient folds the border back onto the
+  edge pixels.
+  """
+  if padding == 'zeros':
+    return same_conv(x)
+  row_pad, row_crop = ((1, 1), slice(1, -1)) if rows else ((0, 0), slice(None))
+  padded = jnp.pad(x, ((0, 0), row_pad, (1, 1), (0, 0)),
+                   mode=_PAD_MODES[padding])
+  return same_conv(padded)[:, row_crop, 1:-1]
+
+
+def _direct_conv_relu(x, kernel, bias, flipped, dtype):
+  """`conv_relu` in `dtype`, with the pre-flipped kernel `flipped`, or with
+  None, the kernel flipped here (correct but slower: flips on every
+  evaluation)."""
+  if flipped is None:
+    flipped = flip_kernel(kernel)
+  cast = lambda a: a.astype(dtype)
+  return conv_relu(cast(x), cast(kernel), cast(bias), cast(flipped))
+
+
 def conv_layer(variables: dict, name: str, x: jax.Array, dtype: Any,
                padding: str = 'zeros') -> jax.Array:
   """Convolution `name` (+ bias, ReLU) of NHWC `x` as a direct `conv_relu`,
@@ -299,15 +324,9 @@ def conv_layer(variables: dict, name: str, x: jax.Array, dtype: Any,
   params = variables['params'][name]
   kernel, bias = params['kernel'], params['bias']
   flipped = variables.get('flipped', {}).get(name, {}).get('kernel')
-  if flipped is None:  # Correct but slower: flips on every evaluation.
-    flipped = flip_kernel(kernel)
-  cast = lambda a: a.astype(dtype)
-  if padding == 'zeros':
-    return conv_relu(cast(x), cast(kernel), cast(bias), cast(flipped))
-  padded = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)),
-                   mode=_PAD_MODES[padding])
-  return conv_relu(cast(padded), cast(kernel), cast(bias),
-                   cast(flipped))[:, :, 1:-1]
+  return _edge_padded(
+      lambda padded: _direct_conv_relu(padded, kernel, bias, flipped, dtype),
+      x, padding, rows=False)
 
 
 def layer_level(layer: str) -> int:
@@ -321,9 +340,7 @@ class ConvReLU(nn.Module):
   `winograd_conv_relu` where `winograd.choose_tile` picks a tile).
 
   With `padding` 'reflect' or 'replicate' the input is padded by one pixel
-  that way and the zero-padded convolution's border outputs are cropped:
-  the custom gradients stay those of the SAME convolution, and the pad's
-  own gradient folds the border back onto the edge pixels.
+  that way (`_edge_padded`).
   """
   features: int
   dtype: Any = jnp.float32
@@ -332,11 +349,8 @@ class ConvReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    if self.padding == 'zeros':
-      return self._same(x, x.shape)
-    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)),
-                     mode=_PAD_MODES[self.padding])
-    return self._same(padded, x.shape)[:, 1:-1, 1:-1]
+    return _edge_padded(lambda padded: self._same(padded, x.shape), x,
+                        self.padding)
 
   def _same(self, x, shape):
     """The zero-padded convolution of `x`; its tile is chosen for the
@@ -358,11 +372,9 @@ class ConvReLU(nn.Module):
       return winograd_conv_relu(cast(x), cast(kernel), cast(bias),
                                 cast(transformed['forward']),
                                 cast(transformed['backward']))
-    if self.has_variable('flipped', 'kernel'):
-      flipped = self.get_variable('flipped', 'kernel')
-    else:  # Correct but slower: flips the kernel on every evaluation.
-      flipped = flip_kernel(kernel)
-    return conv_relu(cast(x), cast(kernel), cast(bias), cast(flipped))
+    flipped = (self.get_variable('flipped', 'kernel')
+               if self.has_variable('flipped', 'kernel') else None)
+    return _direct_conv_relu(x, kernel, bias, flipped, self.dtype)
 
 
 def avg_pool(x):
@@ -376,9 +388,10 @@ def pool(x, pooling):
     return avg_pool(x)
   # A reshape and a max rather than a window reduction: its gradient is a
   # comparison mask that fuses with its neighbours, where the window's is a
-  # select-and-scatter, several times slower on a CPU. Exact ties split the
-  # gradient rather than giving it to the first maximum; after a ReLU the
-  # only likely ties are zeros, whose gradient the ReLU stops either way.
+  # select-and-scatter, which does not fuse and is slow on a CPU. Exact
+  # ties split the gradient rather than giving it to the first maximum;
+  # after a ReLU the only likely ties are zeros, whose gradient the ReLU
+  # stops either way.
   height, width, channels = x.shape[-3:]
   x = x[..., :height // 2 * 2, :width // 2 * 2, :]
   blocks = x.reshape(x.shape[:-3] + (height // 2, 2, width // 2, 2, channels))
@@ -392,14 +405,11 @@ class VGG19(nn.Module):
     pooling: 'avg' (Gatys et al.) or 'max' (the original VGG).
     dtype: compute dtype of the convolutions (e.g. bfloat16 on accelerators);
       features are returned in this dtype, callers sum Grams in float32.
-    remat: rematerialise each block in the backward pass (see module
-      docstring).
     conv_algorithm: 'direct' or 'winograd' (see `winograd.choose_tile`).
     padding: 'zeros', 'reflect' or 'replicate' (`PADDINGS`).
   """
   pooling: str = 'avg'
   dtype: Any = jnp.float32
-  remat: bool = False
   conv_algorithm: str = 'direct'
   padding: str = 'zeros'
 
@@ -410,23 +420,20 @@ class VGG19(nn.Module):
     output and only the layers after it run (the rest of the network
     behind row strips, `nst_jax.core.strips`)."""
     if self.pooling not in POOLINGS:
-      raise UserError(f'unknown pooling {self.pooling!r}: valid are '
-                      + ', '.join(POOLINGS))
+      raise ValueError(f'unknown pooling {self.pooling!r}: valid are '
+                       + ', '.join(POOLINGS))
     wanted = {canonical_layer(l) for l in layers}
     running = layers_to_run(wanted)
     if start_after:
       running = running[LAYER_ORDER.index(start_after) + 1:]
-    block = VGG19._block
-    if self.remat:  # Flax's lifted jax.checkpoint; parameter names unchanged.
-      block = nn.remat(VGG19._block, static_argnums=(2, 3))
     features = {}
     for index in range(len(BLOCK_CHANNELS)):
       # 'conv{b}_{i}' and 'pool{b}': the block number is the 5th character.
       names = tuple(n for n in running if n[4] == str(index + 1))
       if not names:  # before `start_after`, or past the deepest layer
         continue
-      x, block_features = block(self, x, names,
-                                tuple(n for n in names if n in wanted))
+      x, block_features = self._block(x, names,
+                                      tuple(n for n in names if n in wanted))
       features.update(block_features)
     return features
 
@@ -527,8 +534,9 @@ def transform_program(tiles: tuple):
   'backward'}}} for `tiles` (from `winograd_tiles`).
 
   A program of its own, apart from `flip_all`: its inputs arrive in plain
-  row-major layout. With the flip in the same program XLA fused or re-laid
-  the flip into the backward transform, several times slower.
+  row-major layout. In one program with the flip, XLA fuses the flip into
+  the backward transform or lays it out anew, and the transform runs
+  slower than on plain row-major inputs.
   """
   return jax.jit(functools.partial(_transform_all, tiles=tiles))
 
@@ -553,8 +561,7 @@ def flip_all(kernels: dict) -> dict:
 
 def extract_features(variables: dict, images: jax.Array,
                      layers: Sequence[str], pooling: str = 'avg',
-                     dtype: Any = jnp.float32, remat: bool = False,
-                     conv_algorithm: str = 'direct',
+                     dtype: Any = jnp.float32, conv_algorithm: str = 'direct',
                      padding: str = 'zeros', start_after: str = '') -> dict:
   """Rectified features of preprocessed NHWC `images` at `layers`.
 
@@ -564,7 +571,6 @@ def extract_features(variables: dict, images: jax.Array,
     layers: layer names (`conv4_2`, `relu4_2`, `pool1`, ...).
     pooling: 'avg' or 'max'.
     dtype: compute dtype of the convolutions.
-    remat: recompute each block in the backward pass (less memory).
     conv_algorithm: 'direct', or 'winograd' where `winograd.choose_tile` picks a
       tile (pass `winograd_sizes` to `prepare_variables` so the transformed
       kernels are computed once, not per call).
@@ -575,8 +581,8 @@ def extract_features(variables: dict, images: jax.Array,
     {canonical layer name: (batch, h, w, channels)}; the keys are canonical
     names (relu aliases map to conv names).
   """
-  return VGG19(pooling=pooling, dtype=dtype, remat=remat,
-               conv_algorithm=conv_algorithm, padding=padding).apply(
+  return VGG19(pooling=pooling, dtype=dtype, conv_algorithm=conv_algorithm,
+               padding=padding).apply(
       variables, images, tuple(layers), start_after)
 
 
@@ -585,7 +591,3 @@ def min_image_size(layers: Iterable[str]) -> int:
   pools_before = sum(1 for name in layers_to_run(layers)
                      if name.startswith('pool'))
   return 2 ** pools_before
-
-
-def num_params(params: dict) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

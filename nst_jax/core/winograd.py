@@ -14,8 +14,9 @@ C_out), so the multiply-adds per output pixel drop from 9 to (m+2)^2 / m^2:
 2.25x fewer for F(2x2, 3x3), 4x fewer for F(4x4, 3x3). The transforms are
 additions over a few neighbouring values, cheap next to the matrix products
 once a layer has 64 or more channels. Rounding: the F(2x2) transforms use only
-0, +-1/2 and +-1, so float32 results match a direct convolution to ~1e-6
-relative; F(4x4) to ~1e-5.
+0, +-1/2 and +-1, exact in binary, so float32 results round about as a direct
+convolution's do; F(4x4)'s larger coefficients (4, 5, 1/6, 1/24) round
+somewhat more.
 
 The transformed kernel ``U = G g G^T`` is computed once per weights
 (`transform_kernel`), like the pre-flipped kernels of `nst_jax.core.vgg`.
@@ -69,18 +70,23 @@ def choose_tile(height: int, width: int, channels_in: int,
   """The tile ('F2', 'F4') for a layer's input shape, or None for a direct
   convolution (the rule `conv_algorithm='winograd'` follows on CPU).
 
-  Settled by timing each VGG19 layer forward and backward
-  (`scripts/benchmark.py --layer-sizes=128,256`) and whole evaluations:
-  the transforms are memory-bound, so feature maps of 256 x 256 and more
-  stay direct, and so does the input layer (3 channels: too few products to
-  save); F(4x4) pays off on large maps and wide layers, F(2x2) on the small,
-  narrower ones. Two cases are settled on whole evaluations, where the
-  layer alone measured otherwise: 128 x 128 maps with 64 channels and
-  64 x 64 maps with 128 output channels take F(4x4), at the cost of 36
-  instead of 16 transformed kernel matrices per layer held in memory.
-  16 x 16 maps take F(2x2) even with 512 channels: there the two tiles
-  time within a few per cent of each other, and F(2x2)'s kernels are
-  smaller.
+  The rule comes from timing each VGG19 layer forward and backward and
+  whole evaluations (docs/performance.md). The transforms are
+  memory-bound, so feature maps of 256 x 256 and more stay direct, and so
+  does the input layer (3 channels: too few products to save); F(4x4) pays
+  off on large maps and wide layers, F(2x2) on the small, narrower ones.
+  Where a layer alone and whole evaluations disagree, the rule follows
+  whole evaluations: 128 x 128 maps with 64 channels and 64 x 64 maps with
+  128 output channels take F(4x4), at the cost of 36 instead of 16
+  transformed kernel matrices per layer held in memory. 16 x 16 maps take
+  F(2x2) even with 512 channels: there the two tiles cost about the same,
+  and F(2x2)'s kernels are smaller.
+
+  Args:
+    height, width: the layer's input map.
+    channels_in, channels_out: the convolution's channels.
+  Returns:
+    'F2', 'F4' or None.
   """
   pixels = height * width
   if channels_in < 16 or pixels >= 256 * 256:
@@ -101,7 +107,7 @@ def transform_kernel(kernel: jax.Array, tile: str) -> jax.Array:
   g = TILES[tile][1]
   taps = kernel.astype(jnp.float32)
   # Sums of the 9 taps (one fused loop over C_in x C_out); an einsum with
-  # G made XLA transpose the kernels, which was slower.
+  # G would make XLA transpose the kernels first.
   rows = _combine(g, [taps[u] for u in range(3)])
   u = jnp.stack([jnp.stack(_combine(g, [r[v] for v in range(3)]))
                  for r in rows])

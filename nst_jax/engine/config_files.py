@@ -163,3 +163,36 @@ def reason(error: BaseException) -> str:
   message = str(error).strip().split('\n', 1)[0]
   return f'{type(error).__name__}: {message}' if message else (
       type(error).__name__)
+
+
+def make_config(config=None, fields=None) -> config_dict.ConfigDict:
+  """The default config (or `config`, a ConfigDict or a dict), with
+  `fields` set by name (nested dicts set a group's fields).
+
+  Raises:
+    UserError: an unknown field or a value of the wrong type.
+  """
+  if config is None:
+    config = load('default')
+  else:
+    config = config_dict.ConfigDict(
+        config.to_dict() if hasattr(config, 'to_dict') else dict(config))
+  for name, value in (fields or {}).items():
+    _set_field(config, name, value, 'config.')
+  return config
+
+
+def _set_field(config, name, value, where):
+  if name not in config:
+    raise UserError(f'{where}{name}: no such field (see configs/default.py)')
+  if isinstance(config[name], config_dict.ConfigDict):
+    if not isinstance(value, dict):
+      raise UserError(f'{where}{name}: expected a dict of its fields, got '
+                      f'{value!r}')
+    for key, item in value.items():
+      _set_field(config[name], key, item, f'{where}{name}.')
+    return
+  try:
+    config[name] = value
+  except (TypeError, ValueError) as error:
+    raise UserError(f'{where}{name}: {str(error).splitlines()[0]}') from None

@@ -37,6 +37,24 @@ def member_devices(count: int, shard_rows: bool = False) -> list:
   return devices[:max(1, min(count, len(devices)))]
 
 
+def frame_devices(frames: int) -> list:
+  """The devices a joint video window of `frames` frames is split over: as
+  many as divide the frame count evenly; across hosts every device.
+
+  Raises:
+    UserError: across hosts, a window that does not split evenly over all
+      their devices.
+  """
+  every = jax.devices()
+  if jax.process_count() > 1:  # every process takes part in each program
+    if frames % len(every):
+      raise UserError(f'config.video.window: {frames} frames do not split '
+                      f'evenly over the {len(every)} devices of all hosts')
+    return every
+  count = max(k for k in range(1, len(every) + 1) if frames % k == 0)
+  return every[:count]
+
+
 def make_mesh(devices, shard_rows: bool) -> jax.sharding.Mesh:
   """('members',) over `devices`, or ('members', 'rows') of shape
   (1, len(devices)) with `shard_rows`, in the order given.

@@ -15,12 +15,12 @@ import numpy as np
 from PIL import Image
 
 from nst_jax.core import color, vgg
-from nst_jax.io import images
+from nst_jax.io import images, scenes
 from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
 
-BUILTIN_IMAGES = {'builtin:scene': images.demo_content,
-                  'builtin:painting': images.demo_style}
+BUILTIN_IMAGES = {'builtin:scene': scenes.demo_content,
+                  'builtin:painting': scenes.demo_style}
 
 
 def read_image(source, image_size: int, what: str) -> np.ndarray:

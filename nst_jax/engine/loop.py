@@ -1,7 +1,7 @@
 """The optimisation loop: coarse-to-fine levels, compiled chunks, stopping.
 
 Each level optimises every member at one image size. The loop itself runs
-compiled, `chunk_size` steps per call (`optim.run_chunk` in a
+compiled, `chunk_size` steps per call (`descent.run_chunk` in a
 `lax.while_loop`); between chunks Python reads the losses back once, reports
 progress, writes snapshots and checks whether to stop (Ctrl-C). The stop
 criteria (iteration budget, non-finite loss, `stop_loss`, `tolerance`) are
@@ -28,7 +28,7 @@ import numpy as np
 
 from nst_jax.engine import devices as devices_lib
 from nst_jax.io import images, manifest as manifest_lib
-from nst_jax.core import losses, optim
+from nst_jax.core import descent, losses, objective, optimizers
 from nst_jax.engine import memory
 from nst_jax.engine import programs as programs_lib
 from nst_jax.errors import UserError
@@ -45,6 +45,13 @@ def chunk_size(log_every: int, save_every: int, iterations: int) -> int:
   chunks, so every `log_every`-th and `save_every`-th step ends one."""
   size = math.gcd(log_every, save_every) if save_every else log_every
   return min(size, max(iterations, 1))
+
+
+def style_blend(settings, styles: tuple) -> tuple:
+  """The blend weights of a member's styles: `style_blend_weights` for the
+  run's own styles, equal weights for a sweep's other style sets."""
+  return (settings.style_blend_weights if styles == settings.styles
+          else (1.0,) * len(styles))
 
 
 # ---------------------------------------------------------------------------
@@ -179,7 +186,7 @@ class Run:
   """Everything a level needs that does not change between levels."""
   settings: object          # settings.Settings
   spec: losses.LossSpec     # with the weights' preprocessing
-  members: tuple            # settings.Member
+  members: tuple            # sweeps.Member
   mode: str                 # 'map' | 'vmap'
   devices: tuple
   programs: programs_lib.Programs
@@ -217,7 +224,7 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
     starts: one start image per member (a video window: (N, H, W, 3)).
     iterations: steps at this level.
     offsets: (steps, [evaluations per member]) of the levels before.
-    targets: one `losses.Targets` per member, or None: computed here from
+    targets: one `objective.Targets` per member, or None: computed here from
       `level_inputs` (a video frame brings its own, with temporal
       references).
     temporal_weight: gamma (video).
@@ -226,7 +233,7 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
   count = len(members)
   size = chunk_size(settings.log_every,
                     settings.save_every if run.on_snapshot else 0, iterations)
-  optimizer = optim.Optimizer(settings.optimizer, settings.lbfgs_memory,
+  optimizer = optimizers.Optimizer(settings.optimizer, settings.lbfgs_memory,
                               settings.lbfgs_pyramid,
                               first_step=settings.lbfgs_first_step)
   loop = run.programs.loop(run.spec, optimizer, size, run.mode, run.devices,
@@ -242,7 +249,7 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
   pixels = np.stack(devices_lib.pad_members(starts, padded)).astype(
       np.float32)
   learning_rate = np.full((padded,), settings.learning_rate, np.float32)
-  criteria = devices_lib.stack([optim.stop_criteria(
+  criteria = devices_lib.stack([descent.stop_criteria(
       iterations, settings.stop_loss, settings.tolerance)] * padded)
   init_key_args = (variables, pixels, loss_weights, learning_rate)
   chunk_key_args = init_key_args + (criteria,)
@@ -253,9 +260,7 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
   targets_by_styles = {}
   for member in members if targets is None else ():
     if member.styles not in targets_by_styles:
-      blend = (settings.style_blend_weights
-               if member.styles == settings.styles
-               else (1.0,) * len(member.styles))
+      blend = style_blend(settings, member.styles)
       targets_by_styles[member.styles] = run.programs.targets(
           variables, level_inputs.content,
           [level_inputs.styles[k] for k in member.styles], blend, run.spec,
@@ -327,7 +332,7 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
         if snapshot:
           for k in range(count):
             run.on_snapshot(k, step_offset + int(steps[k]), current[k])
-      if (stop_reasons[:count] != optim.RUNNING).all():
+      if (stop_reasons[:count] != descent.RUNNING).all():
         break
   run.reporter.close()
   steps, evaluations, stop_reasons, pixels = to_host(
@@ -375,17 +380,17 @@ def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
     offsets = (offsets[0] + int(level.steps.max()),
                [offsets[1][k] + int(level.evaluations[k])
                 for k in range(count)])
-    if level.interrupted or (level.stop_reasons == optim.NON_FINITE).any():
+    if level.interrupted or (level.stop_reasons == descent.NON_FINITE).any():
       break
   return levels
 
 
-def minimize(pixels, problem: optim.Problem, spec: losses.LossSpec,
+def minimize(pixels, problem: descent.Problem, spec: losses.LossSpec,
              optimizer='lbfgs', learning_rate=1.0, iterations=100,
              chunk_size=20, stop_loss=None, tolerance=0.0,
              programs: Optional[programs_lib.Programs] = None):
   """Optimises one image on the default device; returns the final
-  `optim.LoopState` (the same compiled programs a run uses).
+  `descent.LoopState` (the same compiled programs a run uses).
 
   Example::
 
@@ -397,7 +402,7 @@ def minimize(pixels, problem: optim.Problem, spec: losses.LossSpec,
                                 jax.devices()[:1])
   batch = lambda tree: jax.tree_util.tree_map(
       lambda x: np.asarray(x)[None], tree)
-  criteria = batch(optim.stop_criteria(iterations, stop_loss, tolerance))
+  criteria = batch(descent.stop_criteria(iterations, stop_loss, tolerance))
   pixels, targets, loss_weights, learning_rate = batch(
       (pixels, problem.targets, problem.loss_weights,
        np.asarray(learning_rate, np.float32)))
@@ -411,7 +416,7 @@ def minimize(pixels, problem: optim.Problem, spec: losses.LossSpec,
   chunk = loop_programs.compiled('chunk', key_args + (criteria,), variables,
                                  state, targets, loss_weights, learning_rate,
                                  criteria)
-  while int(state.stop_reason[0]) == optim.RUNNING:
+  while int(state.stop_reason[0]) == descent.RUNNING:
     state, _, _ = chunk(variables, state, targets, loss_weights,
                         learning_rate, criteria)
   return devices_lib.member(state, 0)

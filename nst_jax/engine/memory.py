@@ -18,7 +18,7 @@ import os
 
 import jax
 
-from nst_jax.core import losses, optim, strips, vgg, winograd
+from nst_jax.core import losses, optimizers, strips, vgg, winograd
 from nst_jax.errors import UserError
 
 # XLA's temporary buffers for a compiled chunk of optimiser steps measured
@@ -76,7 +76,7 @@ def loop_state_donated() -> bool:
 
 
 def estimate_bytes(height, width, spec: losses.LossSpec, optimizer: str,
-                   shards: int = 1, lbfgs_memory: int = optim.LBFGS_MEMORY,
+                   shards: int = 1, lbfgs_memory: int = optimizers.LBFGS_MEMORY,
                    use_winograd: bool = False, members: int = 1,
                    batched: bool = False, donated: bool = True) -> int:
   """Rough peak bytes per device of one evaluation plus optimiser state.

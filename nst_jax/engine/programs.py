@@ -2,8 +2,8 @@
 
 A run needs four kinds of program: the kernels' preparation (flips and
 Winograd transforms, once per weights), the targets (once per style), and
-the optimisation loop's `init` and `chunk` (`optim.init_state` and
-`optim.run_chunk`, batched over the members and placed on a mesh). All are
+the optimisation loop's `init` and `chunk` (`descent.init_state` and
+`descent.run_chunk`, batched over the members and placed on a mesh). All are
 compiled ahead of time, so compilation is timed apart from optimisation,
 with the platform's XLA options (`compiler_options`), and each is compiled
 once per argument shapes: new weights, images of the same size or new loss
@@ -16,7 +16,7 @@ new process instead of tracing and compiling.
 Example::
 
   programs = Programs()
-  loop = programs.loop(spec, optim.Optimizer('lbfgs'), chunk_size=10,
+  loop = programs.loop(spec, optimizers.Optimizer('lbfgs'), chunk_size=10,
                        mode='map', devices=jax.devices()[:1])
   init = loop.compiled('init', key_args, *args)
 """
@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from nst_jax.engine import devices as devices_lib
-from nst_jax.core import losses, optim, vgg
+from nst_jax.core import descent, losses, objective, optimizers, vgg
 from nst_jax.engine import program_cache as program_cache_lib
 
 # XLA:CPU options for the optimisation programs (`compiler_options`).
@@ -109,7 +109,7 @@ def open_cache(folder: str) -> tuple[str, Optional[program_cache_lib.ProgramCach
 class LoopSetting:
   """What fixes a loop program besides its arguments' shapes (hashable)."""
   spec: losses.LossSpec
-  optimizer: optim.Optimizer
+  optimizer: optimizers.Optimizer
   chunk_size: int
   mode: str                # how a device runs its members: 'map' | 'vmap'
   device_ids: tuple
@@ -164,13 +164,13 @@ class LoopPrograms:
           state)
 
     def init_fn(variables, pixels, targets, loss_weights, lr):
-      return constrained(optim.init_state_batched(
-          pixels, optim.Problem(variables, targets, loss_weights), spec,
+      return constrained(descent.init_state_batched(
+          pixels, descent.Problem(variables, targets, loss_weights), spec,
           optimizer, lr, mode))
 
     def chunk_fn(variables, state, targets, loss_weights, lr, criteria):
-      state, values, terms = optim.run_chunk_batched(
-          state, optim.Problem(variables, targets, loss_weights), spec,
+      state, values, terms = descent.run_chunk_batched(
+          state, descent.Problem(variables, targets, loss_weights), spec,
           optimizer, lr, criteria, chunk_size, mode)
       return constrained(state), values, terms
 
@@ -261,7 +261,7 @@ class Programs:
            shard_rows: bool = False,
            shard_frames: bool = False) -> LoopPrograms:
     """The `LoopPrograms` of these settings (made once, then kept)."""
-    setting = LoopSetting(spec, optim.as_optimizer(optimizer), chunk_size,
+    setting = LoopSetting(spec, optimizers.as_optimizer(optimizer), chunk_size,
                           mode, tuple(d.id for d in devices), shard_rows,
                           shard_frames)
     if setting not in self._loops:
@@ -305,8 +305,9 @@ class Programs:
     return vgg.assemble_variables(params, flipped, transforms)
 
   def targets(self, variables, content, style_list, blend_weights, spec,
-              content_masks=None, style_masks=None, seed=0) -> losses.Targets:
-    """`losses.make_targets`, compiled (once per machine with a program
+              content_masks=None, style_masks=None,
+              seed=0) -> objective.Targets:
+    """`objective.make_targets`, compiled (once per machine with a program
     cache); `seed` draws the sliced loss's directions.
 
     With direct convolutions whatever `spec.conv_algorithm`: the targets are
@@ -327,12 +328,12 @@ class Programs:
 
 @functools.lru_cache(maxsize=None)
 def _targets_program(spec):
-  """`losses.make_targets` jitted for `spec` (arguments as `targets` puts
+  """`objective.make_targets` jitted for `spec` (arguments as `targets` puts
   them), with `compiler_options`: the memory-optimised scheduler keeps the
   forward passes of large images in less memory (a 4096 px style in 3 row
   strips: 4.7 instead of 7.3 GiB of XLA's buffers)."""
   return jax.jit(lambda variables, content, styles, blend, content_masks,
-                 style_masks, seed: losses.make_targets(
+                 style_masks, seed: objective.make_targets(
                      variables, content, styles, spec, blend, content_masks,
                      style_masks, seed),
                  compiler_options=compiler_options(jax.devices()[0].platform))

@@ -38,10 +38,9 @@ FLOW_METHODS = ('dis', 'farneback', 'none')
 # DIS (Kroeger et al. 2016) at its 'medium' preset stops at half resolution
 # (finest scale 1) and upsamples. On frames below this size (shorter side,
 # pixels) half resolution loses too much: the coarse-to-fine pyramid has
-# hardly a level, and sub-pixel and fast motion come out worse (on a 48 x 64
-# px texture moving 2.5 px the end-point error is ~25% larger, on 96 x 128 px
-# moving 9.6 px 0.87 px instead of 0.07). So small frames are matched at full
-# resolution, larger ones at the preset's half (4 times faster, as accurate).
+# hardly a level, and both sub-pixel and fast motion are estimated less
+# accurately. So small frames are matched at full resolution; larger ones at
+# the preset's half resolution, which costs less and is as accurate on them.
 _DIS_FULL_RESOLUTION_BELOW = 384
 
 # Farneback (2003): a polynomial expansion per pixel. OpenCV's documented
@@ -199,8 +198,8 @@ def certainty(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
   * the flow points outside the previous frame (content that came into
     view): x + dx not in [-0.5, W - 0.5] or y + dy not in [-0.5, H - 0.5].
     The half pixel of slack is the edge pixels' own extent: without it,
-    estimation noise of a hundredth of a pixel would mark whole edge rows of
-    a still scene uncertain;
+    the slightest estimation noise would mark whole edge rows of a still
+    scene uncertain;
 
   and 1 elsewhere. The paper "slightly smooths" this mask; here with a 3 x 3
   Gaussian (sigma 0.5, edges replicated), after which every pixel whose

@@ -1,6 +1,8 @@
-"""The manifest: what a run did, as JSON beside its image.
+"""The manifest: what a run did, as JSON beside its output.
 
-It records the config, the weights (file, checksum, source, whether random),
+One schema for every kind of run: `kind` says what it describes ('still',
+'sweep' or 'video'), `manifest_version` its format, and `outputs` the
+files written (`with_outputs`; a clip's are known as it runs). It records the config, the weights (file, checksum, source, whether random),
 the devices and versions, each member's initial and final loss terms, its
 history, why it stopped, and the timings, so a result can be traced and
 rerun.
@@ -20,13 +22,24 @@ import nst_jax
 from nst_jax.io import files
 
 
+# The format of the manifest; raised when a key changes meaning or moves.
+MANIFEST_VERSION = 2
+KINDS = ('still', 'sweep', 'video')
+
+
+def header(kind: str) -> dict:
+  """The entries that say what a manifest describes."""
+  assert kind in KINDS, kind
+  return {'kind': kind, 'manifest_version': MANIFEST_VERSION}
+
+
 def _finite_or_none(value):
   value = float(value)
   return value if math.isfinite(value) else None
 
 
 def terms_to_json(terms) -> dict:
-  """`losses.loss_terms` output -> plain floats (non-finite as null)."""
+  """`objective.loss_terms` output -> plain floats (non-finite as null)."""
   result = {
       'total': _finite_or_none(terms['total']),
       'content': _finite_or_none(terms['content']),
@@ -105,16 +118,43 @@ def numbered_path(output: str, iteration: int) -> str:
   return f'{stem}_iter{iteration:04d}{ext}'
 
 
+def manifest_path(output: str) -> str:
+  """out/result.png -> out/result.json."""
+  return os.path.splitext(output)[0] + '.json'
+
+
 def with_outputs(manifest: dict, output: str) -> dict:
-  """`manifest` (as `stylize` makes it, without paths) with the paths the
-  outputs get when saved as `output`."""
+  """`manifest` (a still image's or a sweep's, without paths) with the
+  paths the outputs get when saved as `output`: `outputs` = {'image',
+  'manifest'} for a still image, {'images', 'grid', 'manifest'} for a
+  sweep, whose `runs` entries each get their own `output`."""
   manifest = dict(manifest)
   runs = manifest.get('runs')
   if runs is None:
-    manifest['output'] = output
+    manifest['outputs'] = {'image': output,
+                           'manifest': manifest_path(output)}
   else:
     manifest['runs'] = [dict(run, output=member_output(output, k, len(runs)))
                         for k, run in enumerate(runs)]
-    manifest['output'] = output
-    manifest['grid'] = grid_output(output)
+    manifest['outputs'] = {'images': [run['output']
+                                      for run in manifest['runs']],
+                           'grid': grid_output(output),
+                           'manifest': manifest_path(output)}
   return manifest
+
+
+def output_lines(manifest: dict) -> list:
+  """The images or the clip a run wrote (not the manifest), one line each,
+  for the command line's summary: the same for a finished and a partial
+  manifest of any kind."""
+  outputs = manifest.get('outputs') or {}
+  if manifest.get('kind') == 'video':
+    lines = [f'{outputs.get("frames")}/ ({manifest.get("frames_done", 0)} '
+             'frames)']
+    if outputs.get('video'):
+      lines.insert(0, outputs['video'])
+  else:
+    lines = list(outputs.get('images') or [outputs.get('image')])
+    if outputs.get('grid'):
+      lines.append(outputs['grid'])
+  return [line for line in lines if line]

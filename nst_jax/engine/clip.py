@@ -1,0 +1,542 @@
+"""Stylised video that does not flicker (Ruder, Dosovitskiy and Brox 2016).
+
+A video run's content is a video file or a folder of frames. Each frame is
+optimised with its content and style terms plus the temporal loss
+(`nst_jax.core.temporal`) against earlier stylised frames warped into it along
+the optical flow (`nst_jax.io.flow`), and by default starts from the previous
+result warped the same way. `video.mode='joint'` optimises `video.window`
+frames at once, the temporal terms coupling neighbours.
+
+Outputs, for output=out/clip.mp4: the frames out/clip/frame_00001.png, ...
+(each written atomically as it finishes), out/clip.json (the manifest,
+rewritten after every frame and marked partial until the clip is done) and
+then out/clip.mp4. Running the same config again continues from the first
+unfinished frame; another config starts over.
+
+One set of compiled programs serves every frame: the frame, its temporal
+references and the iteration budget are arguments. While a frame is
+optimised, a worker thread reads the next frames and computes their flows
+and certainties (OpenCV releases the GIL).
+
+The run is prepared as a still image is (`nst_jax.engine.prepare`): the
+same weights, devices, convolution algorithm, memory fit (row strips and
+L-BFGS pairs) and manifest blocks. `nst_jax.stylize_video` is its front
+end.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import glob
+import json
+import os
+import sys
+import time
+from typing import Iterator, Optional
+
+from absl import logging
+import jax
+import numpy as np
+
+from nst_jax.core import descent
+from nst_jax.engine import devices as devices_lib, inputs, loop
+from nst_jax.engine import prepare as prepare_lib, results
+from nst_jax.engine import still, sweeps
+from nst_jax.errors import UserError
+from nst_jax.io import images, manifest as manifest_lib
+
+FRAME_NAME = 'frame_{:05d}.png'
+DEFAULT_FOLDER_FPS = 24.0
+
+
+def _modules():
+  """nst_jax.io.flow, video_read and video_write (OpenCV and PyAV)."""
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from nst_jax.io import flow, video_read, video_write
+  except ImportError as error:
+    raise UserError(f'config.content: video needs {error.name}: pip install '
+                    "'nst_jax[video]' (opencv-python-headless and av)"
+                    ) from None
+  return flow, video_read, video_write
+
+
+def frames_folder(output: str) -> str:
+  """out/clip.mp4 -> out/clip (where the frames go)."""
+  return os.path.splitext(output)[0]
+
+
+# ---------------------------------------------------------------------------
+# Per-frame inputs, prepared ahead on a worker thread.
+
+@dataclasses.dataclass
+class Frame:
+  """A content frame at the working size, with its flows to earlier frames.
+
+  Attributes:
+    index: 0-based.
+    level: `inputs.Level` (the content and styles the network sees).
+    references: {offset j: (backward flow from this frame to frame t - j,
+      Ruder et al.'s long-term weight c_j)} for the offsets with an earlier
+      frame.
+    certainty: the raw certainty towards the previous frame (or None).
+    input_flicker: the content's own warping error towards the previous
+      frame (`flow.warping_error`, values in [0, 1]), or None.
+  """
+  index: int
+  level: inputs.Level
+  references: dict
+  certainty: Optional[np.ndarray]
+  input_flicker: Optional[float] = None
+
+
+def _prepared_frames(settings, style_sources) -> Iterator[Frame]:
+  """Yields a `Frame` per content frame, reading one at a time and keeping
+  only the last max(long_term) content frames."""
+  flow_lib, video_read, _ = _modules()
+  offsets = settings.video.long_term
+  recent = collections.deque(maxlen=max(offsets))  # colour contents, newest last
+  for index, pixels in enumerate(video_read.read_frames(settings.content)):
+    level = inputs.read_level(settings, pixels, style_sources,
+                              settings.image_size)
+    current = level.colour_content
+    flows, certainties = {}, []
+    for offset in offsets:
+      if offset > len(recent):
+        break
+      earlier = recent[-offset]
+      backward = flow_lib.compute_flow(current, earlier, settings.video.flow)
+      forward = flow_lib.compute_flow(earlier, current, settings.video.flow)
+      certainties.append(flow_lib.certainty(forward, backward))
+      flows[offset] = backward
+    references = {offset: (backward, weight) for (offset, backward), weight
+                  in zip(flows.items(),
+                         flow_lib.long_term_weights(certainties))}
+    certainty = input_flicker = None
+    if 1 in flows:
+      certainty = certainties[0]
+      input_flicker = flow_lib.warping_error(current / 255, recent[-1] / 255,
+                                             flows[1], certainty)
+    recent.append(current)
+    yield Frame(index, level, references, certainty, input_flicker)
+
+
+class _Prefetcher:
+  """Runs an iterator one item ahead on a worker thread."""
+
+  def __init__(self, iterator):
+    self._iterator = iterator
+    self._pool = concurrent.futures.ThreadPoolExecutor(1)
+    self._next = self._pool.submit(self._advance)
+
+  def _advance(self):
+    try:
+      return next(self._iterator)
+    except StopIteration:
+      return None
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item = self._next.result()
+    if item is None:
+      raise StopIteration
+    self._next = self._pool.submit(self._advance)
+    return item
+
+  def close(self):
+    self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------
+# Progress over frames.
+
+class FrameProgress:
+  """A bar over frames with the time left (a log line per frame off a
+  terminal; silent with `stream=None`), and the caller's `on_frame`."""
+
+  def __init__(self, total: int, stream=sys.stderr, on_frame=None):
+    self.total = total
+    self.stream = stream
+    self.on_frame = on_frame
+    self.tty = bool(stream) and stream.isatty()
+    self.last = time.perf_counter()
+    self.seconds = []  # per frame finished here
+
+  def frame(self, index: int, entry: dict, image) -> None:
+    if self.on_frame is not None:
+      self.on_frame(index + 1, entry['final'], image)
+    if self.stream is None:
+      return
+    now = time.perf_counter()
+    self.seconds.append(now - self.last)
+    self.last = now
+    # The first frame here includes compiling: left out once there are more.
+    per_frame = float(np.median(self.seconds[1:] or self.seconds))
+    left = (self.total - index - 1) * per_frame
+    flicker = entry['flicker']['output'] if entry.get('flicker') else None
+    text = (f'frame {index + 1}/{self.total} loss {entry["final"]["total"]:.4g}'
+            f' evaluations {entry["evaluations"]} {entry["time_s"]:.1f}s'
+            + (f' flicker {flicker:.3g}' if flicker is not None else '')
+            + f' ETA {left:.0f}s')
+    if self.tty:
+      filled = int(30 * (index + 1) / max(self.total, 1))
+      self.stream.write(f'\r[{"#" * filled}{"." * (30 - filled)}] {text} ')
+      self.stream.flush()
+    else:
+      logging.info('%s', text)
+
+  def close(self):
+    if self.tty:
+      self.stream.write('\n')
+
+
+# ---------------------------------------------------------------------------
+# The run.
+
+def _normalised(config) -> dict:
+  """The config as the manifest stores it (JSON round trip)."""
+  return json.loads(json.dumps(manifest_lib.json_safe(
+      manifest_lib.config_dict(config))))
+
+
+def _resume_point(config, settings, frame_count, log) -> tuple:
+  """(frames already done, their manifest entries) from a previous run of
+  the same config; (0, []) otherwise, removing the other config's frames."""
+  path = settings.manifest
+  folder = frames_folder(settings.output)
+  try:
+    with open(path) as f:
+      previous = json.load(f)
+  except (OSError, ValueError):
+    previous = None
+  if previous is None or 'frames' not in previous:
+    return 0, []
+  if previous.get('config') != _normalised(config):
+    log(f'{path}: written by a different config; starting the clip over')
+    for stale in glob.glob(os.path.join(folder, 'frame_*.png')):
+      os.remove(stale)
+    return 0, []
+  done = []
+  for entry in previous['frames'][:frame_count]:
+    if not os.path.exists(os.path.join(folder, FRAME_NAME.format(
+        entry['frame']))):
+      break
+    done.append(entry)
+  if done:
+    log(f'{path}: resuming at frame {len(done) + 1} of {frame_count}')
+  return len(done), done
+
+
+def _load_frame(folder, index) -> np.ndarray:
+  return images.load_image(os.path.join(folder, FRAME_NAME.format(index + 1)))
+
+
+def run_video(config, settings, *, should_stop=lambda: False,
+              programs=None, log=logging.warning, progress_stream=sys.stderr,
+              on_frame=None, style_sources=None) -> results.VideoResult:
+  """Stylises a video content (`settings.video` set) and writes the frames,
+  the clip and the manifest.
+
+  Args:
+    config: the config (recorded in the manifest; a resumed run must match).
+    settings: `settings.check(config)` of a video content.
+    should_stop: polled between compiled chunks; True ends the run with a
+      partial manifest (the finished frames kept).
+    programs: `programs.Programs`, default the process's.
+    log: where warnings go.
+    progress_stream: where the frame bar goes (None: silent).
+    on_frame: `on_frame(frame, terms, image)` after each frame is written
+      (1-based frame number, its final loss terms, the uint8 image), or
+      None.
+    style_sources: {style key: source} for styles given as images in
+      memory (see `inputs.read_image`); default: the keys are paths.
+  Returns:
+    `results.VideoResult`; its manifest is also written beside the output.
+  Raises:
+    UserError: an unreadable clip, no frames, frames of different sizes,
+      or a clip that does not fit the device's memory even in strips.
+  """
+  flow_lib, video_read, video_write = _modules()
+  started = time.perf_counter()
+  video = settings.video
+  info = video_read.probe(settings.content)
+  fps = video.fps or info.fps or DEFAULT_FOLDER_FPS
+  frame_count = info.frame_count
+  member = sweeps.sweep_members(settings)[0]
+  # Read once at full size (8-bit, as files hold them); each frame's level
+  # resizes them.
+  style_sources = {key: images.to_uint8(inputs.read_image(
+      (style_sources or {}).get(key, key), None, 'style image'))
+                   for key in member.styles}
+  first = inputs.read_level(settings, np.zeros((info.height, info.width, 3),
+                                               np.uint8),
+                            style_sources, settings.image_size)
+  height, width = first.content.shape[:2]
+  joint = video.mode == 'joint'
+  prepared = prepare_lib.prepare(
+      settings, height=height, width=width,
+      network_sizes=[(height, width)] + [
+          level.shape[:2] for level in first.styles.values()],
+      frames=video.window if joint else 0,
+      temporal=1 if joint else len(video.long_term),
+      allow_random_weights=settings.allow_random_weights,
+      programs=programs, log=log)
+  settings, programs = prepared.settings, prepared.programs
+  done, entries = _resume_point(config, settings, frame_count, log)
+  run = prepared.run((member,), loop.Reporter(), should_stop=should_stop)
+  blend = loop.style_blend(settings, member.styles)
+  folder = frames_folder(settings.output)
+  os.makedirs(folder, exist_ok=True)
+
+  def targets_of(level):
+    return programs.targets(prepared.variables, level.content,
+                            [level.styles[k] for k in member.styles], blend,
+                            prepared.spec, seed=settings.seed)
+
+  manifest = manifest_lib.header('video')
+  manifest.update({
+      'config': manifest_lib.config_dict(config), 'partial': True,
+      'inputs': {'content': settings.content, 'styles': list(member.styles)},
+      'source': {'frames': frame_count, 'fps': info.fps,
+                 'size': [info.width, info.height], 'audio': info.has_audio},
+      'fps': fps, 'image_size': [width, height],
+      'video': dataclasses.asdict(video)})
+  manifest.update(prepared.manifest_blocks())
+  manifest.update({
+      'outputs': {'frames': folder, 'video': None,
+                  'manifest': settings.manifest},
+      'frames': entries})
+  progress = FrameProgress(frame_count, progress_stream, on_frame)
+  outputs = {}  # frame index -> the written frame (float), as far back as
+                # the longest offset needs
+  for index in range(max(0, done - max(video.long_term)), done):
+    outputs[index] = _load_frame(folder, index)
+  frames = _Prefetcher(_prepared_frames(settings, style_sources))
+  finish = lambda level: still.colour_finish(
+      settings, {level.content.shape[:2]: level.colour_content})
+  optimise = _joint_windows if joint else _sequential_frames
+  try:
+    interrupted = optimise(
+        settings, run, prepared.variables, frames, targets_of, done,
+        outputs, finish, lambda entry, frame, image: _record(
+            manifest, settings, folder, flow_lib, progress, outputs, entry,
+            frame, image, programs))
+  finally:
+    frames.close()
+    progress.close()
+  manifest['frames_done'] = len(manifest['frames'])
+  # A joint window's frames share its evaluations: count each window once.
+  manifest['evaluations'] = sum(
+      {e.get('window', -1 - k): e['evaluations']
+       for k, e in enumerate(manifest['frames'])}.values())
+  manifest['flicker'] = _flicker_summary(manifest['frames'])
+  manifest['timing'] = {'total_s': time.perf_counter() - started}
+  manifest['programs'] = prepared.programs_manifest()
+  if not interrupted and devices_lib.writes_outputs():
+    _encode(video_write, folder, frame_count, settings.output, fps,
+            settings.content if info.has_audio else None, (width, height))
+    manifest['partial'] = False
+    manifest['outputs']['video'] = settings.output
+  if devices_lib.writes_outputs():
+    manifest_lib.write_json(settings.manifest, manifest)
+  return results.VideoResult(manifest)
+
+
+def _temporal_reference(frame: Frame, outputs: dict, offsets, shape,
+                        flow_lib, luminance: bool) -> dict:
+  """The fixed references of one frame: earlier results warped into it,
+  with their long-term weights (zeros where there is no earlier frame)."""
+  height, width = shape
+  warped = np.zeros((len(offsets), height, width, 3), np.float32)
+  certainty = np.zeros((len(offsets), height, width), np.float32)
+  for k, offset in enumerate(offsets):
+    if offset in frame.references and frame.index - offset in outputs:
+      backward, weight = frame.references[offset]
+      earlier = outputs[frame.index - offset]
+      if luminance:  # the optimiser works on luminance there
+        earlier = color.luminance_only(earlier)
+      warped[k] = flow_lib.warp(earlier, backward)
+      certainty[k] = weight
+  return {'warped': warped, 'certainty': certainty}
+
+
+def _start(settings, frame: Frame, reference, flow_lib):
+  """A frame's start image: `video.init`, or the run's `init` on the
+  first frame."""
+  level = frame.level
+  if frame.index == 0:
+    return inputs.initial_pixels(settings, settings.seed, level.content,
+                                 list(level.styles.values()))
+  init = settings.video.init
+  if init == 'noise':
+    return images.noise_image(settings.seed + frame.index,
+                              level.content.shape[:2])
+  if init == 'content':
+    return level.content
+  return flow_lib.disoccluded_fill(reference['warped'][0], level.content,
+                                   reference['certainty'][0])
+
+
+def _sequential_frames(settings, run, variables, frames, targets_of, done,
+                       outputs, finish, record) -> bool:
+  """Frame after frame (Ruder et al.); returns whether interrupted."""
+  flow_lib = _modules()[0]
+  video = settings.video
+  luminance = settings.color_control == 'luminance'
+  for frame in frames:
+    if frame.index < done:
+      continue
+    began = time.perf_counter()
+    shape = frame.level.content.shape[:2]
+    reference = _temporal_reference(frame, outputs, video.long_term, shape,
+                                    flow_lib, luminance)
+    start = _start(settings, frame, reference, flow_lib)
+    targets = targets_of(frame.level).replace(
+        temporal=jax.tree_util.tree_map(np.asarray, reference))
+    iterations = (video.first_iterations or settings.iterations
+                  if frame.index == 0 else settings.iterations)
+    level = loop.optimize_level(run, variables, frame.level,
+                                [np.asarray(start, np.float32)], iterations,
+                                (0, [0]), targets=[targets],
+                                temporal_weight=video.temporal_weight)
+    if level.interrupted:
+      return True
+    image = images.to_uint8(finish(frame.level)(level.pixels[0]))
+    record(_entry(level, 0, time.perf_counter() - began), frame, image)
+  return False
+
+
+def _joint_windows(settings, run, variables, frames, targets_of, done,
+                   outputs, finish, record) -> bool:
+  """`video.window` frames at a time as one problem; returns whether
+  interrupted. A resumed run restarts at its window's first frame."""
+  flow_lib = _modules()[0]
+  window = settings.video.window
+  luminance = settings.color_control == 'luminance'
+  batch = []
+  for frame in frames:
+    if frame.index < done - done % window:
+      continue
+    batch.append(frame)
+    if len(batch) == window:
+      if _one_window(settings, run, variables, batch, targets_of, outputs,
+                     finish, record, flow_lib, luminance):
+        return True
+      batch = []
+  if batch:
+    return _one_window(settings, run, variables, batch, targets_of, outputs,
+                       finish, record, flow_lib, luminance)
+  return False
+
+
+def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
+                record, flow_lib, luminance) -> bool:
+  """Optimises the frames of `batch` together (a short last window is
+  padded with copies of its last frame, uncoupled, so the program stays
+  the same)."""
+  began = time.perf_counter()
+  window = settings.video.window
+  shape = batch[0].level.content.shape[:2]
+  real = len(batch)
+  padded = batch + [batch[-1]] * (window - real)
+  reference = _temporal_reference(batch[0], outputs, (1,), shape, flow_lib,
+                                  luminance)
+  flows = np.zeros((window - 1,) + shape + (2,), np.float32)
+  coupling = np.zeros((window - 1,) + shape, np.float32)
+  for i in range(1, real):
+    flows[i - 1], coupling[i - 1] = batch[i].references[1]
+  starts = [np.asarray(_start(settings, batch[0], reference, flow_lib),
+                       np.float32)]
+  for i in range(1, window):
+    frame = padded[i]
+    if i >= real:  # padding: uncoupled, its result unused
+      starts.append(starts[-1])
+    elif settings.video.init == 'warped':  # the window's start, carried on
+      starts.append(flow_lib.disoccluded_fill(
+          flow_lib.warp(starts[-1], flows[i - 1]), frame.level.content,
+          coupling[i - 1]))
+    elif settings.video.init == 'content':
+      starts.append(frame.level.content)
+    else:
+      starts.append(images.noise_image(settings.seed + frame.index,
+                                       shape))
+  per_frame = [targets_of(frame.level) for frame in padded]
+  targets = per_frame[0].replace(
+      content_features=jax.tree_util.tree_map(
+          lambda *xs: np.stack([np.asarray(x) for x in xs]),
+          *[t.content_features for t in per_frame]),
+      temporal=dict(reference, flows=flows, neighbour_certainty=coupling))
+  first_window = batch[0].index == 0
+  iterations = (settings.video.first_iterations or settings.iterations
+                if first_window else settings.iterations)
+  level = loop.optimize_level(run, variables, batch[0].level,
+                              [np.stack(starts).astype(np.float32)],
+                              iterations, (0, [0]), targets=[targets],
+                              temporal_weight=settings.video.temporal_weight)
+  if level.interrupted:
+    return True
+  elapsed = time.perf_counter() - began
+  for i, frame in enumerate(batch):
+    entry = _entry(level, 0, elapsed / real)
+    entry['window'] = batch[0].index // window
+    record(entry, frame, images.to_uint8(
+        finish(frame.level)(level.pixels[0][i])))
+  return False
+
+
+def _entry(level, k, seconds) -> dict:
+  return {'initial': level.initial[k], 'final': level.finals[k],
+          'evaluations': int(level.evaluations[k]),
+          'iterations_done': int(level.steps[k]),
+          'stop_reason': descent.STOP_REASONS[int(level.stop_reasons[k])],
+          'time_s': seconds}
+
+
+def _record(manifest, settings, folder, flow_lib, progress, outputs, entry,
+            frame: Frame, image, programs) -> None:
+  """Writes a finished frame and the manifest (partial), measures flicker."""
+  index = frame.index
+  pixels = image.astype(np.float32)
+  if devices_lib.writes_outputs():
+    images.save_image(os.path.join(folder, FRAME_NAME.format(index + 1)),
+                      image)
+  entry = dict(frame=index + 1, file=FRAME_NAME.format(index + 1), **entry,
+               compilations=programs.compilations)
+  entry['flicker'] = None
+  if index - 1 in outputs and 1 in frame.references:
+    backward, _ = frame.references[1]
+    entry['flicker'] = {
+        'output': flow_lib.warping_error(pixels / 255, outputs[index - 1] / 255,
+                                         backward, frame.certainty),
+        'input': frame.input_flicker}
+  outputs[index] = pixels
+  for old in [i for i in outputs if i <= index - max(
+      settings.video.long_term)]:
+    del outputs[old]
+  manifest['frames'].append(entry)
+  manifest['frames_done'] = len(manifest['frames'])
+  if devices_lib.writes_outputs():
+    manifest_lib.write_json(settings.manifest, manifest)
+  progress.frame(index, entry, image)
+
+
+def _flicker_summary(entries) -> dict:
+  """Mean warping error over the frame pairs, of the output and the input."""
+  def mean(key):
+    values = [e['flicker'][key] for e in entries
+              if e.get('flicker') and e['flicker'][key] is not None]
+    return float(np.mean(values)) if values else None
+  return {'output_mean': mean('output'), 'input_mean': mean('input'),
+          'pairs': sum(1 for e in entries if e.get('flicker'))}
+
+
+def _encode(video_write, folder, frame_count, output, fps, audio_from, size):
+  """Encodes the frames, read back one at a time, into the clip."""
+  with video_write.VideoWriter(output, fps, size,
+                               audio_from=audio_from) as writer:
+    for index in range(frame_count):
+      writer.write(images.to_uint8(_load_frame(folder, index)))
