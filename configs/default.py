@@ -73,9 +73,9 @@ def get_config():
 
   # Optimisation.
   config.optimizer = 'lbfgs'     # 'lbfgs' | 'lbfgs_nols' | 'adam' | 'sgd'
-  # Step size; 0 = the optimiser's own default (optim.DEFAULT_LEARNING_RATES:
-  # 1 for lbfgs and lbfgs_nols, 10 for adam, 1e3 for sgd with the invariant
-  # losses). For lbfgs it is the line search's first trial after the first
+  # Step size; 0 = the optimiser's own default
+  # (optimizers.DEFAULT_LEARNING_RATES: 1 for lbfgs and lbfgs_nols, 10 for
+  # adam, 1e3 for sgd with the invariant losses). For lbfgs it is the line search's first trial after the first
   # step (lbfgs_first_step sets the first step's).
   config.learning_rate = 0.0
   config.lbfgs_memory = 100      # curvature pairs L-BFGS keeps (torch's
@@ -83,13 +83,13 @@ def get_config():
                                  # fewer, with a warning, if they do not fit
                                  # the memory)
   # L-BFGS's preconditioner: its initial inverse Hessian smooths over this
-  # many levels of an image pyramid (optim.pyramid_preconditioner), so
+  # many levels of an image pyramid (lbfgs.pyramid_preconditioner), so
   # large areas move as readily as pixels. 1 = none, torch.optim.LBFGS's
   # algorithm.
   config.lbfgs_pyramid = 2
   # lbfgs's line search: its first trial moves the most-changed pixel value
-  # by this much (0-255) instead of torch's tiny 1/|g|_1 step, which costs
-  # about 5 more evaluations to grow. 0 = torch's.
+  # by this much (0-255) instead of torch's tiny 1/|g|_1 step, which takes
+  # several evaluations of extrapolation to grow. 0 = torch's.
   config.lbfgs_first_step = 8.0
   config.iterations = 500
   config.stop_loss = float('-inf')  # stop once the total loss <= this
@@ -112,9 +112,9 @@ def get_config():
 
   # Compute.
   config.dtype = 'float32'       # convolution dtype: 'float32' | 'bfloat16'
-  # 'auto': Winograd convolutions on CPU in float32 (evaluations take
-  # 36-44% less time there; cold compiles take longer), direct elsewhere;
-  # or 'direct' | 'winograd'.
+  # 'auto': Winograd convolutions on CPU in float32 (fewer multiply-adds
+  # per layer; cold compiles take longer), direct elsewhere; or 'direct' |
+  # 'winograd'.
   config.conv_algorithm = 'auto'
   # Compilation cache folder, 'auto' (~/.cache/nst_jax/jax) or '' (off);
   # compiled programs are kept beside it in programs/.
@@ -150,7 +150,8 @@ def get_config():
   config.sweep.seed = ()
   config.sweep.style = ''        # 'a.jpg,b.jpg': one style per member
   config.sweep.product = False   # every combination of the fields given
-  config.sweep.mode = 'auto'     # 'auto' | 'map' | 'vmap' (see optim.py)
+  config.sweep.mode = 'auto'     # 'auto' (= 'vmap') | 'map' | 'vmap'
+                                 # (see nst_jax/core/descent.py)
 
   # Video: a content that is a video file (.mp4, .mov, .mkv, .webm, .avi,
   # .gif) or a folder of frames, with output=out/clip.mp4 (or .gif), writes

@@ -465,7 +465,8 @@ def report(error: Exception, debug: bool = False) -> int:
     print(f'error: {error}', file=sys.stderr)
     return error.exit_code
   # Imported here: the manifest module starts JAX, which --help avoids.
-  from nst_jax.io import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from nst_jax.io import manifest as manifest_lib
   print('interrupted: partial result saved to '
         + ', '.join(manifest_lib.output_lines(error.manifest)),
         file=sys.stderr)

@@ -37,7 +37,8 @@ def main(argv, flag_values=flags.FLAGS) -> int:
   # Imported here so that --help and flag errors don't start JAX.
   import jax  # pylint: disable=g-import-not-at-top
   from nst_jax import run as run_lib  # pylint: disable=g-import-not-at-top
-  from nst_jax.io import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from nst_jax.io import manifest as manifest_lib
   logging.set_verbosity(logging.INFO)
   try:
     manifest = run_lib.run(flag_values.config)

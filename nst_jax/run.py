@@ -55,11 +55,12 @@ def run(config, members=None, programs=None) -> dict:
   """Runs style transfer as `config` says and writes the images and manifest.
 
   Without a sweep: `output` (e.g. out/result.png) and its manifest
-  (out/result.json). A video content (`nst_jax.video`): the clip
+  (out/result.json). A video content (`nst_jax.engine.clip`): the clip
   (out/clip.mp4), its frames (out/clip/frame_00001.png, ...) and
-  out/clip.json; a rerun continues an interrupted clip. With `config.sweep.*` lists: out/result_<k>.png per
-  member, out/result_grid.png, and one out/result.json whose `runs` list
-  holds each member.
+  out/clip.json; a rerun continues an interrupted clip. With
+  `config.sweep.*` lists: out/result_<k>.png per member,
+  out/result_grid.png, and one out/result.json whose `runs` list holds
+  each member. The manifest's `kind` says which, and `outputs` the files.
 
   Args:
     config: an `ml_collections.ConfigDict` (see configs/default.py) or a dict

@@ -1,7 +1,13 @@
 """Running a script's function in a fresh process of that script, as the
 benchmark and the studies do: each measurement gets its own memory peak,
 compilation and thread pools, and a crash (e.g. killed for lack of memory)
-becomes a row's error instead of ending the study."""
+becomes a row's error instead of ending the study.
+
+The protocol: `run` starts `python SCRIPT --child '[name, kwargs]'`, the
+script hands that argument to `serve`, which prints the function's result
+as one JSON line; `run_here` calls the function in this process instead,
+where only one process may open the device.
+"""
 
 from __future__ import annotations
 
@@ -55,3 +61,37 @@ def run(script, name, kwargs, cwd, env=None):
     return dict(failure(proc), process_wall_s=wall_s)
   return dict(json.loads(proc.stdout.strip().splitlines()[-1]),
               process_wall_s=wall_s, other_processes_cores=load())
+
+
+def run_child(script, function, cwd, *, cpu_only=False, **kwargs):
+  """`function(**kwargs)` in a fresh process of `script` (whose `--child`
+  flag calls `serve`), without a persistent compilation cache unless the
+  child opens one: its result with 'process_wall_s' and
+  'other_processes_cores', or {'error'}. `cpu_only`: JAX's CPU backend
+  only, so the child never opens an accelerator this process holds."""
+  env = dict(os.environ)
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)
+  if cpu_only:
+    env['JAX_PLATFORMS'] = 'cpu'
+  return run(script, function.__name__, kwargs, cwd, env)
+
+
+def run_here(function, **kwargs):
+  """`run_child` in this process (where only one process may open the
+  device): the result with 'in_process' and 'other_processes_cores', or
+  {'error'} if it raised."""
+  load = other_load()
+  try:
+    result = function(**kwargs)
+  except Exception as e:  # pylint: disable=broad-except
+    return {'error': f'{type(e).__name__}: {e}'[:1500]}
+  return dict(result, in_process=True, other_processes_cores=load())
+
+
+def serve(child, functions):
+  """A child's side of `run`: `child` is its '[name, kwargs]' argument;
+  prints the JSON of the function of that name in `functions` (a sequence
+  of functions) called with those arguments."""
+  name, kwargs = json.loads(child)
+  by_name = {function.__name__: function for function in functions}
+  print(json.dumps(by_name[name](**kwargs)))

@@ -15,7 +15,8 @@ Optimisers (`OPTIMIZERS`):
     step scaled by min(1, 1/|g|_1), a curvature pair kept only when
     s.y > 1e-10.
   * ``adam``: optax.adam(learning_rate).
-  * ``sgd``: SGD with momentum 0.9 (the seed post's starting point).
+  * ``sgd``: SGD with momentum 0.9 (fixed-step momentum, the simplest
+    baseline).
 
 `make_optimizer` gives an optimiser's optax transformation;
 `Optimizer.line_search` says whether its step searches along the

@@ -2,8 +2,9 @@
 
 One schema for every kind of run: `kind` says what it describes ('still',
 'sweep' or 'video'), `manifest_version` its format, and `outputs` the
-files written (`with_outputs`; a clip's are known as it runs). It records the config, the weights (file, checksum, source, whether random),
-the devices and versions, each member's initial and final loss terms, its
+files written (`with_outputs`; a clip's are known as it runs). It records
+the config, the weights (file, checksum, source, whether random), the
+devices and versions, each member's initial and final loss terms, its
 history, why it stopped, and the timings, so a result can be traced and
 rerun.
 """
