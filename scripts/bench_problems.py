@@ -17,9 +17,11 @@ fields it does not give are torch.optim.LBFGS's algorithm
 from __future__ import annotations
 
 import functools
+import json
 import importlib.metadata
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -384,3 +386,22 @@ def torch_child(study, size, threads, repeats=0, evaluations=0,
   return torch_reference.evaluation(
       params, content, style, auto_repeats(first['evaluation_s'], repeats),
       threads, **loss_kwargs)
+
+
+def write_report(report, path):
+  """Writes a study's report as JSON, making its folder."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(report, f, indent=2)
+
+
+def finish_report(report, started: float, path) -> None:
+  """Ends a study: the load and wall time into `report`, written to `path`
+  and printed as tables (`bench_tables.print_report`)."""
+  from scripts import bench_tables  # pylint: disable=g-import-not-at-top
+  report['load_average_end'] = os.getloadavg()
+  report['benchmark_wall_s'] = time.perf_counter() - started
+  write_report(report, path)
+  bench_tables.print_report(report)
+  print(f'\n(JSON: {path}; {report["benchmark_wall_s"]:.0f} s)',
+        file=sys.stderr)

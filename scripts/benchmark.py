@@ -55,7 +55,7 @@ from nst_jax.core import optimizers as optimizers_lib
 from nst_jax.engine import devices, problem as problem_lib
 from nst_jax.engine import programs as programs_lib
 from nst_jax.io import images, scenes
-from scripts import bench_problems, bench_tables, child_processes
+from scripts import bench_problems, child_processes
 from scripts.bench_problems import (LEARNING_RATES, WEIGHTS_SEED,
                                     default_threads, median_time, timed)
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -480,12 +480,6 @@ def bench_layers(size, repeats=5):
   return {'size': size, 'layers': rows}
 
 
-def write_report(report, path):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(report, f, indent=2)
-
-
 # ---------------------------------------------------------------------------
 # Command line.
 
@@ -600,12 +594,7 @@ def main(argv=None):
       jax.config.update('jax_compilation_cache_dir', previous_cache)
       compilation_cache.reset_cache()
       shutil.rmtree(cache, ignore_errors=True)
-  report['load_average_end'] = os.getloadavg()
-  report['benchmark_wall_s'] = time.perf_counter() - started
-  write_report(report, args.out)
-  bench_tables.print_report(report)
-  print(f'\n(JSON: {args.out}; {report["benchmark_wall_s"]:.0f} s)',
-        file=sys.stderr)
+  bench_problems.finish_report(report, started, args.out)
 
 
 if __name__ == '__main__':

@@ -270,12 +270,6 @@ def torch_rows_from(paths, evaluations):
   return rows
 
 
-def write_report(report, path):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(report, f, indent=2)
-
-
 # ---------------------------------------------------------------------------
 # Command line.
 
@@ -355,19 +349,14 @@ def main(argv=None):
   else:
     def checkpoint(q):
       report['time_to_quality'] = q
-      write_report(report, args.out)
+      bench_problems.write_report(report, args.out)
     report['time_to_quality'] = time_to_quality_panel(
         bench_problems.panel_problems(args.panel, args.problems),
         args.evaluations, args.torch_threads, args.chunk, args.optimizers,
         args.single_process, checkpoint,
         per_evaluation_from(args.per_evaluation_from),
         torch_rows_from(args.torch_from, args.evaluations))
-  report['load_average_end'] = os.getloadavg()
-  report['benchmark_wall_s'] = time.perf_counter() - started
-  write_report(report, args.out)
-  bench_tables.print_report(report)
-  print(f'\n(JSON: {args.out}; {report["benchmark_wall_s"]:.0f} s)',
-        file=sys.stderr)
+  bench_problems.finish_report(report, started, args.out)
 
 
 if __name__ == '__main__':

@@ -67,3 +67,14 @@ def small_images():
   style = rng.uniform(0, 255, (40, 40, 3)).astype(np.float32)
   noise = rng.uniform(0, 255, (32, 32, 3)).astype(np.float32)
   return content, style, noise
+
+
+@pytest.fixture(scope='module')
+def problem_spec(variables, small_images):
+  """(descent.Problem, spec): the small images' invariant loss."""
+  from nst_jax.core import descent, losses, objective  # pylint: disable=g-import-not-at-top
+  content, style, _ = small_images
+  spec = losses.LossSpec(normalization='invariant')
+  targets = objective.make_targets(variables, content, [style], spec)
+  weights = losses.loss_weights(spec, 1.0, 1e-3)
+  return descent.Problem(variables, targets, weights), spec

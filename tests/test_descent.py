@@ -9,15 +9,6 @@ from nst_jax.core import descent, losses, objective, optimizers
 from nst_jax.engine import loop, programs as programs_lib
 
 
-@pytest.fixture(scope='module')
-def problem_spec(variables, small_images):
-  content, style, _ = small_images
-  spec = losses.LossSpec(normalization='invariant')
-  targets = objective.make_targets(variables, content, [style], spec)
-  weights = losses.loss_weights(spec, 1.0, 1e-3)
-  return descent.Problem(variables, targets, weights), spec
-
-
 LEARNING_RATES = {'lbfgs': 1.0, 'lbfgs_nols': 1.0, 'adam': 5.0, 'sgd': 1e3}
 
 

@@ -8,15 +8,6 @@ from nst_jax.core import descent, losses, objective
 from nst_jax.engine import loop, programs as programs_lib
 
 
-@pytest.fixture(scope='module')
-def problem_spec(variables, small_images):
-  content, style, _ = small_images
-  spec = losses.LossSpec(normalization='invariant')
-  targets = objective.make_targets(variables, content, [style], spec)
-  weights = losses.loss_weights(spec, 1.0, 1e-3)
-  return descent.Problem(variables, targets, weights), spec
-
-
 def test_compiler_options_are_valid_and_reach_minimize(problem_spec,
                                                        small_images,
                                                        monkeypatch):

@@ -9,20 +9,12 @@ import pytest
 from nst_jax.io import video_read, video_write
 from nst_jax.errors import UserError
 from video_clips import (LOSSY_TOLERANCE, mean_abs_diff, sliding_clip,
-                         write_folder, write_mp4)
+                         write_clip, write_folder, write_mp4)
 
 
 @pytest.fixture(scope='module', name='clip')
 def clip_fixture():
   return sliding_clip(frames=6, height=48, width=64)
-
-
-def _write(path, frames, fps=12.0, **kwargs):
-  height, width = frames[0].shape[:2]
-  with video_write.VideoWriter(path, fps, (width, height), **kwargs) as writer:
-    for frame in frames:
-      writer.write(frame)
-  return str(path)
 
 
 def test_is_video(tmp_path):
@@ -105,7 +97,7 @@ def test_truncated_mp4(tmp_path, clip, writer):
   # nst_jax writes the index first ('faststart'): a truncated file opens
   # but fails to decode. A plain mp4 has its index last and cut off.
   if writer == 'video_write':
-    path = _write(tmp_path / 'cut.mp4', clip * 3)
+    path = write_clip(tmp_path / 'cut.mp4', clip * 3)
   else:
     path = write_mp4(clip * 3, tmp_path / 'cut.mp4')
   data = open(path, 'rb').read()

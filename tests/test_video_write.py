@@ -8,20 +8,13 @@ import pytest
 
 from nst_jax.io import video_read, video_write
 from nst_jax.errors import UserError
-from video_clips import LOSSY_TOLERANCE, mean_abs_diff, sliding_clip, write_mp4
+from video_clips import (LOSSY_TOLERANCE, mean_abs_diff, sliding_clip,
+                         write_clip, write_mp4)
 
 
 @pytest.fixture(scope='module', name='clip')
 def clip_fixture():
   return sliding_clip(frames=6, height=48, width=64)
-
-
-def _write(path, frames, fps=12.0, **kwargs):
-  height, width = frames[0].shape[:2]
-  with video_write.VideoWriter(path, fps, (width, height), **kwargs) as writer:
-    for frame in frames:
-      writer.write(frame)
-  return str(path)
 
 
 def _leftovers(folder):
@@ -30,7 +23,7 @@ def _leftovers(folder):
 
 @pytest.mark.parametrize('fps', [12.0, 29.97])
 def test_mp4_round_trip(tmp_path, clip, fps):
-  path = _write(tmp_path / 'out.mp4', clip, fps=fps)
+  path = write_clip(tmp_path / 'out.mp4', clip, fps=fps)
   info = video_read.probe(path)
   assert info == video_read.ClipInfo(
       path=path, frame_count=6, fps=pytest.approx(fps, abs=0.01), width=64,
@@ -44,7 +37,7 @@ def test_mp4_round_trip(tmp_path, clip, fps):
 
 @pytest.mark.parametrize('suffix', ['.mov', '.mkv', '.avi', '.webm'])
 def test_other_containers_round_trip(tmp_path, clip, suffix):
-  path = _write(tmp_path / f'out{suffix}', clip)
+  path = write_clip(tmp_path / f'out{suffix}', clip)
   info = video_read.probe(path)
   assert (info.frame_count, info.width, info.height) == (6, 64, 48)
   assert info.fps == pytest.approx(12.0, abs=0.01)
@@ -52,12 +45,12 @@ def test_other_containers_round_trip(tmp_path, clip, suffix):
 
 
 def test_writer_accepts_float_frames(tmp_path, clip):
-  path = _write(tmp_path / 'float.mp4', [f.astype(np.float32) for f in clip])
+  path = write_clip(tmp_path / 'float.mp4', [f.astype(np.float32) for f in clip])
   assert mean_abs_diff(video_read.read_frames(path), clip) < LOSSY_TOLERANCE
 
 
 def test_gif_round_trip(tmp_path, clip):
-  path = _write(tmp_path / 'out.gif', clip, fps=12)
+  path = write_clip(tmp_path / 'out.gif', clip, fps=12)
   info = video_read.probe(path)
   assert (info.frame_count, info.width, info.height) == (6, 64, 48)
   # GIF delays are whole hundredths of a second (8 or 9 at 12 fps).
@@ -69,13 +62,13 @@ def test_gif_round_trip(tmp_path, clip):
 
 
 def test_gif_keeps_repeated_frames(tmp_path, clip):
-  path = _write(tmp_path / 'still.gif', [clip[0]] * 3 + [clip[1]])
+  path = write_clip(tmp_path / 'still.gif', [clip[0]] * 3 + [clip[1]])
   assert video_read.probe(path).frame_count == 4
 
 
 def test_odd_size_is_padded(tmp_path, clip):
   odd = [frame[:47, :63] for frame in clip]
-  path = _write(tmp_path / 'odd.mp4', odd)
+  path = write_clip(tmp_path / 'odd.mp4', odd)
   info = video_read.probe(path)
   assert (info.frame_count, info.width, info.height) == (6, 64, 48)
   frames = list(video_read.read_frames(path))
@@ -86,7 +79,7 @@ def test_odd_size_is_padded(tmp_path, clip):
 
 
 def test_odd_size_gif_is_not_padded(tmp_path, clip):
-  path = _write(tmp_path / 'odd.gif', [frame[:47, :63] for frame in clip])
+  path = write_clip(tmp_path / 'odd.gif', [frame[:47, :63] for frame in clip])
   info = video_read.probe(path)
   assert (info.width, info.height) == (63, 47)
 
@@ -95,7 +88,7 @@ def test_audio_is_copied(tmp_path, clip):
   source = write_mp4(clip, tmp_path / 'source.mp4', fps=12, audio_seconds=2)
   assert video_read.probe(source).has_audio
   for suffix in ('.mp4', '.mkv', '.webm'):  # Remuxed, remuxed, re-encoded.
-    path = _write(tmp_path / f'out{suffix}', clip, audio_from=source)
+    path = write_clip(tmp_path / f'out{suffix}', clip, audio_from=source)
     info = video_read.probe(path)
     assert info.has_audio and info.frame_count == 6
     with av.open(path) as container:
@@ -109,10 +102,10 @@ def test_audio_is_copied(tmp_path, clip):
 
 def test_no_audio_without_a_sound_source(tmp_path, clip):
   silent = write_mp4(clip, tmp_path / 'silent.mp4')
-  path = _write(tmp_path / 'out.mp4', clip, audio_from=silent)
+  path = write_clip(tmp_path / 'out.mp4', clip, audio_from=silent)
   assert not video_read.probe(path).has_audio
   source = write_mp4(clip, tmp_path / 'source.mp4', audio_seconds=1)
-  gif = _write(tmp_path / 'out.gif', clip, audio_from=source)
+  gif = write_clip(tmp_path / 'out.gif', clip, audio_from=source)
   assert not video_read.probe(gif).has_audio
 
 

@@ -144,3 +144,13 @@ def write_folder(frames: Sequence[np.ndarray], folder) -> str:
   for index, frame in enumerate(frames):
     Image.fromarray(frame).save(os.path.join(folder, f'frame_{index:04d}.png'))
   return folder
+
+
+def write_clip(path, frames, fps=12.0, **kwargs) -> str:
+  """Writes `frames` with nst_jax's own writer (`video_write.VideoWriter`)."""
+  from nst_jax.io import video_write  # pylint: disable=g-import-not-at-top
+  height, width = frames[0].shape[:2]
+  with video_write.VideoWriter(path, fps, (width, height), **kwargs) as writer:
+    for frame in frames:
+      writer.write(frame)
+  return str(path)
