@@ -24,9 +24,8 @@ from typing import Callable, Optional, Union
 
 from absl import logging
 
-from nst_jax.engine import config_files, inputs, loop
-from nst_jax.engine import programs as programs_lib, results
-from nst_jax.engine import settings as settings_lib, still, sweeps
+from nst_jax.engine import config_files, inputs, loop, programs as programs_lib
+from nst_jax.engine import results, settings as settings_lib, still, sweeps
 from nst_jax.errors import UserError
 
 Result = results.Result

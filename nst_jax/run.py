@@ -15,9 +15,9 @@ import threading
 
 from absl import logging
 
+from nst_jax.io import images, manifest as manifest_lib
 from nst_jax.engine import clip, devices as devices_lib, loop
 from nst_jax.engine import settings as settings_lib, still, sweeps
-from nst_jax.io import images, manifest as manifest_lib
 
 
 class Interrupted(Exception):

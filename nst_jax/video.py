@@ -23,9 +23,8 @@ from typing import Callable, Optional, Union
 
 from absl import logging
 
-from nst_jax.engine import clip, config_files, inputs
-from nst_jax.engine import programs as programs_lib, results
-from nst_jax.engine import settings as settings_lib
+from nst_jax.engine import clip, config_files, inputs, programs as programs_lib
+from nst_jax.engine import results, settings as settings_lib
 from nst_jax.errors import UserError
 
 VideoResult = results.VideoResult

@@ -30,9 +30,9 @@ import numpy as np
 
 from nst_jax import weights
 from nst_jax.core import optimizers as optimizers_lib, vgg
+from nst_jax.io import scenes
 from nst_jax.engine import config_files, problem as problem_lib
 from nst_jax.engine import programs as programs_lib
-from nst_jax.io import scenes
 
 ALPHA, BETA, WEIGHTS_SEED = 1.0, 1e3, 0
 # Step sizes that keep each optimiser finite on the paper-normalised loss

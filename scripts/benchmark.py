@@ -50,11 +50,10 @@ from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax.core import descent, vgg, winograd
-from nst_jax.core import optimizers as optimizers_lib
+from nst_jax.core import descent, optimizers as optimizers_lib, vgg, winograd
+from nst_jax.io import images, scenes
 from nst_jax.engine import devices, problem as problem_lib
 from nst_jax.engine import programs as programs_lib
-from nst_jax.io import images, scenes
 from scripts import bench_problems, child_processes
 from scripts.bench_problems import (LEARNING_RATES, WEIGHTS_SEED,
                                     default_threads, median_time, timed)

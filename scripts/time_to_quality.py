@@ -42,9 +42,8 @@ import jax
 import numpy as np
 
 from nst_jax.core import optimizers as optimizers_lib
-from nst_jax.engine import problem as problem_lib
-from nst_jax.engine import programs as programs_lib
 from nst_jax.io import images
+from nst_jax.engine import problem as problem_lib, programs as programs_lib
 from scripts import bench_problems, bench_tables, child_processes
 from scripts.bench_problems import PANEL, panel_fields
 # pylint: enable=g-import-not-at-top,wrong-import-position

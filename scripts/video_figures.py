@@ -35,8 +35,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from nst_jax.io import images, scenes, video_write
 from nst_jax import video
+from nst_jax.io import images, scenes, video_write
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 

@@ -9,9 +9,9 @@ from PIL import Image
 import pytest
 
 import nst_jax
-from nst_jax.io import images, scenes
-from nst_jax.core import optimizers
 from nst_jax import run as run_lib
+from nst_jax.core import optimizers
+from nst_jax.io import images, scenes
 
 # The settings of conftest's small_run_config, as stylize fields.
 FIELDS = dict(weights='random', image_size=32, iterations=6, log_every=3,

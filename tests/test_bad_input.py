@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from nst_jax.configs import default
 from nst_jax import run as run_lib
+from nst_jax.configs import default
 from nst_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from nst_jax import weights
-from nst_jax.configs import default
 from nst_jax.core import losses, objective, optimizers, vgg
-from nst_jax.engine import programs as programs_lib, settings
 from nst_jax.io import scenes
+from nst_jax.engine import programs as programs_lib, settings
+from nst_jax.configs import default
 from scripts import bench_problems, time_to_quality
 
 

@@ -21,13 +21,9 @@ from absl import flags
 import numpy as np
 import pytest
 
-from nst_jax import cli
+from nst_jax import cli, main as main_lib, run as run_lib, weights
 from nst_jax.engine import config_files
-from nst_jax import main as main_lib
-from nst_jax import run as run_lib
-from nst_jax import weights
-from nst_jax.configs import cpu
-from nst_jax.configs import default
+from nst_jax.configs import cpu, default
 from nst_jax.errors import UserError
 from nst_jax.weights import __main__ as weights_cli
 

@@ -6,11 +6,9 @@ import pytest
 
 import nst_jax
 from nst_jax import run as run_lib
-from nst_jax.core import color, losses, objective
+from nst_jax.core import color, losses, objective, vgg
 from nst_jax.io import images, scenes
-from nst_jax.engine import config_files, inputs
-from nst_jax.engine import settings as settings_lib
-from nst_jax.core import vgg
+from nst_jax.engine import config_files, inputs, settings as settings_lib
 
 # One VGG block: the runs here compile in a fraction of the full network's
 # time.

@@ -30,9 +30,9 @@ import json, sys
 import jax
 jax.config.update('jax_num_cpu_devices', int(sys.argv[2]))
 jax.config.update('jax_disable_most_optimizations', True)
-from nst_jax.configs import default
-from nst_jax.engine import programs
 from nst_jax import run
+from nst_jax.engine import programs
+from nst_jax.configs import default
 config = default.get_config()
 config.update(dict(content='builtin:scene', style='builtin:painting',
                    weights='random', image_size=32, iterations=4, log_every=2,
@@ -198,8 +198,8 @@ import sys
 from absl import logging
 import jax
 jax.config.update('jax_disable_most_optimizations', True)
-from nst_jax.configs import default
 from nst_jax import run
+from nst_jax.configs import default
 logging.set_verbosity(logging.INFO)
 config = default.get_config()
 config.update(dict(content='builtin:scene', style='builtin:painting',

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from nst_jax.configs import paper_default
 from nst_jax.io import grids, images
+from nst_jax.configs import paper_default
 from nst_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

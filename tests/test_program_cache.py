@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax.configs import default
-from nst_jax.engine import program_cache, programs as programs_lib
 from nst_jax import run as run_lib
+from nst_jax.engine import program_cache, programs as programs_lib
+from nst_jax.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from nst_jax import run as run_lib
+from nst_jax.core import vgg
 from nst_jax.io import images
 from nst_jax.engine import memory, programs as programs_lib
-from nst_jax.core import vgg
-from nst_jax import run as run_lib
 
 
 def test_single_run_writes_image_and_manifest(tmp_path, small_config):

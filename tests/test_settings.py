@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from nst_jax.configs import default
 from nst_jax.core import optimizers
 from nst_jax.engine import settings as settings_lib
+from nst_jax.configs import default
 from nst_jax.errors import UserError
 
 

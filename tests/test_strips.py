@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax.core import descent, losses, objective
+from nst_jax.core import descent, losses, objective, strips
 from nst_jax.engine import config_files, memory, programs as programs_lib
 from nst_jax.engine import settings as settings_lib
-from nst_jax.core import strips
 
 
 def _targets(variables, spec, content, style):

@@ -3,9 +3,8 @@ overrides) make, their labels and the grid's columns."""
 
 import pytest
 
+from nst_jax.engine import settings as settings_lib, sweeps
 from nst_jax.configs import default
-from nst_jax.engine import settings as settings_lib
-from nst_jax.engine import sweeps
 from nst_jax.errors import UserError
 
 

@@ -10,11 +10,10 @@ import pytest
 
 from video_clips import sliding_clip, write_folder, write_mp4
 
-from nst_jax import video
-from nst_jax.engine import clip as clip_lib, config_files
-from nst_jax.io import flow, images, scenes, video_read
+from nst_jax import run as run_lib, video
 from nst_jax.core import losses, objective, temporal
-from nst_jax import run as run_lib
+from nst_jax.io import flow, images, scenes, video_read
+from nst_jax.engine import clip as clip_lib, config_files
 from nst_jax.engine import settings as settings_lib
 from nst_jax.errors import UserError
 

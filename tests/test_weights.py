@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax.core import vgg
 from nst_jax import weights
+from nst_jax.core import vgg
 from nst_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax.engine import prepare
 from nst_jax.core import descent, losses, objective, vgg, winograd
+from nst_jax.engine import prepare
 
 
 def direct_conv(x, kernel):

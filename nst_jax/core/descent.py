@@ -39,11 +39,7 @@ from jax import lax
 import numpy as np
 import optax
 
-from nst_jax.core import lbfgs
-from nst_jax.core import line_search
-from nst_jax.core import losses
-from nst_jax.core import objective
-from nst_jax.core import optimizers
+from nst_jax.core import lbfgs, line_search, losses, objective, optimizers
 
 TOLERANCE_WINDOW = 20  # steps over which `tolerance` measures progress
 

@@ -42,8 +42,7 @@ import numpy as np
 
 from nst_jax.core import descent
 from nst_jax.engine import devices as devices_lib, inputs, loop
-from nst_jax.engine import prepare as prepare_lib, results
-from nst_jax.engine import still, sweeps
+from nst_jax.engine import prepare as prepare_lib, results, still, sweeps
 from nst_jax.errors import UserError
 from nst_jax.io import images, manifest as manifest_lib
 

@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from nst_jax import weights as weights_lib
 from nst_jax.core import color, vgg
 from nst_jax.io import images, scenes
-from nst_jax import weights as weights_lib
 from nst_jax.errors import UserError
 
 BUILTIN_IMAGES = {'builtin:scene': scenes.demo_content,

@@ -25,9 +25,9 @@ from typing import Callable, Optional, Sequence
 from absl import logging
 
 from nst_jax.core import losses
+from nst_jax.io import manifest as manifest_lib
 from nst_jax.engine import devices as devices_lib, inputs, loop, memory
 from nst_jax.engine import programs as programs_lib
-from nst_jax.io import manifest as manifest_lib
 
 
 def conv_algorithm_for(conv_algorithm: str, platform: str, dtype: str,

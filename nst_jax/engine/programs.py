@@ -31,8 +31,8 @@ from typing import Optional
 import jax
 import numpy as np
 
-from nst_jax.engine import devices as devices_lib
 from nst_jax.core import descent, losses, objective, optimizers, vgg
+from nst_jax.engine import devices as devices_lib
 from nst_jax.engine import program_cache as program_cache_lib
 
 # XLA:CPU options for the optimisation programs (`compiler_options`).

@@ -15,9 +15,8 @@ from absl import logging
 import numpy as np
 
 from nst_jax.core import color, descent
-from nst_jax.engine import inputs, loop, prepare as prepare_lib
-from nst_jax.engine import results, sweeps
 from nst_jax.io import images, manifest as manifest_lib
+from nst_jax.engine import inputs, loop, prepare as prepare_lib, results, sweeps
 
 
 def colour_finish(settings, colour_contents: dict) -> Callable:

@@ -16,8 +16,8 @@ import zipfile
 
 import numpy as np
 
-from nst_jax.io import files
 from nst_jax.core import vgg
+from nst_jax.io import files
 from nst_jax.errors import UserError
 
 FORMAT = 'nst_jax-vgg19'
