@@ -23,7 +23,7 @@ from typing import Callable, Optional, Union
 
 from absl import logging
 
-from nst_jax.engine import clip, config_files, inputs, programs as programs_lib
+from nst_jax.engine import clip, config_files, programs as programs_lib
 from nst_jax.engine import results, settings as settings_lib
 from nst_jax.errors import UserError
 

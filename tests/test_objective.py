@@ -60,7 +60,6 @@ def test_gradient_matches_finite_differences(paper_problem, small_images):
 
 def test_bfloat16_convolutions_stay_close_to_float32(variables, small_images):
   """bf16 convolutions with float32 Grams: loss within 2%, same gradient."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
   content, style, noise = small_images
   pixels = jnp.asarray(0.5 * content + 0.5 * noise)
   results = []

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from nst_jax.core import descent, losses, objective
 from nst_jax.engine import loop, programs as programs_lib
 
 

@@ -386,3 +386,20 @@ def test_ctrl_c_in_a_clip_saves_the_finished_frames_and_exits_130(
   line = capsys.readouterr().err.strip()
   assert line.startswith('interrupted: partial result saved to ')
   assert folder in line and '\n' not in line
+
+
+def test_luminance_colour_control_keeps_each_frames_colours(clip, tmp_path):
+  """The optimiser works on luminance, its temporal references too (from
+  the second frame on); each written frame has its content's colours."""
+  from nst_jax.core import color  # pylint: disable=g-import-not-at-top
+  manifest = run_clip(config_for(clip, tmp_path / 'clip.mp4', iterations=3,
+                                 color_control='luminance'))
+  assert not manifest['partial'] and manifest['frames_done'] == FRAMES
+  sources = video_read.read_frames(str(clip / 'clip.mp4'))
+  for entry, source in zip(manifest['frames'], sources):
+    written = images.load_image(os.path.join(manifest['outputs']['frames'],
+                                             entry['file']))
+    content = images.resize(np.asarray(source, np.float32),
+                            written.shape[:2])
+    recoloured = color.restore_chroma(written, content)
+    assert np.abs(recoloured - written).mean() < 1.0

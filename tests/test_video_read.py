@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from nst_jax.io import video_read, video_write
+from nst_jax.io import video_read
 from nst_jax.errors import UserError
 from video_clips import (LOSSY_TOLERANCE, mean_abs_diff, sliding_clip,
                          write_clip, write_folder, write_mp4)

@@ -206,15 +206,3 @@ def strong_wolfe_line_search(value_and_grad_fn, params, direction, value,
   accepted = _take(search.bracket, search.low)
   return (accepted.t, accepted.value, accepted.grad, accepted.aux,
           search.evaluations)
-
-
-def make_optimizer(optimizer, learning_rate) -> optax.GradientTransformation:
-  """The optax transformation for an optimiser (see module docstring).
-
-  Args:
-    optimizer: a name from `OPTIMIZERS` or an `Optimizer`.
-    learning_rate: step size (for `lbfgs` the line search's first trial);
-      may be a traced array so it can be swept without recompiling.
-  """
-  optimizer = as_optimizer(optimizer)
-  name = optimizer.name

@@ -40,7 +40,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from nst_jax.core import descent
+from nst_jax.core import color, descent
 from nst_jax.engine import devices as devices_lib, inputs, loop
 from nst_jax.engine import prepare as prepare_lib, results, still, sweeps
 from nst_jax.errors import UserError

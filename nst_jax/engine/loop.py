@@ -26,7 +26,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from nst_jax.core import descent, losses, objective, optimizers
+from nst_jax.core import descent, losses, optimizers
 from nst_jax.io import images, manifest as manifest_lib
 from nst_jax.engine import devices as devices_lib, memory
 from nst_jax.engine import programs as programs_lib

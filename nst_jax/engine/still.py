@@ -9,7 +9,7 @@ what was done. It writes nothing itself: `Result.save` does.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 from absl import logging
 import numpy as np
