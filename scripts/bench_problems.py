@@ -33,6 +33,7 @@ from nst_jax.core import optimizers as optimizers_lib, vgg
 from nst_jax.io import scenes
 from nst_jax.engine import config_files, problem as problem_lib
 from nst_jax.engine import programs as programs_lib
+from scripts import child_processes
 
 ALPHA, BETA, WEIGHTS_SEED = 1.0, 1e3, 0
 # Step sizes that keep each optimiser finite on the paper-normalised loss
@@ -405,3 +406,12 @@ def finish_report(report, started: float, path) -> None:
   bench_tables.print_report(report)
   print(f'\n(JSON: {path}; {report["benchmark_wall_s"]:.0f} s)',
         file=sys.stderr)
+
+
+def run_child(script, function, **kwargs):
+  """`child_processes.run_child` of a study `script` (run in the
+  repository); PyTorch's child gets JAX's CPU backend only, so it never
+  opens an accelerator the parent holds."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return child_processes.run_child(script, function, repo,
+                                   cpu_only=function is torch_child, **kwargs)

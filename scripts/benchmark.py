@@ -28,6 +28,7 @@ PyTorch runs on the CPU (JAX_PLATFORMS=cpu), --startup is skipped, and
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -98,14 +99,7 @@ def memory_fields(compiled):
   return fields
 
 
-def run_child(function, **kwargs):
-  """`child_processes.run_child` of this script; PyTorch's child gets JAX's
-  CPU backend only."""
-  return child_processes.run_child(
-      __file__, function, REPO,
-      cpu_only=function is bench_problems.torch_child, **kwargs)
-
-
+run_child = functools.partial(bench_problems.run_child, __file__)
 run_here = child_processes.run_here
 
 

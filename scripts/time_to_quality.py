@@ -24,6 +24,7 @@ Writes JSON (--out, after each problem) and prints Markdown tables
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -59,14 +60,7 @@ TTQ_OPTIMIZERS = (
 build = bench_problems.build
 
 
-def run_child(function, **kwargs):
-  """`child_processes.run_child` of this script; PyTorch's child gets JAX's
-  CPU backend only."""
-  return child_processes.run_child(
-      __file__, function, REPO,
-      cpu_only=function is bench_problems.torch_child, **kwargs)
-
-
+run_child = functools.partial(bench_problems.run_child, __file__)
 run_here = child_processes.run_here
 
 

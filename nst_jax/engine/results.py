@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from typing import Optional
 
 import numpy as np
@@ -122,8 +123,8 @@ class VideoResult:
                     outputs=dict(self.manifest['outputs'], video=path))
     if devices_lib.writes_outputs() and (
         os.path.abspath(path) != os.path.abspath(self.video)):
-      with open(self.video, 'rb') as source:
-        files.atomic_write(path, lambda f: f.write(source.read()))
+      with open(self.video, 'rb') as source:  # a clip, in blocks
+        files.atomic_write(path, lambda f: shutil.copyfileobj(source, f))
     if devices_lib.writes_outputs():
       manifest_lib.write_json(manifest_lib.manifest_path(path), manifest)
     return manifest
