@@ -109,6 +109,14 @@ def get_config():
   # Steps per compiled chunk: progress, Ctrl-C and save_every act between
   # chunks, so a new value compiles the loop once more (then cached).
   config.log_every = 10
+  # Interrupt and resume: the optimisation's whole state is checkpointed
+  # beside the output (out/result.ckpt/) every checkpoint_every steps (at
+  # the end of the chunk that reaches it; 0: only on Ctrl-C or SIGTERM), and
+  # removed when the run completes. resume: 'auto' (the same command again
+  # continues a checkpoint of the same config, inputs and weights) |
+  # 'never' (start over).
+  config.checkpoint_every = 100
+  config.resume = 'auto'
 
   # Compute.
   config.dtype = 'float32'       # convolution dtype: 'float32' | 'bfloat16'

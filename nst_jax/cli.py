@@ -467,9 +467,11 @@ def report(error: Exception, debug: bool = False) -> int:
   # Imported here: the manifest module starts JAX, which --help avoids.
   # pylint: disable-next=g-import-not-at-top
   from nst_jax.io import manifest as manifest_lib
+  checkpoint = error.manifest.get('checkpoint')
   print('interrupted: partial result saved to '
-        + ', '.join(manifest_lib.output_lines(error.manifest)),
-        file=sys.stderr)
+        + ', '.join(manifest_lib.output_lines(error.manifest))
+        + (f'; the same command again resumes from {checkpoint}'
+           if checkpoint else ''), file=sys.stderr)
   return 128 + error.signum
 
 

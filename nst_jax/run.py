@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Callable
 
 from absl import logging
 
 from nst_jax.io import images, manifest as manifest_lib
-from nst_jax.engine import clip, devices as devices_lib, loop
+from nst_jax.engine import clip, devices as devices_lib, loop, resume
 from nst_jax.engine import settings as settings_lib, still, sweeps
 
 
@@ -51,7 +52,8 @@ class _SignalCatcher:
       signal.signal(signum, handler)
 
 
-def run(config, members=None, programs=None) -> dict:
+def run(config, members=None, programs=None,
+        should_stop: Callable[[], bool] = lambda: False) -> dict:
   """Runs style transfer as `config` says and writes the images and manifest.
 
   Without a sweep: `output` (e.g. out/result.png) and its manifest
@@ -61,6 +63,11 @@ def run(config, members=None, programs=None) -> dict:
   `config.sweep.*` lists: out/result_<k>.png per member,
   out/result_grid.png, and one out/result.json whose `runs` list holds
   each member. The manifest's `kind` says which, and `outputs` the files.
+
+  The optimisation is checkpointed in out/result.ckpt/ every
+  `checkpoint_every` steps and when interrupted (`nst_jax.engine.resume`);
+  with `resume='auto'` the same config run again continues from there, and
+  the checkpoint is removed once the run completes.
 
   Args:
     config: an `ml_collections.ConfigDict` (see configs/default.py) or a dict
@@ -73,6 +80,9 @@ def run(config, members=None, programs=None) -> dict:
       replaces `config.sweep`.
     programs: a `programs.Programs` to keep the compiled programs in
       (default: the process's).
+    should_stop: polled between compiled chunks, as the signals are: True
+      stops the run as SIGTERM would (checkpointed, partial outputs saved,
+      `Interrupted` raised).
   Returns:
     The manifest written beside the output image. `manifest['stop_reason']`
     (per run in a sweep) is 'iterations', 'stop_loss', 'tolerance',
@@ -90,12 +100,13 @@ def run(config, members=None, programs=None) -> dict:
     # SIGTERM handler, which would replace ours.
     devices_lib.initialize_distributed()
   # Signals are recorded from here on and acted on between compiled chunks.
+  log = lambda message: logging.warning('%s', message)
   if settings.video:
     with _SignalCatcher() as catcher:
       manifest = clip.run_video(
-          config, settings, should_stop=lambda: catcher.signum is not None,
-          programs=programs,
-          log=lambda message: logging.warning('%s', message)).manifest
+          config, settings,
+          should_stop=lambda: catcher.signum is not None or should_stop(),
+          programs=programs, log=log).manifest
     if manifest['partial']:
       raise Interrupted(catcher.signum or signal.SIGTERM, manifest)
     return manifest
@@ -106,13 +117,21 @@ def run(config, members=None, programs=None) -> dict:
             manifest_lib.member_output(settings.output, k, count), step),
                           pixels)
 
-    result = still.execute(
-        config, settings, member_list, settings.content,
-        {path: path for path in settings.styles},
-        loop.TerminalProgress(), should_stop=lambda: catcher.signum is not None,
-        on_snapshot=save_snapshot, programs=programs,
-        log=lambda message: logging.warning('%s', message))
-    manifest = result.save(settings.output)
+    checkpoints = resume.Checkpoints.beside(
+        settings.output, settings.checkpoint_every, log)
+    try:
+      result = still.execute(
+          config, settings, member_list, settings.content,
+          {path: path for path in settings.styles},
+          loop.TerminalProgress(),
+          should_stop=lambda: catcher.signum is not None or should_stop(),
+          on_snapshot=save_snapshot, programs=programs, log=log,
+          checkpoints=checkpoints)
+      manifest = result.save(settings.output)
+      if not result.partial:
+        checkpoints.remove()
+    finally:
+      checkpoints.close()
   if result.partial:
     # Across hosts a process may stop because another was signalled.
     raise Interrupted(catcher.signum or signal.SIGTERM, manifest)

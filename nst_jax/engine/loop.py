@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import sys
@@ -69,8 +70,10 @@ class Reporter:
   def compiling(self, width: int, height: int) -> None:
     """Programs for this size are being compiled (not loaded)."""
 
-  def running(self) -> None:
-    """The programs are ready; the level's steps start."""
+  def running(self, step: int) -> None:
+    """The programs are ready; the level's steps start at `step` (counted
+    over levels: the level's first step, or where a resumed run left
+    off)."""
 
   def update(self, step: int, evaluations: int, terms: list,
              pixels: Optional[np.ndarray]) -> None:
@@ -92,6 +95,7 @@ class TerminalProgress(Reporter):
     self.total = 0
     self.first_step = 0
     self.start = time.perf_counter()
+    self.start_done = 0  # steps done before this process (a resumed run)
 
   def _say(self, message):
     if self.tty:
@@ -106,8 +110,9 @@ class TerminalProgress(Reporter):
     self.total = iterations
     self.first_step = first_step
 
-  def running(self):
+  def running(self, step):
     self.start = time.perf_counter()
+    self.start_done = step - self.first_step
 
   def compiling(self, width, height):
     self._say(f'compiling for {width}x{height} ... (the first run at this '
@@ -117,7 +122,7 @@ class TerminalProgress(Reporter):
     del pixels
     done = step - self.first_step
     elapsed = time.perf_counter() - self.start
-    rate = done / elapsed if elapsed > 0 else 0.0
+    rate = (done - self.start_done) / elapsed if elapsed > 0 else 0.0
     eta = (self.total - done) / rate if rate > 0 else float('nan')
     loss = next((t['total'] for t in terms if t['total'] is not None),
                 math.nan)
@@ -179,6 +184,22 @@ class Level:
   interrupted: bool
   step_offset: int = 0      # steps of the levels before
 
+  def record(self) -> dict:
+    """The level as JSON, without its pixels (a checkpoint's progress)."""
+    record = {field.name: getattr(self, field.name)
+              for field in dataclasses.fields(self) if field.name != 'pixels'}
+    for name in ('steps', 'evaluations', 'stop_reasons'):
+      record[name] = [int(x) for x in record[name]]
+    return record
+
+  @classmethod
+  def from_record(cls, record: dict) -> 'Level':
+    """A finished level from `record()` (no pixels: the next level's state
+    holds what it led to)."""
+    arrays = {name: np.asarray(record[name], np.int32)
+              for name in ('steps', 'evaluations', 'stop_reasons')}
+    return cls(**dict(record, pixels=None, **arrays))
+
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -196,6 +217,9 @@ class Run:
   # pixels -> the image shown (colour control puts the content's colours
   # back); applied to progress images.
   finish: Callable = lambda pixels: pixels
+  # `resume.Checkpoints`: saves every `every` steps and when interrupted,
+  # and holds the checkpoint a resumed run continues from.
+  checkpoints: Optional[object] = None
 
 
 @contextlib.contextmanager
@@ -213,7 +237,8 @@ def _out_of_memory_is_user_error(width, height):
 
 def optimize_level(run: Run, variables, level_inputs, starts: list,
                    iterations: int, offsets, targets=None,
-                   temporal_weight=0.0) -> Level:
+                   temporal_weight=0.0, progress: Optional[dict] = None,
+                   resume_from: Optional[dict] = None) -> Level:
   """Optimises every member from `starts` at one image size.
 
   Args:
@@ -227,6 +252,11 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
       `level_inputs` (a video frame brings its own, with temporal
       references).
     temporal_weight: gamma (video).
+    progress: what a checkpoint records besides this level (JSON); None:
+      this level writes no checkpoints.
+    resume_from: the level's record in the checkpoint `run.checkpoints`
+      resumes (its `progress['current']`): the state comes from there
+      instead of `starts`.
   """
   settings, members = run.settings, run.members
   count = len(members)
@@ -284,28 +314,44 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
     init_fn = loop.compiled('init', init_key_args, variables, pixels,
                             targets, loss_weights, learning_rate)
     compile_s = time.perf_counter() - compile_start
-    state = init_fn(variables, pixels, targets, loss_weights, learning_rate)
-    initial_terms = state.terms
+    if resume_from is None:
+      state = init_fn(variables, pixels, targets, loss_weights,
+                      learning_rate)
+      initial_terms = to_host(state.terms)
+      initial = [manifest_lib.terms_to_json(
+          devices_lib.member(initial_terms, k)) for k in range(count)]
+      histories = [[manifest_lib.history_row(
+          step_offset, evaluation_offset[k] + 1, initial[k], width)]
+                   for k in range(count)]
+      finals = list(initial)
+    else:  # the state as checkpointed, laid out as init's output
+      state = run.checkpoints.restore(init_fn.out_info)
+      initial, finals, histories = copy.deepcopy((
+          resume_from['initial'], resume_from['finals'],
+          resume_from['histories']))
     compile_start = time.perf_counter()
     chunk_fn = loop.compiled('chunk', chunk_key_args, variables, state,
                              targets, loss_weights, learning_rate, criteria)
     compile_s += time.perf_counter() - compile_start
 
-    initial_terms = to_host(initial_terms)
-    initial = [manifest_lib.terms_to_json(devices_lib.member(initial_terms, k))
-               for k in range(count)]
-    histories = [[manifest_lib.history_row(
-        step_offset, evaluation_offset[k] + 1, initial[k], width)]
-                 for k in range(count)]
-    finals = list(initial)
-    steps = to_host(state.step)[:count]
+    steps, start_evaluations = to_host((state.step, state.evaluations))
+    steps, start_evaluations = steps[:count], start_evaluations[:count]
+    evaluations = start_evaluations
+
+    def checkpoint():
+      run.checkpoints.save(state, dict(progress, current={
+          'initial': initial, 'finals': finals, 'histories': histories,
+          'step_offset': step_offset}))
+
     optimize_start = time.perf_counter()
     loop_start_unix = time.time()
-    run.reporter.running()
+    run.reporter.running(step_offset + int(steps.max()))
     interrupted = False
     while True:
       if devices_lib.any_process(run.should_stop()):
         interrupted = True
+        if progress is not None:
+          checkpoint()
         break
       previous_steps = steps
       state, _, terms = chunk_fn(variables, state, targets, loss_weights,
@@ -333,6 +379,10 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
             run.on_snapshot(k, step_offset + int(steps[k]), current[k])
       if (stop_reasons[:count] != descent.RUNNING).all():
         break
+      if progress is not None and run.checkpoints.due(
+          step_offset + int(previous_steps.max()),
+          step_offset + int(steps.max())):
+        checkpoint()
   run.reporter.close()
   steps, evaluations, stop_reasons, pixels = to_host(
       (state.step, state.evaluations, state.stop_reason, state.pixels))
@@ -342,13 +392,20 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
       initial=initial, finals=finals, histories=histories,
       compile_s=compile_s, optimize_s=time.perf_counter() - optimize_start,
       loop_start_unix=loop_start_unix,
-      loop_evaluations=int(evaluations[:count].sum()) - count,
+      loop_evaluations=int((evaluations[:count] - start_evaluations).sum()),
       interrupted=interrupted)
+
+
+def total_steps(settings, levels: int) -> int:
+  """The step budget over all coarse-to-fine levels."""
+  return settings.iterations + (levels - 1) * settings.coarse_iterations
 
 
 def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
   """Coarse to fine: each level starts from the previous one's result,
-  upsampled; the last level is the requested size.
+  upsampled; the last level is the requested size. With `run.checkpoints`
+  the levels write checkpoints, and a matched checkpoint's run continues at
+  its level and step.
 
   Args:
     run: the run's fixed parts.
@@ -357,14 +414,27 @@ def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
     starts: one start image per member at the first level's size.
   Returns:
     The `Level`s run (fewer than asked when one was interrupted or a
-    member's loss became non-finite).
+    member's loss became non-finite); a resumed run's earlier levels come
+    from its checkpoint, without pixels.
   """
   count = len(run.members)
-  levels = []
+  checkpoints = run.checkpoints
+  resumed = checkpoints.resumed['progress'] if (
+      checkpoints and checkpoints.resumed) else None
+  levels = ([Level.from_record(record) for record in resumed['levels']]
+            if resumed else [])
   offsets = (0, [0] * count)
+  for level in levels:
+    offsets = (offsets[0] + int(level.steps.max()),
+               [offsets[1][k] + int(level.evaluations[k])
+                for k in range(count)])
   for index, inputs_at_level in enumerate(level_inputs):
+    if index < len(levels):
+      continue
     content = inputs_at_level.content
-    if levels:
+    resume_from = resumed['current'] if (
+        resumed and index == resumed['level']) else None
+    if levels and resume_from is None:
       starts = [images.resize(levels[-1].pixels[k], content.shape[:2])
                 for k in range(count)]
     last = index == len(level_inputs) - 1
@@ -372,8 +442,12 @@ def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
                   else run.settings.coarse_iterations)
     run.reporter.level(index, len(level_inputs), content.shape[1],
                        content.shape[0], iterations, offsets[0])
+    progress = None if checkpoints is None else {
+        'level': index, 'levels': [level.record() for level in levels],
+        'total_steps': total_steps(run.settings, len(level_inputs))}
     level = optimize_level(run, variables, inputs_at_level, starts,
-                           iterations, offsets)
+                           iterations, offsets, progress=progress,
+                           resume_from=resume_from)
     level.step_offset = offsets[0]
     levels.append(level)
     offsets = (offsets[0] + int(level.steps.max()),

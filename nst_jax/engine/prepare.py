@@ -94,13 +94,15 @@ class Prepared:
   def run(self, members: Sequence, reporter: loop.Reporter, *,
           should_stop: Callable[[], bool] = lambda: False,
           on_snapshot: Optional[Callable] = None,
-          finish: Callable = lambda pixels: pixels) -> loop.Run:
+          finish: Callable = lambda pixels: pixels,
+          checkpoints=None) -> loop.Run:
     """The loop's fixed parts for `members` (`sweeps.Member`s)."""
     return loop.Run(settings=self.settings, spec=self.spec,
                     members=tuple(members), mode=self.mode,
                     devices=self.devices, programs=self.programs,
                     reporter=reporter, should_stop=should_stop,
-                    on_snapshot=on_snapshot, finish=finish)
+                    on_snapshot=on_snapshot, finish=finish,
+                    checkpoints=checkpoints)
 
   def device_manifest(self) -> dict:
     """The manifest's `device` entry: the devices, how the members ran, the

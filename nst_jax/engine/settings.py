@@ -36,6 +36,7 @@ VIDEO_OUTPUT_SUFFIXES = ('.mp4', '.mov', '.mkv', '.gif')
 VIDEO_FLOWS = ('dis', 'farneback', 'none')
 VIDEO_INITS = ('warped', 'content', 'noise')
 VIDEO_MODES = ('sequential', 'joint')
+RESUME_MODES = ('auto', 'never')
 
 
 def is_video(path: str) -> bool:
@@ -90,6 +91,10 @@ class Settings:
   seed: int
   save_every: int
   log_every: int
+  # Checkpoints (nst_jax.engine.resume): every this many steps (0: only
+  # when interrupted), and 'auto' (continue a matching one) or 'never'.
+  checkpoint_every: int
+  resume: str
   compilation_cache: str
   max_memory_gb: float
   sweep_mode: str
@@ -430,6 +435,9 @@ def check(config, from_files: bool = True) -> Settings:
       seed=_number(config, 'seed', integer=True),
       save_every=_number(config, 'save_every', integer=True, minimum=0),
       log_every=_number(config, 'log_every', integer=True, positive=True),
+      checkpoint_every=_number(config, 'checkpoint_every', integer=True,
+                               minimum=0),
+      resume=_choice(config, 'resume', RESUME_MODES),
       compilation_cache=str(_value(config, 'compilation_cache')),
       max_memory_gb=_number(config, 'max_memory_gb', minimum=0),
       sweep_mode=sweep_mode,

@@ -16,7 +16,8 @@ import numpy as np
 
 from nst_jax.core import color, descent
 from nst_jax.io import images, manifest as manifest_lib
-from nst_jax.engine import inputs, loop, prepare as prepare_lib, results, sweeps
+from nst_jax.engine import inputs, loop, prepare as prepare_lib, results
+from nst_jax.engine import resume, sweeps
 
 
 def colour_finish(settings, colour_contents: dict) -> Callable:
@@ -37,7 +38,7 @@ def colour_finish(settings, colour_contents: dict) -> Callable:
 def execute(config, settings, members, content_source, style_sources: dict,
             reporter: loop.Reporter, *, should_stop=lambda: False,
             on_snapshot=None, programs=None, log=logging.warning,
-            mask_sources=None) -> results.Result:
+            mask_sources=None, checkpoints=None) -> results.Result:
   """Runs checked settings on a still content.
 
   Args:
@@ -55,6 +56,8 @@ def execute(config, settings, members, content_source, style_sources: dict,
     log: where warnings go.
     mask_sources: (content masks, style masks) as images in memory, for
       `stylize`; default the settings' paths.
+    checkpoints: `resume.Checkpoints` to write (and, with
+      `settings.resume='auto'`, to continue from), or None.
   Returns:
     `results.Result`.
   """
@@ -76,6 +79,9 @@ def execute(config, settings, members, content_source, style_sources: dict,
       allow_random_weights=settings.allow_random_weights,
       programs=programs, log=log)
   settings = prepared.settings
+  if checkpoints is not None:
+    _match_checkpoint(checkpoints, config, settings, prepared, members,
+                      level_inputs, log)
 
   first = level_inputs[0]
   starts = [inputs.initial_pixels(settings, member.seed, first.content,
@@ -89,7 +95,7 @@ def execute(config, settings, members, content_source, style_sources: dict,
                    on_snapshot=on_snapshot and (
                        lambda k, step, pixels: on_snapshot(k, step,
                                                            finish(pixels))),
-                   finish=finish),
+                   finish=finish, checkpoints=checkpoints),
       prepared.variables, level_inputs, starts)
 
   manifest = _manifest(config, settings, members, levels)
@@ -114,10 +120,45 @@ def execute(config, settings, members, content_source, style_sources: dict,
       'start_to_loop_s': levels[0].loop_start_unix - started_unix,
       'loop_start_unix': levels[0].loop_start_unix}
   manifest['programs'] = prepared.programs_manifest()
+  manifest['resumed'] = resumed_entry(checkpoints)
+  # Where an interrupted run's state waits for the same command again.
+  manifest['checkpoint'] = (checkpoints.folder.path if checkpoints and
+                            levels[-1].interrupted else None)
   return results.Result(images=[images.to_uint8(finish(p))
                                 for p in levels[-1].pixels],
                         manifest=manifest, labels=[m.label for m in members],
                         grid_columns=sweeps.grid_columns(settings))
+
+
+def _match_checkpoint(checkpoints, config, settings, prepared, members,
+                      level_inputs, log) -> None:
+  """Finds the checkpoint this run continues from (`checkpoints.resumed`)."""
+  inputs_sha = resume.digest([array for level in level_inputs
+                              for array in resume.level_arrays(level)])
+  meta = checkpoints.match(
+      resume.fingerprint(config, inputs_sha, prepared.weights, prepared,
+                         len(members)), settings.resume)
+  if meta is not None:
+    progress = meta['progress']
+    log(f'{checkpoints.folder.path}: resuming at step '
+        f'{_resumed_step(progress)} of {progress["total_steps"]}')
+
+
+def _resumed_step(progress) -> int:
+  """The step a checkpoint reached, counted over levels (its members'
+  furthest)."""
+  return max(rows[-1]['iteration']
+             for rows in progress['current']['histories'])
+
+
+def resumed_entry(checkpoints) -> dict:
+  """The manifest's `resumed`: where the run continued from, or None."""
+  if checkpoints is None or checkpoints.resumed is None:
+    return None
+  progress = checkpoints.resumed['progress']
+  return {'checkpoint': checkpoints.folder.path,
+          'level': progress.get('level'),
+          'step': _resumed_step(progress)}
 
 
 def _manifest(config, settings, members, levels) -> dict:
