@@ -157,22 +157,42 @@ def test_clip_is_stable_and_written_like_its_source(clip, default_run,
                                          'frame_00009.png'))
 
 
-def test_interrupted_clip_resumes_at_the_first_unfinished_frame(
+def _stop_inside(folder, frames_written, polls):
+  """should_stop: True at the `polls`-th poll after `frames_written` frames
+  are on disk (poll 1 comes before the frame's first chunk)."""
+  count = []
+
+  def should_stop():
+    if len(os.listdir(folder)) < frames_written:
+      return False
+    count.append(1)
+    return len(count) >= polls
+  return should_stop
+
+
+def test_interrupted_clip_resumes_inside_the_frame_it_was_on(
     clip, tmp_path, default_run):
   output = tmp_path / 'clip.mp4'
   config = config_for(clip, output)
   folder = clip_lib.frames_folder(str(output))
-  stop_after_three = lambda: len(os.listdir(folder)) >= 3
-  partial = run_clip(config, should_stop=stop_after_three)
+  # Interrupted in frame 4, after its first chunk of 5 steps.
+  partial = run_clip(config, should_stop=_stop_inside(folder, 3, 2))
   assert partial['partial'] and partial['frames_done'] == 3
+  assert partial['checkpoint'] == str(tmp_path / 'clip.ckpt')
   assert not output.exists()
   with open(settings_lib.manifest_path(str(output))) as f:
     assert json.load(f)['partial']
   log = []
   resumed = run_clip(config, log=log.append)
   assert any('resuming at frame 4' in line for line in log)
+  assert any('resuming frame 4 at step 5 of 10' in line for line in log)
+  assert resumed['resumed']['place'] == 'frame 4'
   assert not resumed['partial'] and resumed['frames_done'] == FRAMES
   assert resumed['frames'][:3] == partial['frames'][:3]
+  for key in ('final', 'evaluations', 'iterations_done'):
+    assert ([e[key] for e in resumed['frames']]
+            == [e[key] for e in default_run['frames']])
+  assert not (tmp_path / 'clip.ckpt').exists()  # removed once done
   # Frame for frame the uninterrupted run's result.
   for k in range(1, FRAMES + 1):
     name = f'frame_{k:05d}.png'
@@ -183,10 +203,17 @@ def test_interrupted_clip_resumes_at_the_first_unfinished_frame(
   assert video_read.probe(str(output)).frame_count == FRAMES
 
 
-def test_joint_windows_from_a_folder(clip, tmp_path, one_by_one):
-  output = tmp_path / 'clip.gif'
-  manifest = run_clip(config_for(clip, output, content='frames',
-                                 video={'mode': 'joint', 'window': 4}))
+JOINT = dict(content='frames', video={'mode': 'joint', 'window': 4})
+
+
+@pytest.fixture(scope='module')
+def joint_run(clip, tmp_path_factory):
+  output = tmp_path_factory.mktemp('joint') / 'clip.gif'
+  return output, run_clip(config_for(clip, output, **JOINT))
+
+
+def test_joint_windows_from_a_folder(joint_run, one_by_one):
+  output, manifest = joint_run
   info = video_read.probe(str(output))
   assert info.frame_count == FRAMES
   assert manifest['fps'] == clip_lib.DEFAULT_FOLDER_FPS
@@ -195,6 +222,28 @@ def test_joint_windows_from_a_folder(clip, tmp_path, one_by_one):
   assert len({e['compilations'] for e in manifest['frames']}) == 1
   assert manifest['flicker']['output_mean'] < (
       0.1 * one_by_one[0]['flicker']['output_mean'])
+
+
+def test_interrupted_joint_window_resumes_inside_it(clip, tmp_path,
+                                                    joint_run):
+  """The window being optimised is checkpointed and continued, and the clip
+  is the uninterrupted run's."""
+  output = tmp_path / 'clip.gif'
+  config = config_for(clip, output, **JOINT)
+  folder = clip_lib.frames_folder(str(output))
+  partial = run_clip(config, should_stop=_stop_inside(folder, 4, 2))
+  assert partial['partial'] and partial['frames_done'] == 4
+  log = []
+  resumed = run_clip(config, log=log.append)
+  assert any('resuming window 2 at step 5 of 10' in line for line in log)
+  expected = joint_run[1]['frames']
+  for key in ('final', 'evaluations', 'iterations_done', 'window'):
+    assert [e[key] for e in resumed['frames']] == [e[key] for e in expected]
+  for entry in expected:
+    np.testing.assert_array_equal(
+        images.load_image(os.path.join(folder, entry['file'])),
+        images.load_image(os.path.join(joint_run[1]['outputs']['frames'],
+                                       entry['file'])))
 
 
 def _truncated(folder):

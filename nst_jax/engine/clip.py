@@ -42,7 +42,8 @@ import numpy as np
 
 from nst_jax.core import color, descent
 from nst_jax.engine import devices as devices_lib, inputs, loop
-from nst_jax.engine import prepare as prepare_lib, results, still, sweeps
+from nst_jax.engine import prepare as prepare_lib, resume, results, still
+from nst_jax.engine import sweeps
 from nst_jax.errors import UserError
 from nst_jax.io import images, manifest as manifest_lib
 
@@ -286,7 +287,10 @@ def run_video(config, settings, *, should_stop=lambda: False,
       programs=programs, log=log)
   settings, programs = prepared.settings, prepared.programs
   done, entries = _resume_point(config, settings, frame_count, log)
-  run = prepared.run((member,), loop.Reporter(), should_stop=should_stop)
+  checkpoints = resume.Checkpoints.beside(settings.output,
+                                          settings.checkpoint_every, log)
+  run = prepared.run((member,), loop.Reporter(), should_stop=should_stop,
+                     checkpoints=checkpoints)
   blend = loop.style_blend(settings, member.styles)
   folder = frames_folder(settings.output)
   os.makedirs(folder, exist_ok=True)
@@ -318,15 +322,38 @@ def run_video(config, settings, *, should_stop=lambda: False,
   finish = lambda level: still.colour_finish(
       settings, {level.content.shape[:2]: level.colour_content})
   optimise = _joint_windows if joint else _sequential_frames
+  looked = []  # only the first frame (or window) optimised here resumes
+
+  def checkpoint_plan(what, arrays, iterations):
+    """(progress, resume_from) for the frame or window `what`."""
+    fingerprint = resume.fingerprint(config, resume.digest(arrays),
+                                     prepared.weights, prepared, 1)
+    meta = None
+    if looked:
+      checkpoints.begin(fingerprint, what)
+    else:
+      looked.append(what)
+      meta = checkpoints.match(fingerprint, settings.resume, what)
+    if meta is not None:
+      step = meta['progress']['current']['histories'][0][-1]['iteration']
+      log(f'{checkpoints.folder.path}: resuming {what} at step {step} of '
+          f'{iterations}')
+      manifest['resumed'] = {'checkpoint': checkpoints.folder.path,
+                             'place': what, 'step': step}
+    return ({'level': 0, 'levels': [], 'total_steps': iterations},
+            meta and meta['progress']['current'])
+
+  manifest['resumed'] = None
   try:
     interrupted = optimise(
         settings, run, prepared.variables, frames, targets_of, done,
         outputs, finish, lambda entry, frame, image: _record(
             manifest, settings, folder, flow_lib, progress, outputs, entry,
-            frame, image, programs))
+            frame, image, programs), checkpoint_plan)
   finally:
     frames.close()
     progress.close()
+    checkpoints.close()
   manifest['frames_done'] = len(manifest['frames'])
   # A joint window's frames share its evaluations: count each window once.
   manifest['evaluations'] = sum(
@@ -335,11 +362,14 @@ def run_video(config, settings, *, should_stop=lambda: False,
   manifest['flicker'] = _flicker_summary(manifest['frames'])
   manifest['timing'] = {'total_s': time.perf_counter() - started}
   manifest['programs'] = prepared.programs_manifest()
+  manifest['checkpoint'] = checkpoints.folder.path if interrupted else None
   if not interrupted and devices_lib.writes_outputs():
     _encode(video_write, folder, frame_count, settings.output, fps,
             settings.content if info.has_audio else None, (width, height))
     manifest['partial'] = False
     manifest['outputs']['video'] = settings.output
+  if not interrupted:
+    checkpoints.remove()
   if devices_lib.writes_outputs():
     manifest_lib.write_json(settings.manifest, manifest)
   return results.VideoResult(manifest)
@@ -381,8 +411,10 @@ def _start(settings, frame: Frame, reference, flow_lib):
 
 
 def _sequential_frames(settings, run, variables, frames, targets_of, done,
-                       outputs, finish, record) -> bool:
-  """Frame after frame (Ruder et al.); returns whether interrupted."""
+                       outputs, finish, record, checkpoint_plan) -> bool:
+  """Frame after frame (Ruder et al.); returns whether interrupted.
+  `checkpoint_plan(what, arrays, iterations)` gives a frame's checkpoint
+  progress and the state it resumes from (see `run_video`)."""
   flow_lib = _modules()[0]
   video = settings.video
   luminance = settings.color_control == 'luminance'
@@ -398,10 +430,15 @@ def _sequential_frames(settings, run, variables, frames, targets_of, done,
         temporal=jax.tree_util.tree_map(np.asarray, reference))
     iterations = (video.first_iterations or settings.iterations
                   if frame.index == 0 else settings.iterations)
+    progress, resume_from = checkpoint_plan(
+        f'frame {frame.index + 1}',
+        resume.level_arrays(frame.level) + list(reference.values()),
+        iterations)
     level = loop.optimize_level(run, variables, frame.level,
                                 [np.asarray(start, np.float32)], iterations,
                                 (0, [0]), targets=[targets],
-                                temporal_weight=video.temporal_weight)
+                                temporal_weight=video.temporal_weight,
+                                progress=progress, resume_from=resume_from)
     if level.interrupted:
       return True
     image = images.to_uint8(finish(frame.level)(level.pixels[0]))
@@ -410,7 +447,7 @@ def _sequential_frames(settings, run, variables, frames, targets_of, done,
 
 
 def _joint_windows(settings, run, variables, frames, targets_of, done,
-                   outputs, finish, record) -> bool:
+                   outputs, finish, record, checkpoint_plan) -> bool:
   """`video.window` frames at a time as one problem; returns whether
   interrupted. A resumed run restarts at its window's first frame."""
   flow_lib = _modules()[0]
@@ -423,17 +460,17 @@ def _joint_windows(settings, run, variables, frames, targets_of, done,
     batch.append(frame)
     if len(batch) == window:
       if _one_window(settings, run, variables, batch, targets_of, outputs,
-                     finish, record, flow_lib, luminance):
+                     finish, record, flow_lib, luminance, checkpoint_plan):
         return True
       batch = []
   if batch:
     return _one_window(settings, run, variables, batch, targets_of, outputs,
-                       finish, record, flow_lib, luminance)
+                       finish, record, flow_lib, luminance, checkpoint_plan)
   return False
 
 
 def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
-                record, flow_lib, luminance) -> bool:
+                record, flow_lib, luminance, checkpoint_plan) -> bool:
   """Optimises the frames of `batch` together (a short last window is
   padded with copies of its last frame, uncoupled, so the program stays
   the same)."""
@@ -472,10 +509,15 @@ def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
   first_window = batch[0].index == 0
   iterations = (settings.video.first_iterations or settings.iterations
                 if first_window else settings.iterations)
+  progress, resume_from = checkpoint_plan(
+      f'window {batch[0].index // window + 1}',
+      [array for frame in batch for array in resume.level_arrays(frame.level)]
+      + list(reference.values()) + [flows, coupling], iterations)
   level = loop.optimize_level(run, variables, batch[0].level,
                               [np.stack(starts).astype(np.float32)],
                               iterations, (0, [0]), targets=[targets],
-                              temporal_weight=settings.video.temporal_weight)
+                              temporal_weight=settings.video.temporal_weight,
+                              progress=progress, resume_from=resume_from)
   if level.interrupted:
     return True
   elapsed = time.perf_counter() - began

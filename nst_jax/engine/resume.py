@@ -151,8 +151,7 @@ class Checkpoints:
       UserError: an unreadable or foreign folder, or a checkpoint made on
         other devices.
     """
-    self.fingerprint = dict(fingerprint_, place=what)
-    self.resumed = None
+    self.begin(fingerprint_, what)
     if resume == 'never':
       return None
     meta = self.folder.latest_meta()
@@ -185,6 +184,12 @@ class Checkpoints:
       return None
     self.resumed = meta
     return meta
+
+  def begin(self, fingerprint_: dict, what: str = '') -> None:
+    """Sets what the next checkpoints are of, without looking for one to
+    resume (a video's later frames)."""
+    self.fingerprint = dict(fingerprint_, place=what)
+    self.resumed = None
 
   def due(self, previous_step: int, step: int) -> bool:
     """Whether a periodic checkpoint falls between these steps."""
