@@ -24,11 +24,11 @@ def test_progress_counts_each_levels_steps_and_names_the_level():
   terms = [{'total': 1.5}]
   progress.level(0, 2, 16, 12, 10, first_step=0)
   progress.compiling(16, 12)
-  progress.running()
+  progress.running(0)
   progress.update(10, 11, terms, None)
   progress.close()
   progress.level(1, 2, 32, 24, 20, first_step=10)
-  progress.running()
+  progress.running(10)
   progress.update(20, 22, terms, None)
   progress.update(30, 32, terms, None)
   progress.close()
@@ -44,7 +44,23 @@ def test_single_level_progress_has_no_level_tag():
   stream = _Terminal()
   progress = loop.TerminalProgress(stream)
   progress.level(0, 1, 32, 32, 6, first_step=0)
-  progress.running()
+  progress.running(0)
   progress.update(3, 4, [{'total': None}, {'total': 2.0}], None)
   assert stream.getvalue().startswith('\r[###') and '3/6 loss 2' in (
       stream.getvalue())
+
+
+def test_a_resumed_run_counts_from_the_step_reached():
+  """The bar starts at the checkpoint's step, and the rate and time left
+  count only the steps done since."""
+  stream = _Terminal()
+  progress = loop.TerminalProgress(stream)
+  progress.level(1, 2, 32, 32, 100, first_step=50)  # steps 50..150
+  progress.running(110)  # resumed 60 steps into this level
+  progress.start -= 10.0  # 10 s ago
+  progress.update(130, 140, [{'total': 1.0}], None)
+  text = stream.getvalue()
+  assert ' 80/100 loss 1 ' in text
+  rate = float(text.split(' it/s')[0].rsplit(' ', 1)[1])
+  assert 1.9 < rate < 2.01  # 20 steps in 10 s, not 80
+  assert 'ETA 10s' in text

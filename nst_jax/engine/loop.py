@@ -338,10 +338,15 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
     steps, start_evaluations = steps[:count], start_evaluations[:count]
     evaluations = start_evaluations
 
+    checkpointed = [None]  # the steps of the last checkpoint written
+
     def checkpoint():
+      if checkpointed[0] is not None and (checkpointed[0] == steps).all():
+        return  # it holds this very state
       run.checkpoints.save(state, dict(progress, current={
           'initial': initial, 'finals': finals, 'histories': histories,
           'step_offset': step_offset}))
+      checkpointed[0] = steps
 
     optimize_start = time.perf_counter()
     loop_start_unix = time.time()
@@ -434,7 +439,9 @@ def optimize(run: Run, variables, level_inputs: list, starts: list) -> list:
     content = inputs_at_level.content
     resume_from = resumed['current'] if (
         resumed and index == resumed['level']) else None
-    if levels and resume_from is None:
+    if resume_from is not None:  # the state holds the pixels; the shape
+      starts = [np.zeros(content.shape, np.float32)] * count
+    elif levels:
       starts = [images.resize(levels[-1].pixels[k], content.shape[:2])
                 for k in range(count)]
     last = index == len(level_inputs) - 1

@@ -46,6 +46,8 @@ def _orbax():
 
 
 def _first_line(error: BaseException) -> str:
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
   text = str(error).strip().split('\n', 1)[0]
   return text[:300] or type(error).__name__
 
