@@ -246,3 +246,78 @@ def test_a_signal_to_one_process_stops_both(tmp_path):
              for out in outputs)
   written = json.loads((tmp_path / 'p0' / 'r.json').read_text())
   assert written['partial'] and written['stop_reason'] == 'interrupted'
+
+
+# argv: output, 'hosts' | 'local', 'stop' (process 1 asks to stop before
+# its third chunk) | 'run'.
+RESUME_SCRIPT = '''
+import json, sys
+import jax
+jax.config.update('jax_num_cpu_devices', 2)
+jax.config.update('jax_disable_most_optimizations', True)
+from nst_jax import run
+from nst_jax.configs import default
+from nst_jax.errors import UserError
+config = default.get_config()
+config.update(dict(content='builtin:scene', style='builtin:painting',
+                   weights='random', image_size=32, iterations=6, log_every=2,
+                   checkpoint_every=2, optimizer='lbfgs', init='content',
+                   content_layers='conv2_1', style_layers='conv1_1,conv2_1',
+                   conv_algorithm='direct', compilation_cache='',
+                   output=sys.argv[1], distributed=sys.argv[2] == 'hosts'))
+config.sweep.style_weight = (1e-3, 1e-2, 1e-1, 1.0)
+polls = []
+def should_stop():
+  polls.append(1)
+  return (sys.argv[3] == 'stop' and jax.process_index() == 1
+          and len(polls) >= 3)
+try:
+  manifest = run.run(config, should_stop=should_stop)
+except run.Interrupted as interrupted:
+  print(json.dumps({'checkpoint': interrupted.manifest['checkpoint']}))
+  sys.exit(0)
+except UserError as error:
+  print(json.dumps({'error': str(error)}))
+  sys.exit(0)
+print(json.dumps({'resumed': manifest['resumed'],
+                  'finals': [r['final']['total'] for r in manifest['runs']],
+                  'evaluations': [r['evaluations'] for r in manifest['runs']]}))
+'''
+
+
+def _resume_processes(output, where, action):
+  port = _free_port()
+  count = 2 if where == 'hosts' else 1
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', RESUME_SCRIPT, str(output), where, action],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, NST_JAX_OFFLINE='1',
+               JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+               NST_JAX_NUM_PROCESSES=str(count), NST_JAX_PROCESS_ID=str(k)))
+               for k in range(count)]
+  return [_result(process) for process in processes]
+
+
+def test_two_hosts_checkpoint_together_and_resume(tmp_path):
+  """Each of 2 processes (2 devices each) writes its members' shards into
+  one checkpoint on a shared folder; both resume from it, and a run on
+  other devices refuses it."""
+  output = tmp_path / 'shared' / 'r.png'
+  checkpoint = str(tmp_path / 'shared' / 'r.ckpt')
+  stopped = _resume_processes(output, 'hosts', 'stop')
+  assert stopped == [{'checkpoint': checkpoint}] * 2
+  # Both processes' shards are in it.
+  (number,) = os.listdir(checkpoint)
+  shards = os.listdir(os.path.join(checkpoint, number, 'state'))
+  assert {'ocdbt.process_0', 'ocdbt.process_1'} <= set(shards)
+  (refused,) = _resume_processes(output, "local", "run")
+  assert refused['error'].startswith(f'{checkpoint}: made on other devices (')
+  assert 'devices 4 there, 2 here' in refused['error']
+  resumed = _resume_processes(output, 'hosts', 'run')
+  (single,) = _resume_processes(tmp_path / 'single' / 'r.png', 'local', 'run')
+  for result in resumed:
+    assert result['resumed'] == {'checkpoint': checkpoint, 'level': 0,
+                                 'step': 4}
+    assert result['evaluations'] == single['evaluations']
+    np.testing.assert_allclose(result['finals'], single['finals'], rtol=1e-4)
+  assert not os.path.exists(checkpoint)

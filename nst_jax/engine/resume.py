@@ -38,8 +38,10 @@ from nst_jax.errors import UserError
 from nst_jax.io import checkpoints as checkpoint_files
 from nst_jax.io import manifest as manifest_lib
 
-# Config fields that do not change what a run computes.
-IGNORED_FIELDS = ('resume', 'checkpoint_every', 'compilation_cache')
+# Config fields that do not change what a run computes ('distributed':
+# the devices it runs on are compared apart).
+IGNORED_FIELDS = ('resume', 'checkpoint_every', 'compilation_cache',
+                  'distributed')
 
 
 def digest(arrays) -> str:
