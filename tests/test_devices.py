@@ -135,11 +135,11 @@ def _free_port():
 @pytest.mark.parametrize('split', ['members', 'rows'])
 def test_two_processes_match_one(tmp_path, split):
   """jax.distributed over 2 processes x 2 CPU devices (a simulated 2-host
-  cluster, gloo collectives) gives the single-device results; only process 0
-  writes."""
+  cluster, gloo collectives, one output folder on a shared file system)
+  gives the single-device results; only process 0 writes."""
   port = _free_port()
   processes = [
-      _start(tmp_path / f'p{k}', 2, 'hosts', split,
+      _start(tmp_path / 'shared', 2, 'hosts', split,
              env={'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}',
                   'NST_JAX_NUM_PROCESSES': '2',
                   'NST_JAX_PROCESS_ID': str(k)}) for k in range(2)]
@@ -152,8 +152,12 @@ def test_two_processes_match_one(tmp_path, split):
   for result in results:
     assert result['evaluations'] == single['evaluations']
     np.testing.assert_allclose(result['finals'], single['finals'], rtol=1e-4)
-  assert (tmp_path / 'p0' / 'r.json').exists()
-  assert not (tmp_path / 'p1').exists() or not os.listdir(tmp_path / 'p1')
+  written = json.loads((tmp_path / 'shared' / 'r.json').read_text())
+  expected = {os.path.basename(path) for path in (
+      written['outputs'].get('images') or [written['outputs']['image']])}
+  expected |= {'r.json'} | ({'r_grid.png'} if split == 'members' else set())
+  # Each file once, no temporary files, the checkpoint folder removed.
+  assert set(os.listdir(tmp_path / 'shared')) == expected
 
 
 def test_three_member_mesh_from_four_devices(tmp_path):
@@ -218,12 +222,14 @@ except run.Interrupted as interrupted:
 
 def test_a_signal_to_one_process_stops_both(tmp_path):
   """SIGTERM (a spot VM's preemption) reaches process 1 only; both leave
-  the loop at the same chunk (no hang in a collective) and process 0 saves
-  the partial result."""
+  the loop at the same chunk (no hang in a collective), checkpoint it
+  together, and process 0 saves the partial result."""
   port = _free_port()
   logs = [tmp_path / f'log{k}' for k in range(2)]
   processes = [subprocess.Popen(
-      [sys.executable, '-c', SIGNAL_SCRIPT, str(tmp_path / f'p{k}' / 'r.png')],
+      # One output folder on a file system both share: the checkpoint is
+      # written by both processes together.
+      [sys.executable, '-c', SIGNAL_SCRIPT, str(tmp_path / 'shared' / 'r.png')],
       cwd=REPO, stdout=subprocess.PIPE, stderr=open(logs[k], 'w'), text=True,
       env=dict(os.environ, NST_JAX_OFFLINE='1', JAX_NUM_CPU_DEVICES='1',
                JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
@@ -244,8 +250,9 @@ def test_a_signal_to_one_process_stops_both(tmp_path):
       log.read_text()[-2000:] for log in logs]
   assert all(out.strip().endswith(f'interrupted {int(signal.SIGTERM)}')
              for out in outputs)
-  written = json.loads((tmp_path / 'p0' / 'r.json').read_text())
+  written = json.loads((tmp_path / 'shared' / 'r.json').read_text())
   assert written['partial'] and written['stop_reason'] == 'interrupted'
+  assert written['checkpoint'] == str(tmp_path / 'shared' / 'r.ckpt')
 
 
 # argv: output, 'hosts' | 'local', 'stop' (process 1 asks to stop before
@@ -285,11 +292,12 @@ print(json.dumps({'resumed': manifest['resumed'],
 '''
 
 
-def _resume_processes(output, where, action):
+def _resume_processes(output, where, action, outputs=None):
   port = _free_port()
   count = 2 if where == 'hosts' else 1
+  outputs = outputs or [output] * count
   processes = [subprocess.Popen(
-      [sys.executable, '-c', RESUME_SCRIPT, str(output), where, action],
+      [sys.executable, '-c', RESUME_SCRIPT, str(outputs[k]), where, action],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       env=dict(os.environ, NST_JAX_OFFLINE='1',
                JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
@@ -301,7 +309,15 @@ def _resume_processes(output, where, action):
 def test_two_hosts_checkpoint_together_and_resume(tmp_path):
   """Each of 2 processes (2 devices each) writes its members' shards into
   one checkpoint on a shared folder; both resume from it, and a run on
-  other devices refuses it."""
+  other devices refuses it. Processes given different folders are told
+  so."""
+  apart = _resume_processes(None, 'hosts', 'stop', outputs=[
+      tmp_path / f'p{k}' / 'r.png' for k in range(2)])
+  for k, result in enumerate(apart):  # not a hang
+    assert result['error'] == (
+        f'{tmp_path}/p{k}/r.ckpt: the processes would checkpoint into '
+        'different folders; give them one output folder on a file system '
+        'they all share')
   output = tmp_path / 'shared' / 'r.png'
   checkpoint = str(tmp_path / 'shared' / 'r.ckpt')
   stopped = _resume_processes(output, 'hosts', 'stop')

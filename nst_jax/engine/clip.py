@@ -363,6 +363,7 @@ def run_video(config, settings, *, should_stop=lambda: False,
   manifest['timing'] = {'total_s': time.perf_counter() - started}
   manifest['programs'] = prepared.programs_manifest()
   manifest['checkpoint'] = checkpoints.folder.path if interrupted else None
+  manifest['checkpoints'] = checkpoints.manifest()
   if not interrupted and devices_lib.writes_outputs():
     _encode(video_write, folder, frame_count, settings.output, fps,
             settings.content if info.has_audio else None, (width, height))

@@ -13,6 +13,7 @@ and keeps the shards of its own devices; process 0 writes the outputs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax
@@ -160,6 +161,18 @@ def any_process(flag: bool) -> bool:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.any(multihost_utils.process_allgather(
       np.asarray(bool(flag)))))
+
+
+def same_on_every_process(text: str) -> bool:
+  """Whether every process has the same `text` (compared by hash)."""
+  if jax.process_count() == 1:
+    return True
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  # 32 bits: JAX gathers 32-bit integers unless x64 is on.
+  digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:4],
+                         np.int32)[0]
+  hashes = multihost_utils.process_allgather(np.asarray(digest))
+  return bool(np.all(hashes == digest))
 
 
 def writes_outputs() -> bool:

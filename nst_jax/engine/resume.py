@@ -29,11 +29,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 
+from nst_jax.engine import devices as devices_lib
 from nst_jax.errors import UserError
 from nst_jax.io import checkpoints as checkpoint_files
 from nst_jax.io import manifest as manifest_lib
@@ -131,7 +133,10 @@ class Checkpoints:
   fingerprint: Optional[dict] = None
   resumed: Optional[dict] = None
   log: Callable[[str], None] = print
-  written: int = 0
+  written: int = 0          # checkpoints written by this process
+  write_s: float = 0.0      # the time they took
+  bytes: int = 0            # the size of the last one
+  restore_s: Optional[float] = None  # reading the resumed one
 
   @classmethod
   def beside(cls, output: str, every: int, log) -> 'Checkpoints':
@@ -153,6 +158,13 @@ class Checkpoints:
       UserError: an unreadable or foreign folder, or a checkpoint made on
         other devices.
     """
+    if not devices_lib.same_on_every_process(self.folder.path):
+      # orbax's hosts write one checkpoint together; apart, they would wait
+      # for each other's files for ever.
+      raise UserError(
+          f'{self.folder.path}: the processes would checkpoint into '
+          'different folders; give them one output folder on a file system '
+          'they all share')
     self.begin(fingerprint_, what)
     if resume == 'never':
       return None
@@ -200,15 +212,29 @@ class Checkpoints:
   def save(self, state: Any, progress: dict) -> None:
     """Writes `state` (device arrays) with `progress` (JSON) and this run's
     fingerprint."""
+    start = time.perf_counter()
     self.folder.save(state, {'fingerprint': self.fingerprint,
                              'progress': manifest_lib.json_safe(progress)})
+    self.write_s += time.perf_counter() - start
     self.written += 1
+    self.bytes = self.folder.size()
+
+  def manifest(self) -> dict:
+    """The manifest's `checkpoints` entry: how many this run wrote, what
+    they cost."""
+    return {'folder': self.folder.path, 'every': self.every,
+            'written': self.written, 'write_s': self.write_s,
+            'bytes': self.bytes, 'restore_s': self.restore_s}
 
   def restore(self, abstract: Any) -> Any:
     """The matched checkpoint's state, placed like `abstract`."""
-    return self.folder.restore_state(jax.tree_util.tree_map(
+    start = time.perf_counter()
+    state = self.folder.restore_state(jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                        sharding=x.sharding), abstract))
+    jax.block_until_ready(state)
+    self.restore_s = time.perf_counter() - start
+    return state
 
   def remove(self) -> None:
     """The run completed: its checkpoints go."""

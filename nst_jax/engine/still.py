@@ -121,6 +121,7 @@ def execute(config, settings, members, content_source, style_sources: dict,
       'loop_start_unix': levels[0].loop_start_unix}
   manifest['programs'] = prepared.programs_manifest()
   manifest['resumed'] = resumed_entry(checkpoints)
+  manifest['checkpoints'] = checkpoints and checkpoints.manifest()
   # Where an interrupted run's state waits for the same command again.
   manifest['checkpoint'] = (checkpoints.folder.path if checkpoints and
                             levels[-1].interrupted else None)

@@ -167,6 +167,17 @@ class CheckpointFolder:
                       f'({_first_line(error)}); the previous checkpoint, if '
                       'any, is kept') from None
 
+  def size(self) -> int:
+    """Bytes on disk in the folder."""
+    total = 0
+    for root, _, names in os.walk(self.path):
+      for name in names:
+        try:
+          total += os.path.getsize(os.path.join(root, name))
+        except OSError:
+          pass
+    return total
+
   def remove(self) -> None:
     """Removes the folder (the run it belongs to is complete)."""
     self.close()
