@@ -77,7 +77,7 @@ def test_default_config_gives_the_documented_settings():
       optimizer='lbfgs', learning_rate=optimizers.DEFAULT_LEARNING_RATES[
           'lbfgs'], iterations=500, stop_loss=-math.inf, tolerance=0.0,
       init='noise', init_image='', seed=0, save_every=0, log_every=10,
-      compilation_cache='auto', max_memory_gb=0.0, sweep_mode='auto',
+      checkpoint_every=100, resume='auto', compilation_cache='auto', max_memory_gb=0.0, sweep_mode='auto',
       coarse_to_fine=0, coarse_iterations=100, shard_rows=False,
       lbfgs_memory=optimizers.LBFGS_MEMORY,
       lbfgs_pyramid=optimizers.LBFGS_PYRAMID,
@@ -172,6 +172,9 @@ def test_dicts_and_config_dicts_check_alike():
     ('style_scale', 0.0, r'config.style_scale: must be > 0'),
     ('log_every', 0, r'config.log_every: must be > 0'),
     ('save_every', -1, r'config.save_every: must be >= 0'),
+    ('checkpoint_every', -1, r'config.checkpoint_every: must be >= 0'),
+    ('checkpoint_every', 2.5, r'config.checkpoint_every: must be an integer'),
+    ('resume', 'yes', r"config.resume: unknown 'yes'; valid are auto, never"),
     ('seed', 1.5, r'config.seed: must be an integer'),
     ('tolerance', -0.1, r'config.tolerance: must be >= 0'),
     ('stop_loss', float('nan'), r'config.stop_loss: must be a number, got '
