@@ -452,3 +452,26 @@ def test_luminance_colour_control_keeps_each_frames_colours(clip, tmp_path):
                             written.shape[:2])
     recoloured = color.restore_chroma(written, content)
     assert np.abs(recoloured - written).mean() < 1.0
+
+
+def test_resume_never_starts_the_clip_over(clip, tmp_path):
+  """resume=never: the finished frames of the same config are not kept;
+  a change of checkpoint_every alone keeps them."""
+  output = tmp_path / 'clip.mp4'
+  config = config_for(clip, output)
+  folder = clip_lib.frames_folder(str(output))
+  os.makedirs(folder)
+  images.save_image(os.path.join(folder, 'frame_00001.png'),
+                    np.zeros((4, 4, 3)))
+  entry = {'frame': 1, 'file': 'frame_00001.png'}
+  with open(settings_lib.manifest_path(str(output)), 'w') as f:
+    json.dump({'config': config.to_dict(), 'frames': [entry]}, f)
+  again = config_for(clip, output, checkpoint_every=7)
+  assert clip_lib._resume_point(  # pylint: disable=protected-access
+      again, settings_lib.check(again), FRAMES, print) == (1, [entry])
+  never = config_for(clip, output, resume='never')
+  log = []
+  assert clip_lib._resume_point(  # pylint: disable=protected-access
+      never, settings_lib.check(never), FRAMES, log.append) == (0, [])
+  assert log[0].endswith('resume=never; starting the clip over')
+  assert not os.listdir(folder)

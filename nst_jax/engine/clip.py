@@ -197,15 +197,10 @@ class FrameProgress:
 # ---------------------------------------------------------------------------
 # The run.
 
-def _normalised(config) -> dict:
-  """The config as the manifest stores it (JSON round trip)."""
-  return json.loads(json.dumps(manifest_lib.json_safe(
-      manifest_lib.config_dict(config))))
-
-
 def _resume_point(config, settings, frame_count, log) -> tuple:
   """(frames already done, their manifest entries) from a previous run of
-  the same config; (0, []) otherwise, removing the other config's frames."""
+  the same config; (0, []) otherwise (or with resume='never'), removing the
+  earlier run's frames."""
   path = settings.manifest
   folder = frames_folder(settings.output)
   try:
@@ -215,8 +210,11 @@ def _resume_point(config, settings, frame_count, log) -> tuple:
     previous = None
   if previous is None or 'frames' not in previous:
     return 0, []
-  if previous.get('config') != _normalised(config):
-    log(f'{path}: written by a different config; starting the clip over')
+  if settings.resume == 'never' or resume.config_for_match(
+      previous.get('config') or {}) != resume.config_for_match(config):
+    log(f'{path}: ' + ('resume=never' if settings.resume == 'never' else
+                       'written by a different config')
+        + '; starting the clip over')
     for stale in glob.glob(os.path.join(folder, 'frame_*.png')):
       os.remove(stale)
     return 0, []
