@@ -110,9 +110,10 @@ def get_config():
   # chunks, so a new value compiles the loop once more (then cached).
   config.log_every = 10
   # Interrupt and resume: the optimisation's whole state is checkpointed
-  # beside the output (out/result.ckpt/) every checkpoint_every steps (at
-  # the end of the chunk that reaches it; 0: only on Ctrl-C or SIGTERM), and
-  # removed when the run completes. resume: 'auto' (the same command again
+  # beside the output (out/result.ckpt/) on Ctrl-C or SIGTERM and every
+  # checkpoint_every steps (at the end of the chunk that reaches it; less
+  # often where writing would take over 2% of the run's time; 0: only when
+  # interrupted), and removed when the run completes. resume: 'auto' (the same command again
   # continues a checkpoint of the same config, inputs and weights) |
   # 'never' (start over).
   config.checkpoint_every = 100

@@ -12,7 +12,10 @@ Example::
 
 A clip does not fit in memory, so the frames are written as they finish,
 to the folder named after the output (out/clip/), with the manifest
-(out/clip.json); the engine is `nst_jax.engine.clip`.
+(out/clip.json); the engine is `nst_jax.engine.clip`. Calling it again with
+the same arguments continues an unfinished clip: from its first unfinished
+frame, inside that frame from its checkpoint (out/clip.ckpt/) when there
+is one (`resume='never'` starts over).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ the L-BFGS pairs the memory fit kept, and the run's own checkpoint (its
 history holds only 4 pairs, and zeros compress). Then, the same way
 (`io.checkpoints.CheckpointFolder`), a checkpoint of a full history:
 random pixels, gradient and pairs of the run's shapes (Adam: its two
-moments); the faster of two writes, and one read. Its share of a run that
+moments), in a process of its own; the faster of two writes, and one
+read. Its share of a run that
 checkpoints every `checkpoint_every` steps (configs/default.py's):
 write / (checkpoint_every x step + write).
 
@@ -59,52 +60,68 @@ for polls in (3, 1):
     run.run(config, should_stop=stop_at(polls))
   except run.Interrupted as interrupted:
     manifests.append(interrupted.manifest)
-# A checkpoint whose L-BFGS history is full (the run's after 4 steps holds
-# 4 pairs; zeros compress): random values, the state's shapes.
-width, height = manifests[0]['image_size']['content']
-pairs = manifests[0]['device'].get('lbfgs_memory_used') or 0
+print(json.dumps(manifests))
+'''
+
+# A checkpoint whose L-BFGS history is full (a run's after 4 steps holds 4
+# pairs, and zeros compress): random values in the state's shapes, in a
+# process of its own (the run's memory is gone).
+FULL_CHILD = '''
+import json, sys, time
+import jax
+import numpy as np
+from nst_jax.io import checkpoints
+height, width, pairs, optimizer, folder = (int(sys.argv[1]), int(sys.argv[2]),
+                                            int(sys.argv[3]), sys.argv[4],
+                                            sys.argv[5])
 rng = np.random.default_rng(0)
-image = lambda *lead: jax.device_put(rng.standard_normal(
-    lead + (height * width * 3,), np.float32))
+image = lambda *lead: rng.random(lead + (height * width * 3,), np.float32)
 state = {'pixels': image(1), 'grad': image(1)}
 if pairs:
   state.update(s=image(1, pairs), y=image(1, pairs))
 elif optimizer == 'adam':
   state.update(mu=image(1), nu=image(1))
-folder = checkpoints.CheckpointFolder(output + '.full.ckpt')
+abstract = jax.tree_util.tree_map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                   sharding=jax.sharding.SingleDeviceSharding(
+                                       jax.devices()[0])), state)
+checkpoint = checkpoints.CheckpointFolder(folder)
 writes = []
 for _ in range(2):
   start = time.perf_counter()
-  folder.save(state, {'step': 0})
+  checkpoint.save(state, {'step': 0})
   writes.append(time.perf_counter() - start)
-full_bytes = folder.size()
-abstract = jax.tree_util.tree_map(
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-    state)
+size = checkpoint.size()
+del state
 start = time.perf_counter()
-jax.block_until_ready(folder.restore_state(abstract))
+jax.block_until_ready(checkpoint.restore_state(abstract))
 read = time.perf_counter() - start
-folder.remove()
-print(json.dumps({'manifests': manifests, 'full': {
-    'bytes': full_bytes, 'write_s': min(writes), 'restore_s': read}}))
+checkpoint.remove()
+print(json.dumps({'bytes': size, 'write_s': min(writes), 'restore_s': read}))
 '''
+
+
+def _child(script, *args) -> dict:
+  out = subprocess.run([sys.executable, '-c', script, *map(str, args)],
+                       cwd=REPO, check=True, capture_output=True, text=True,
+                       env=dict(os.environ, NST_JAX_OFFLINE='1')).stdout
+  return json.loads(out.strip().splitlines()[-1])
 
 
 def measure(size: int, optimizer: str, every: int) -> dict:
   with tempfile.TemporaryDirectory() as folder:
-    out = subprocess.run(
-        [sys.executable, '-c', CHILD, str(size), optimizer,
-         os.path.join(folder, 'result.png')], cwd=REPO, check=True,
-        capture_output=True, text=True,
-        env=dict(os.environ, NST_JAX_OFFLINE='1')).stdout
-  measured = json.loads(out.strip().splitlines()[-1])
-  first, second = measured['manifests']
-  full = measured['full']
+    first, second = _child(CHILD, size, optimizer,
+                           os.path.join(folder, 'result.png'))
+    width, height = first['image_size']['content']
+    pairs = first['device'].get('lbfgs_memory_used') or 0
+    full = _child(FULL_CHILD, height, width, pairs, optimizer,
+                  os.path.join(folder, 'full.ckpt'))
   written = first['checkpoints']
   steps = first['iterations_done']
   step_s = (first['timing']['optimize_s'] - written['write_s']) / steps
-  return {'size': first['image_size']['content'], 'optimizer': optimizer,
-          'lbfgs_memory': first['device'].get('lbfgs_memory_used'),
+  return {'size': [width, height], 'optimizer': optimizer,
+          'lbfgs_memory': pairs or None,
+          'row_strips': first['device']['row_strips'],
           'run_bytes': written['bytes'],
           'run_write_s': written['write_s'] / written['written'],
           'run_restore_s': second['checkpoints']['restore_s'],

@@ -10,8 +10,33 @@ import numpy as np
 import pytest
 
 from nst_jax import cli, run as run_lib
+from nst_jax.engine import resume
 from nst_jax.errors import UserError
 from nst_jax.io import checkpoints as checkpoint_files
+
+@pytest.fixture(autouse=True)
+def every_checkpoint_is_written(monkeypatch):
+  """Tiny runs' steps are fast next to a write: the 2% rule would skip
+  their periodic checkpoints (it has its own test)."""
+  monkeypatch.setattr(resume, 'MAX_SHARE', float('inf'))
+
+
+def test_periodic_writes_keep_to_their_share_of_the_time(monkeypatch):
+  import time  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(resume, 'MAX_SHARE', 0.02)
+  checkpoints = resume.Checkpoints(None, every=10)
+  state = {'pairs': np.zeros((1000, 1000), np.float32)}  # 4 MB: 20 ms
+  checkpoints._since = time.perf_counter() - 0.5  # pylint: disable=protected-access
+  assert not checkpoints.due(10, 20, state)  # 20 ms > 2% of 0.5 s
+  checkpoints._since -= 1.0  # pylint: disable=protected-access
+  assert checkpoints.due(10, 20, state)
+  assert not checkpoints.due(11, 19, state)  # no multiple of 10 passed
+  assert checkpoints.due(19, 21, state)
+  checkpoints._write_estimate = 0.1  # pylint: disable=protected-access
+  assert not checkpoints.due(19, 21, state)  # measured: needs 5 s
+  checkpoints._since -= 4.0  # pylint: disable=protected-access
+  assert checkpoints.due(19, 21, state)
+
 
 # 9 steps in chunks of 3, a checkpoint at every chunk.
 STEPS = dict(iterations=9, log_every=3, checkpoint_every=3)

@@ -350,6 +350,8 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
 
     optimize_start = time.perf_counter()
     loop_start_unix = time.time()
+    if run.checkpoints is not None and not run.checkpoints.written:
+      run.checkpoints.started()
     run.reporter.running(step_offset + int(steps.max()))
     interrupted = False
     while True:
@@ -386,7 +388,7 @@ def optimize_level(run: Run, variables, level_inputs, starts: list,
         break
       if progress is not None and run.checkpoints.due(
           step_offset + int(previous_steps.max()),
-          step_offset + int(steps.max())):
+          step_offset + int(steps.max()), state):
         checkpoint()
   run.reporter.close()
   steps, evaluations, stop_reasons, pixels = to_host(

@@ -40,6 +40,11 @@ from nst_jax.errors import UserError
 from nst_jax.io import checkpoints as checkpoint_files
 from nst_jax.io import manifest as manifest_lib
 
+# Periodic checkpoints take at most this share of a run's time; before the
+# first one is timed, writing is assumed to go at this speed.
+MAX_SHARE = 0.02
+ASSUMED_BYTES_PER_S = 200e6
+
 # Config fields that do not change what a run computes ('distributed':
 # the devices it runs on are compared apart).
 IGNORED_FIELDS = ('resume', 'checkpoint_every', 'compilation_cache',
@@ -137,6 +142,8 @@ class Checkpoints:
   write_s: float = 0.0      # the time they took
   bytes: int = 0            # the size of the last one
   restore_s: Optional[float] = None  # reading the resumed one
+  _since: float = dataclasses.field(default_factory=time.perf_counter)
+  _write_estimate: Optional[float] = None  # the last write's time
 
   @classmethod
   def beside(cls, output: str, every: int, log) -> 'Checkpoints':
@@ -205,9 +212,25 @@ class Checkpoints:
     self.fingerprint = dict(fingerprint_, place=what)
     self.resumed = None
 
-  def due(self, previous_step: int, step: int) -> bool:
-    """Whether a periodic checkpoint falls between these steps."""
-    return bool(self.every) and step // self.every > previous_step // self.every
+  def due(self, previous_step: int, step: int, state: Any) -> bool:
+    """Whether to write a periodic checkpoint of `state` after a chunk
+    that went from `previous_step` to `step`: when it passed a multiple of
+    `every`, unless the writes would then take more than `MAX_SHARE` of
+    the run's time (a fast device and a large L-BFGS history: the write,
+    measured, or before the first at `ASSUMED_BYTES_PER_S`, must be at most
+    that share of the time since the last write or the start). The same
+    answer on every process."""
+    if not (self.every and step // self.every > previous_step // self.every):
+      return False
+    write_s = self._write_estimate or sum(
+        x.nbytes for x in jax.tree_util.tree_leaves(state)) / (
+            ASSUMED_BYTES_PER_S)
+    since = time.perf_counter() - self._since
+    return devices_lib.any_process(write_s <= MAX_SHARE * since)
+
+  def started(self) -> None:
+    """The optimisation starts: the writes' share counts from here."""
+    self._since = time.perf_counter()
 
   def save(self, state: Any, progress: dict) -> None:
     """Writes `state` (device arrays) with `progress` (JSON) and this run's
@@ -215,7 +238,9 @@ class Checkpoints:
     start = time.perf_counter()
     self.folder.save(state, {'fingerprint': self.fingerprint,
                              'progress': manifest_lib.json_safe(progress)})
-    self.write_s += time.perf_counter() - start
+    self._since = time.perf_counter()
+    self._write_estimate = self._since - start
+    self.write_s += self._write_estimate
     self.written += 1
     self.bytes = self.folder.size()
 
