@@ -29,7 +29,9 @@ def test_a_sweep_that_does_not_fit_is_refused_before_it_runs():
   spec = losses.LossSpec()
   one, four = (memory.estimate_bytes(64, 64, spec, 'adam', members=k,
                                      use_winograd=True, batched=k > 1,
-                                     donated=memory.loop_state_donated())
+                                     donated=memory.loop_state_donated(),
+                                     checkpoint_copy=(
+                                         memory.checkpoint_shares_memory()))
                for k in (1, 4))
   limit_gb = (one + four) / 2 / 2**30  # one member fits, four do not
   with pytest.raises(nst_jax.UserError,
@@ -38,3 +40,13 @@ def test_a_sweep_that_does_not_fit_is_refused_before_it_runs():
                     max_memory_gb=limit_gb,
                     sweep={'style_weight': (1e-3, 1e-2, 0.1, 1.0)},
                     **fields)
+
+
+def test_a_checkpoint_copy_counts_the_loop_state_once_more():
+  """On a CPU the checkpoint's host copy of the state shares the memory:
+  L-BFGS's 2 x 100 pairs plus the points and gradients once more."""
+  spec = losses.LossSpec()
+  plain = memory.estimate_bytes(512, 512, spec, 'lbfgs')
+  copied = memory.estimate_bytes(512, 512, spec, 'lbfgs',
+                                 checkpoint_copy=True)
+  assert copied - plain == 4 * (2 * 100 + 4) * 512 * 512 * 3

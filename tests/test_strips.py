@@ -107,8 +107,11 @@ def _settings(**fields):
 
 def test_automatic_strips_only_where_the_whole_image_does_not_fit():
   spec = losses.LossSpec()
-  donated = memory.loop_state_donated()  # as fit counts it here
-  whole = memory.estimate_bytes(1536, 2048, spec, 'adam', donated=donated)
+  # As fit counts it here.
+  donated, copy = (memory.loop_state_donated(),
+                   memory.checkpoint_shares_memory())
+  whole = memory.estimate_bytes(1536, 2048, spec, 'adam', donated=donated,
+                                checkpoint_copy=copy)
   settings = _settings(optimizer='adam', max_memory_gb=whole / 2 / 2**30)
   fit = memory.fit(settings, 1536, 2048)
   assert fit.row_strips > 1 and fit.needed <= fit.limit < whole
@@ -119,7 +122,8 @@ def test_automatic_strips_only_where_the_whole_image_does_not_fit():
   assert roomy.row_strips == 1
   # Refused only when even the leanest strips do not fit.
   least = min(memory.estimate_bytes(1536, 2048, dataclasses.replace(
-      spec, row_strips=count, strip_split=split), 'adam', donated=donated)
+      spec, row_strips=count, strip_split=split), 'adam', donated=donated,
+                                    checkpoint_copy=copy)
               for count, split in memory.choices(spec, 1536, 2048))
   memory.fit(_settings(optimizer='adam', max_memory_gb=least / 2**30),
              1536, 2048)
@@ -138,7 +142,7 @@ def test_lbfgs_keeps_fewer_pairs_when_they_do_not_fit():
   # 4096 x 3072 on a 16 GB accelerator (the loop's state donated): 100
   # pairs are 2 x 100 x 144 MiB.
   settings = _settings(max_memory_gb=16e9 / 2**30)
-  fit = memory.fit(settings, 3072, 4096, donated=True)
+  fit = memory.fit(settings, 3072, 4096, donated=True, checkpoint_copy=False)
   assert memory.LBFGS_MIN_PAIRS <= fit.lbfgs_memory < 100
   assert fit.row_strips > 1 and fit.needed <= fit.limit
   assert 'L-BFGS pairs do not fit' in fit.warnings[0]
@@ -148,7 +152,8 @@ def test_lbfgs_keeps_fewer_pairs_when_they_do_not_fit():
                                lbfgs_memory=fit.lbfgs_memory + 1) > fit.limit
   # Fewer than the minimum: refused.
   with pytest.raises(nst_jax.UserError, match='needs about'):
-    memory.fit(_settings(max_memory_gb=4.0), 3072, 4096, donated=True)
+    memory.fit(_settings(max_memory_gb=4.0), 3072, 4096, donated=True,
+               checkpoint_copy=False)
 
 
 def test_stylize_in_strips_with_fewer_pairs(small_config, tmp_path):
@@ -157,8 +162,10 @@ def test_stylize_in_strips_with_fewer_pairs(small_config, tmp_path):
                          style_layers=('conv1_1', 'conv2_1'), row_strips=2,
                          strip_split='pool1')
   # Room for the run in 2 strips with 20 pairs, not 100.
-  limit = memory.estimate_bytes(64, 64, spec, 'lbfgs_nols', lbfgs_memory=20,
-                                donated=memory.loop_state_donated())
+  limit = memory.estimate_bytes(
+      64, 64, spec, 'lbfgs_nols', lbfgs_memory=20,
+      donated=memory.loop_state_donated(),
+      checkpoint_copy=memory.checkpoint_shares_memory())
   result = nst_jax.stylize('builtin:scene', 'builtin:painting',
                            config=config, row_strips=2,
                            max_memory_gb=limit / 2**30,

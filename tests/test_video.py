@@ -353,7 +353,8 @@ def _limit_that_needs_strips(config):
                                strip_split=split)
     return memory.estimate_bytes(height, width, spec, settings.optimizer, 1,
                                  settings.lbfgs_memory, False, 1, False,
-                                 memory.loop_state_donated())
+                                 memory.loop_state_donated(),
+                                 memory.checkpoint_shares_memory())
   whole, *in_strips = [estimate(*choice) for choice in memory.choices(
       settings.spec, height, width)]
   assert min(in_strips) < whole

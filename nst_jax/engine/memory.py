@@ -75,10 +75,17 @@ def loop_state_donated() -> bool:
   return jax.local_devices()[0].platform != 'cpu'
 
 
+def checkpoint_shares_memory() -> bool:
+  """Whether a checkpoint's host copy of the loop state takes the devices'
+  memory: on CPU, where the devices' memory is the host's."""
+  return jax.local_devices()[0].platform == 'cpu'
+
+
 def estimate_bytes(height, width, spec: losses.LossSpec, optimizer: str,
                    shards: int = 1, lbfgs_memory: int = optimizers.LBFGS_MEMORY,
                    use_winograd: bool = False, members: int = 1,
-                   batched: bool = False, donated: bool = True) -> int:
+                   batched: bool = False, donated: bool = True,
+                   checkpoint_copy: bool = False) -> int:
   """Rough peak bytes per device of one evaluation plus optimiser state.
 
   Counts (float32) `ACTIVATION_FACTOR` times the maps one evaluation holds
@@ -87,7 +94,9 @@ def estimate_bytes(height, width, spec: losses.LossSpec, optimizer: str,
   of the layers that run (`vgg.prepare_variables`), the content targets'
   maps, and the optimiser's copies of the pixels (L-BFGS: two per curvature
   pair; strips add the padded image and its gradient), twice the loop's
-  state unless it is `donated` (`loop_state_donated`). With rows split
+  state unless it is `donated` (`loop_state_donated`), and once more with
+  `checkpoint_copy` (a checkpoint's host copy of the state, where the
+  device's memory is the host's: `checkpoint_shares_memory`). With rows split
   over `shards` devices, each holds 1/shards of the maps and pixel copies
   and all of the weights. A device running `members` sweep members holds
   every member's optimiser state, and with `batched` (vmap) every member's
@@ -99,6 +108,8 @@ def estimate_bytes(height, width, spec: losses.LossSpec, optimizer: str,
   if spec.row_strips > 1:
     pixel_copies += 2
   if not donated:  # the chunk's output state beside its input
+    pixel_copies += state_copies(optimizer, lbfgs_memory)
+  if checkpoint_copy:  # written out from a host copy
     pixel_copies += state_copies(optimizer, lbfgs_memory)
   per_device = members * pixel_copies * height * width * 3 + held * (
       members if batched else 1)
@@ -169,7 +180,8 @@ def check(settings, height, width, shards=1, use_winograd=False, members=1,
   them."""
   needed = estimate_bytes(height, width, settings.spec, settings.optimizer,
                           shards, settings.lbfgs_memory, use_winograd,
-                          members, batched, loop_state_donated())
+                          members, batched, loop_state_donated(),
+                          checkpoint_shares_memory())
   limit = limit_bytes(settings)
   if needed > limit:
     raise _too_large(width, height, members, needed, limit)
@@ -231,7 +243,7 @@ def choices(spec: losses.LossSpec, height, width, shards=1) -> list:
 
 
 def fit(settings, height, width, shards=1, use_winograd=False, members=1,
-        batched=False, donated=None) -> Fit:
+        batched=False, donated=None, checkpoint_copy=None) -> Fit:
   """The row strips and L-BFGS pairs that make a run fit its device.
 
   The first of `choices` whose `estimate_bytes` fits with
@@ -246,6 +258,8 @@ def fit(settings, height, width, shards=1, use_winograd=False, members=1,
     shards, use_winograd, members, batched: as `estimate_bytes`.
     donated: as `estimate_bytes`; None: `loop_state_donated()` (this
       process's devices).
+    checkpoint_copy: as `estimate_bytes`; None:
+      `checkpoint_shares_memory()`.
   Returns:
     `Fit`.
   Raises:
@@ -256,6 +270,8 @@ def fit(settings, height, width, shards=1, use_winograd=False, members=1,
   candidates = choices(spec, height, width, shards)
   if donated is None:
     donated = loop_state_donated()
+  if checkpoint_copy is None:
+    checkpoint_copy = checkpoint_shares_memory()
 
   def estimate(choice, pairs):
     count, split = choice
@@ -263,7 +279,7 @@ def fit(settings, height, width, shards=1, use_winograd=False, members=1,
         height, width, dataclasses.replace(spec, row_strips=count,
                                            strip_split=split),
         settings.optimizer, shards, pairs, use_winograd, members, batched,
-        donated)
+        donated, checkpoint_copy)
 
   for choice in candidates:
     needed = estimate(choice, settings.lbfgs_memory)
