@@ -301,3 +301,16 @@ def test_an_output_folder_gone_mid_run_is_one_line(tmp_path, small_config,
   assert cli.report(caught.value) == 2
   line = capsys.readouterr().err.strip()
   assert '\n' not in line and str(out) in line
+
+
+def test_a_checkpoint_of_other_weights_starts_over(interrupted, caplog):
+  config, folder, _ = interrupted
+  meta_file = os.path.join(folder, '1', 'meta', 'metadata')
+  with open(meta_file) as f:
+    meta = json.load(f)
+  meta['fingerprint']['weights'].update(random=False, sha256='0' * 64)
+  with open(meta_file, 'w') as f:
+    json.dump(meta, f)
+  manifest = run_lib.run(config)
+  assert f'{folder}: made with other weights; starting over' in caplog.text
+  assert manifest['resumed'] is None and manifest['iterations_done'] == 9
