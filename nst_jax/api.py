@@ -70,6 +70,11 @@ def stylize(content, style, *, config=None,
     if name in fields:
       raise UserError(f'{name}: pass images as the arguments of stylize, '
                       'and output paths to Result.save')
+  for name in ('checkpoint_every', 'resume'):
+    if name in fields:
+      raise UserError(f'{name}: stylize writes no files, so no checkpoints; '
+                      'runs from the command line (nst_jax.run.run) and '
+                      'stylize_video checkpoint and resume')
   # Masks may be images in memory: the config names them, execute reads
   # these.
   mask_sources = [_image_list(fields.pop(name, None) or ())

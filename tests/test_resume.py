@@ -314,3 +314,12 @@ def test_a_checkpoint_of_other_weights_starts_over(interrupted, caplog):
   manifest = run_lib.run(config)
   assert f'{folder}: made with other weights; starting over' in caplog.text
   assert manifest['resumed'] is None and manifest['iterations_done'] == 9
+
+
+@pytest.mark.parametrize('field,value', [('checkpoint_every', 5),
+                                         ('resume', 'never')])
+def test_stylize_refuses_the_checkpoint_fields(field, value):
+  import nst_jax  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match=f'^{field}: stylize writes no files, '
+                     'so no checkpoints'):
+    nst_jax.stylize('builtin:scene', 'builtin:painting', **{field: value})

@@ -200,7 +200,7 @@ class FrameProgress:
 def _resume_point(config, settings, frame_count, log) -> tuple:
   """(frames already done, their manifest entries) from a previous run of
   the same config; (0, []) otherwise (or with resume='never'), removing the
-  earlier run's frames."""
+  frames already in the folder."""
   path = settings.manifest
   folder = frames_folder(settings.output)
   try:
@@ -333,7 +333,7 @@ def run_video(config, settings, *, should_stop=lambda: False,
       looked.append(what)
       meta = checkpoints.match(fingerprint, settings.resume, what)
     if meta is not None:
-      step = meta['progress']['current']['histories'][0][-1]['iteration']
+      step = resume.resumed_step(meta['progress'])
       log(f'{checkpoints.folder.path}: resuming {what} at step {step} of '
           f'{iterations}')
       manifest['resumed'] = {'checkpoint': checkpoints.folder.path,

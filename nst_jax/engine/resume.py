@@ -73,6 +73,13 @@ def level_arrays(level) -> list:
   return arrays
 
 
+def resumed_step(progress: dict) -> int:
+  """The step a checkpoint's `progress` reached, counted over levels (its
+  members' furthest)."""
+  return max(rows[-1]['iteration']
+             for rows in progress['current']['histories'])
+
+
 def config_for_match(config) -> dict:
   """The config as compared: JSON-normalised, `IGNORED_FIELDS` left out."""
   normalised = json.loads(json.dumps(manifest_lib.json_safe(

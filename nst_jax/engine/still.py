@@ -142,14 +142,8 @@ def _match_checkpoint(checkpoints, config, settings, prepared, members,
   if meta is not None:
     progress = meta['progress']
     log(f'{checkpoints.folder.path}: resuming at step '
-        f'{_resumed_step(progress)} of {progress["total_steps"]}')
+        f'{resume.resumed_step(progress)} of {progress["total_steps"]}')
 
-
-def _resumed_step(progress) -> int:
-  """The step a checkpoint reached, counted over levels (its members'
-  furthest)."""
-  return max(rows[-1]['iteration']
-             for rows in progress['current']['histories'])
 
 
 def resumed_entry(checkpoints) -> dict:
@@ -159,7 +153,7 @@ def resumed_entry(checkpoints) -> dict:
   progress = checkpoints.resumed['progress']
   return {'checkpoint': checkpoints.folder.path,
           'level': progress.get('level'),
-          'step': _resumed_step(progress)}
+          'step': resume.resumed_step(progress)}
 
 
 def _manifest(config, settings, members, levels) -> dict:
