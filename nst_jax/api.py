@@ -34,6 +34,7 @@ Result = results.Result
 def stylize(content, style, *, config=None,
             progress: Union[bool, Callable] = False,
             programs: Optional[programs_lib.Programs] = None,
+            should_stop: Callable[[], bool] = lambda: False,
             **fields) -> Result:
   """Transfers the style of `style` onto `content` (Gatys et al.).
 
@@ -50,6 +51,9 @@ def stylize(content, style, *, config=None,
       image; in a sweep, lists with one entry per member.
     programs: where compiled programs are kept (default: the process's, so
       a second call at the same sizes compiles nothing).
+    should_stop: polled between compiled chunks (every `log_every` steps);
+      True ends the run there, and the result holds the images reached so
+      far (`Result.partial`).
     **fields: any field of configs/default.py by name, overriding `config`
       (`image_size=256`, `style_weight=1e-2`, `weights='random'`,
       `sweep={'style_weight': (1e-4, 1e-3)}`); `content_masks` and
@@ -107,7 +111,7 @@ def stylize(content, style, *, config=None,
     reporter = loop.Reporter()
   return still.execute(
       config, settings, members, content, style_sources, reporter,
-      programs=programs,
+      programs=programs, should_stop=should_stop,
       log=logging.warning if progress else lambda message: None,
       mask_sources=mask_sources if any(mask_sources) else None)
 

@@ -6,6 +6,9 @@
 (or `python -m nst_jax.main ...`). Without --config the default config is
 used. Writes the image and, beside it, its manifest (.json).
 
+`nst-jax serve [--config...]` starts the web page instead (see
+`nst-jax serve --help`).
+
 Exit status: 0 done, 1 the loss became non-finite (the last finite image is
 kept), 2 bad input (one line on stderr), 128+signal when interrupted (the
 partial image and manifest are saved).
@@ -85,6 +88,11 @@ def _prog() -> str:
 
 def entry_point():
   """The `nst-jax` console script (also `python -m nst_jax.main`)."""
+  if len(sys.argv) > 1 and sys.argv[1] == 'serve':
+    del sys.argv[1]
+    from nst_jax.web import serve  # pylint: disable=g-import-not-at-top
+    serve.entry_point(_prog())
+    return
   cli.run(main, prog=_prog(), about=__doc__, default_config=DEFAULT_CONFIG,
           own_flags=['debug'])
 

@@ -36,6 +36,7 @@ VideoResult = results.VideoResult
 def stylize_video(content, style, output, *, config=None,
                   progress: Union[bool, Callable] = False,
                   programs: Optional[programs_lib.Programs] = None,
+                  should_stop: Callable[[], bool] = lambda: False,
                   **fields) -> VideoResult:
   """Stylises a video file or folder of frames into `output`.
 
@@ -52,6 +53,9 @@ def stylize_video(content, style, output, *, config=None,
       written, with its 1-based number, its final loss terms (floats) and
       the uint8 image.
     programs: `programs.Programs` (default: the process's).
+    should_stop: polled between compiled chunks; True ends the clip there
+      with a partial result (the finished frames kept; calling again with
+      the same arguments continues it).
     **fields: config fields by name, e.g. `image_size=256`,
       `video={'temporal_weight': 1.0, 'mode': 'joint'}`.
   Returns:
@@ -91,7 +95,7 @@ def stylize_video(content, style, output, *, config=None,
     raise UserError(f'content: {config.content!r} is not a video or a '
                     'folder of frames')
   return clip.run_video(
-      config, settings, programs=programs,
+      config, settings, programs=programs, should_stop=should_stop,
       log=logging.warning if progress else lambda message: None,
       progress_stream=sys.stderr if progress is True else None,
       on_frame=progress if callable(progress) else None,
