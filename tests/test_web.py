@@ -175,10 +175,12 @@ def _png(data: bytes) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
 
 
-def test_stylize_in_the_page_equals_stylize(open_page, tmp_path):
+def test_stylize_in_the_page_equals_stylize(open_page, server, tmp_path):
   content = _image_file(tmp_path / 'photo.png', 0)
   style = _image_file(tmp_path / 'painting.png', 1, (50, 50))
   page = open_page()
+  requested = []
+  page.on('request', lambda request: requested.append(request.url))
   assert 'RANDOM, UNTRAINED' in page.inner_text('body')
   _upload(page, content, style)
   page.click('#nst-stylize')
@@ -195,6 +197,12 @@ def test_stylize_in_the_page_equals_stylize(open_page, tmp_path):
   # The session's gallery holds it, captioned as made with random weights.
   page.wait_for_selector('#nst-gallery img')
   assert 'RANDOM' in page.locator('#nst-gallery').inner_text()
+  # The page calls no one but its server (no analytics, fonts or updates).
+  page.reload()
+  page.wait_for_selector('#nst-stylize')
+  assert requested and all(url.startswith(server) or url.startswith('data:')
+                           or url.startswith('blob:') for url in requested), [
+                               u for u in requested if not u.startswith(server)]
 
 
 def test_live_updates_arrive_before_the_end(open_page, tmp_path):
@@ -304,8 +312,21 @@ def test_bad_uploads_get_the_command_lines_line_and_the_next_run_works(
     assert status == 'error: ' + str(expected.value).replace(
         str(tmp_path) + os.sep, ''), status
     assert '\n' not in status and bad.name in status
+  # A mask of another size than the content, as the command line says.
   page.locator('#nst-content input[type=file]').set_input_files(good)
   page.wait_for_selector('#nst-content img')
+  mask = _image_file(tmp_path / 'mask.png', 14, (20, 20))
+  page.click('text=Advanced')
+  page.locator('#nst-content_masks input[type=file]').set_input_files(mask)
+  page.wait_for_selector('#nst-content_masks img')
+  before = _status(page)
+  page.click('#nst-stylize')
+  status = _wait_status(page, r'(error|Done)', other_than=before)
+  with pytest.raises(nst_jax.UserError) as expected:
+    nst_jax.stylize(good, style, config=server_config(), content_masks=[mask])
+  assert status == 'error: ' + str(expected.value).replace(
+      str(tmp_path) + os.sep, ''), status
+  page.locator('#nst-content_masks button[aria-label="Clear"]').first.click()
   before = _status(page)
   page.click('#nst-stylize')
   assert _wait_status(page, r'(Done|error)', other_than=before).startswith(
@@ -333,3 +354,31 @@ def test_a_sweep_fills_a_labelled_grid_and_a_panel_gives_its_setting(
   _wait_status(page, r'Panel 2: style_weight=0.1')
   slider = page.locator('#nst-style_weight input[type=number]')
   assert float(slider.input_value()) == pytest.approx(-1.0)
+
+
+def test_a_clip_shows_its_frames_and_plays_as_h264(open_page, tmp_path):
+  import av  # pylint: disable=g-import-not-at-top
+  from video_clips import sliding_clip, write_mp4  # pylint: disable=g-import-not-at-top
+  clip = str(tmp_path / 'pan.mp4')
+  write_mp4(sliding_clip(frames=3, height=32, width=40), clip)
+  page = open_page()
+  _upload(page, None, _image_file(tmp_path / 's.png', 15))
+  page.click('text=Video')
+  page.locator('#nst-video input[type=file]').set_input_files(clip)
+  page.wait_for_selector('#nst-video video')
+  _set_number(page, 'nst-iterations', 3)
+  page.click('#nst-stylize')
+  running = _wait_status(page, r'(Running|Done|error)')
+  assert running.startswith('Running: frame 1 of 3'), running
+  assert _wait_status(page, r'(Done|error)').startswith('Done: 3 frames')
+  assert page.locator('#nst-frames img').count() == 3
+  src = page.locator('#nst-clip video').get_attribute('src')
+  assert src
+  files = _downloads(page)
+  assert set(files) == {'clip.mp4', 'clip.json'}
+  (tmp_path / 'out.mp4').write_bytes(files['clip.mp4'])
+  with av.open(str(tmp_path / 'out.mp4')) as container:
+    stream = container.streams.video[0]
+    assert stream.codec_context.name == 'h264'
+    assert sum(1 for _ in container.decode(stream)) == 3
+  assert json.loads(files['clip.json'])['weights']['random'] is True

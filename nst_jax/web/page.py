@@ -211,12 +211,15 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
             controls[spec.path] = _control(spec, elem_id=_elem(spec.path))
           content_masks = UploadGallery(
               label='content_masks: one mask per style (regions)',
-              type='filepath', interactive=True, columns=4, height=120)
+              type='filepath', interactive=True, columns=4, height=120,
+              elem_id=_elem('content_masks'))
           style_masks = UploadGallery(
               label='style_masks: the part of each style image to use',
-              type='filepath', interactive=True, columns=4, height=120)
+              type='filepath', interactive=True, columns=4, height=120,
+              elem_id=_elem('style_masks'))
           init_image = UploadImage(label="init_image (for init='image')",
-                                   type='filepath', height=120)
+                                   type='filepath', height=120,
+                                   elem_id=_elem('init_image'))
         with gr.Accordion('Sweep', open=False):
           sweep_field = gr.Dropdown(choices=list(jobs.SWEEP_FIELDS),
                                     value='style_weight',
@@ -324,7 +327,8 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
 
 
 def _plot_frame(history: list) -> pd.DataFrame:
-  return pd.DataFrame(history, columns=['step', 'loss', 'member'])
+  frame = pd.DataFrame(history, columns=['step', 'loss', 'member'])
+  return frame.astype({'step': int, 'loss': float, 'member': str})
 
 
 def _run(page: Page, session: str, values: dict, content, content_is_builtin,
@@ -420,7 +424,7 @@ def _run_still(page, session, config, content_source, style_sources, fields,
   for item in job.updates():
     if isinstance(item, jobs.Update):
       for label, terms in zip(labels, item.terms):
-        history.append((item.step, terms.get('total'), label))
+        history.append((item.step, terms.get('total', math.nan), label))
       update = {status: f'Running: {jobs.format_progress(item)} · '
                         f'{jobs.format_terms(item.terms[0])}',
                 plot: _plot_frame(history)}
@@ -478,7 +482,8 @@ def _run_clip(page, session, config, folder, clip_path, style_sources, cancel,
   for item in job.updates():
     if isinstance(item, jobs.Update):
       shown.append(item.images[0])
-      history.append((item.step, item.terms[0].get('total'), 'frame'))
+      history.append((item.step, item.terms[0].get('total', math.nan),
+                      'frame'))
       yield {status: f'Running: {jobs.format_progress(item, "frame")} · '
                      f'{jobs.format_terms(item.terms[0])}',
              live: item.images[0], frames: list(shown),
