@@ -114,7 +114,7 @@ def open_page_fixture(browser, server, tmp_path, request):
       page.screenshot(path=str(shot), full_page=True)
       folder = os.environ.get('NST_JAX_SCREENSHOTS')
       if folder and k == 0 and request.node.name.startswith(
-          'test_stylize_in_the_page'):
+          'test_the_built_in_scene_and_painting'):
         os.makedirs(folder, exist_ok=True)
         shutil.copyfile(shot, os.path.join(folder, 'web_page.png'))
     context.close()
@@ -203,6 +203,26 @@ def test_stylize_in_the_page_equals_stylize(open_page, server, tmp_path):
   assert requested and all(url.startswith(server) or url.startswith('data:')
                            or url.startswith('blob:') for url in requested), [
                                u for u in requested if not u.startswith(server)]
+
+
+def test_the_built_in_scene_and_painting(open_page):
+  page = open_page()
+  page.click('text=Built-in scene')
+  page.click('text=Built-in painting')
+  page.wait_for_selector('#nst-content img')
+  page.wait_for_selector('#nst-styles img')
+  _set_number(page, 'nst-image_size', 96)
+  _set_number(page, 'nst-iterations', 20)
+  page.click('#nst-stylize')
+  assert _wait_status(page, r'(Done|error)').startswith('Done')
+  expected = nst_jax.stylize('builtin:scene', 'builtin:painting',
+                             config=server_config(), image_size=96,
+                             iterations=20)
+  np.testing.assert_array_equal(_png(_downloads(page)['result.png']),
+                                expected.image)
+  # An upload replaces the built-in image.
+  assert 'image_size=96, iterations=20' in page.locator(
+      '#nst-gallery').inner_text()
 
 
 def test_live_updates_arrive_before_the_end(open_page, tmp_path):

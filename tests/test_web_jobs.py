@@ -7,7 +7,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
+import numpy as np
 import pytest
 
 from nst_jax import cli
@@ -181,13 +184,29 @@ def test_serve_refuses_a_bad_config_in_one_line():
       'error: --max_upload_mb: must be > 0, got 0')
 
 
-def test_serve_elsewhere_than_localhost_says_who_can_use_it():
+def _upload(url, data: bytes) -> int:
+  """POSTs one file to the page's upload route; returns the HTTP status."""
+  boundary = 'nstjaxboundary'
+  body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+          f'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+          ).encode() + data + f'\r\n--{boundary}--\r\n'.encode()
+  request = urllib.request.Request(
+      f'{url}/gradio_api/upload', data=body, method='POST',
+      headers={'Content-Type': f'multipart/form-data; boundary={boundary}'})
+  try:
+    with urllib.request.urlopen(request) as response:
+      return response.status
+  except urllib.error.HTTPError as error:
+    return error.code
+
+
+def test_serve_elsewhere_says_who_can_use_it_and_caps_uploads():
   with socket.socket() as sock:
     sock.bind(('127.0.0.1', 0))
     port = sock.getsockname()[1]
   process = subprocess.Popen(
       [sys.executable, '-m', 'nst_jax.main', 'serve', '--host=0.0.0.0',
-       f'--port={port}', '--config.weights=random'],
+       f'--port={port}', '--max_upload_mb=0.01', '--config.weights=random'],
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   lines = []
   try:
@@ -195,9 +214,48 @@ def test_serve_elsewhere_than_localhost_says_who_can_use_it():
       lines.append(line)
       if 'serving nst_jax' in line:
         break
+    url = f'http://127.0.0.1:{port}'
+    assert _upload(url, b'x' * 5_000) == 200
+    assert _upload(url, b'x' * 20_000) == 413  # over 0.01 MB
   finally:
     process.send_signal(2)
     process.wait(timeout=30)
   text = ''.join(lines)
   assert (f'warning: listening on 0.0.0.0: anyone who can reach port {port} '
           'can use this machine') in text, text
+
+
+def test_the_loss_plot_draws_each_member_falling():
+  history = [(step, 1000.0 / step, 'a') for step in range(1, 11)] + [
+      (step, 10.0 / step, 'b') for step in range(1, 11)]
+  plot = jobs.loss_plot(history, width=200, height=100)
+  assert plot.shape == (100, 200, 3) and plot.dtype.name == 'uint8'
+  blue = np.all(plot == jobs.PLOT_COLORS[0], axis=-1)
+  orange = np.all(plot == jobs.PLOT_COLORS[1], axis=-1)
+  assert blue.any() and orange.any()
+  # Log scale: member a (larger losses) lies above member b; both fall
+  # from left to right.
+  assert np.nonzero(blue)[0].mean() < np.nonzero(orange)[0].mean()
+  for mask in (blue, orange):
+    rows, cols = np.nonzero(mask)
+    assert rows[cols < 60].mean() < rows[cols > 140].mean()
+  empty = jobs.loss_plot([], width=200, height=100)
+  assert not np.all(empty == jobs.PLOT_COLORS[0], axis=-1).any()
+
+
+def test_a_job_closed_early_stops_its_run_before_returning():
+  ended = threading.Event()
+
+  def work(on_update, should_stop):
+    step = 0
+    while not should_stop():
+      step += 1
+      on_update(step, [{}], [None])
+      time.sleep(0.005)
+    ended.set()
+    return step
+
+  updates = jobs.Job(work, 10**6, threading.Event()).updates()
+  next(updates)
+  updates.close()  # as Gradio does when the page is closed
+  assert ended.is_set()

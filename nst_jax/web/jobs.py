@@ -360,17 +360,23 @@ class Job:
     the updates waiting is yielded, so a slow page never falls behind."""
     thread = threading.Thread(target=self._run, daemon=True)
     thread.start()
-    while True:
-      item = self._queue.get()
-      while isinstance(item, Update) and not self._queue.empty():
-        newer = self._queue.get()
-        if isinstance(newer, Done):
-          yield item
-        item = newer
-      yield item
-      if isinstance(item, Done):
-        thread.join()
-        return
+    try:
+      while True:
+        item = self._queue.get()
+        while isinstance(item, Update) and not self._queue.empty():
+          newer = self._queue.get()
+          if isinstance(newer, Done):
+            yield item
+          item = newer
+        yield item
+        if isinstance(item, Done):
+          return
+    finally:
+      # Closed early (the page went away): the run stops at its next chunk,
+      # and the device is free before the next job starts.
+      if thread.is_alive():
+        self._cancel.set()
+      thread.join()
 
 
 def still_steps(config) -> int:
@@ -400,6 +406,53 @@ def format_progress(update: Update, unit: str = 'step') -> str:
   if update.seconds_left is not None:
     text += f' · {update.seconds_left:.0f} s left'
   return text
+
+
+PLOT_COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+               (148, 103, 189), (140, 86, 75), (227, 119, 194),
+               (127, 127, 127))
+
+
+def loss_plot(history: Sequence, width: int = 480, height: int = 150
+              ) -> np.ndarray:
+  """A small plot of the total loss against the step, log scale, one line
+  per member, as a uint8 image.
+
+  Args:
+    history: (step, total loss, member label) rows, in step order.
+  Returns:
+    (height, width, 3) uint8: white, the lines, and the loss range and last
+    step written in the corners.
+  """
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  canvas = Image.new('RGB', (width, height), 'white')
+  draw = ImageDraw.Draw(canvas)
+  rows = [(s, v, m) for s, v, m in history
+          if v is not None and math.isfinite(v) and v > 0]
+  left, right, top, bottom = 8, width - 8, 18, height - 18
+  draw.rectangle((left, top, right, bottom), outline=(200, 200, 200))
+  if rows:
+    steps = [s for s, _, _ in rows]
+    logs = [math.log10(v) for _, v, _ in rows]
+    s0, s1 = min(steps), max(max(steps), min(steps) + 1)
+    v0, v1 = min(logs), max(max(logs), min(logs) + 1e-9)
+    members = list(dict.fromkeys(m for _, _, m in rows))
+    for k, member in enumerate(members):
+      points = [(left + (s - s0) / (s1 - s0) * (right - left),
+                 bottom - (math.log10(v) - v0) / (v1 - v0) * (bottom - top))
+                for s, v, m in rows if m == member]
+      color = PLOT_COLORS[k % len(PLOT_COLORS)]
+      if len(points) > 1:
+        draw.line(points, fill=color, width=2)
+      else:
+        x, y = points[0]
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=color)
+    draw.text((left, 2), f'total loss {10 ** v1:.3g}', fill=(60, 60, 60))
+    draw.text((left, bottom + 3), f'{10 ** v0:.3g} (log scale)',
+              fill=(60, 60, 60))
+    draw.text((right - 70, bottom + 3), f'step {max(steps)}',
+              fill=(60, 60, 60))
+  return np.asarray(canvas)
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import os
 import threading
 
 import gradio as gr
-import pandas as pd
 from ml_collections import config_dict
 
 import nst_jax
@@ -32,6 +31,16 @@ IDS = ('content', 'styles', 'stylize', 'cancel', 'status', 'live', 'grid',
        'frames', 'clip', 'plot', 'downloads', 'gallery', 'video')
 STYLE_WEIGHT_RANGE = (-8.0, 4.0)  # the slider's log10 range
 BUILTIN_SIZE = 256  # the built-in images' preview size
+# The main controls but the style weight's slider, a row each.
+MAIN_ROWS = (('image_size', 'iterations', 'seed'),
+             ('optimizer', 'init', 'color_control'),
+             ('style_loss', 'padding'),
+             ('style_scale', 'coarse_to_fine'))
+# Small results are shown scaled up, pixels kept sharp.
+CSS = '''
+#nst-live img {width: 100%; height: 100%; object-fit: contain;
+               image-rendering: pixelated;}
+'''
 
 
 class _Received:
@@ -192,16 +201,18 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
                                      elem_id=_elem('stylize'))
           cancel_button = gr.Button('Cancel', variant='stop',
                                     elem_id=_elem('cancel'))
-        for spec in main_specs:
-          if spec.path == 'style_weight':
-            controls[spec.path] = gr.Slider(
-                *STYLE_WEIGHT_RANGE, step=0.01,
-                value=style_weight_to_slider(spec.default),
-                label='style weight (log10)', elem_id=_elem('style_weight'),
-                info=f'{spec.meaning}; now {spec.default:g}')
-          else:
-            controls[spec.path] = _control(spec,
-                                           elem_id=_elem(spec.path))
+        by_name = {spec.path: spec for spec in main_specs}
+        weight = by_name['style_weight']
+        controls['style_weight'] = gr.Slider(
+            *STYLE_WEIGHT_RANGE, step=0.01,
+            value=style_weight_to_slider(weight.default),
+            label='style weight (log10)', elem_id=_elem('style_weight'),
+            info=f'{weight.meaning}; now {weight.default:g}')
+        for row in MAIN_ROWS:
+          with gr.Row():
+            for name in row:
+              controls[name] = _control(by_name[name], elem_id=_elem(name),
+                                        min_width=120)
         with gr.Accordion('Advanced', open=False):
           section = None
           for spec in advanced_specs:
@@ -242,18 +253,20 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
                         elem_id=_elem('live'), height=360)
         grid = gr.Gallery(label='Sweep: click a panel to see it large and '
                           'use its settings', columns=4, visible=False,
-                          elem_id=_elem('grid'), allow_preview=False)
+                          elem_id=_elem('grid'), allow_preview=False,
+                          fit_columns=False)
         frames = gr.Gallery(label='Frames', columns=6, visible=False,
-                            elem_id=_elem('frames'), height=200)
+                            elem_id=_elem('frames'), height=200,
+                            fit_columns=False)
         clip_player = gr.Video(label='Stylised clip', visible=False,
                                interactive=False, elem_id=_elem('clip'))
-        plot = gr.LinePlot(x='step', y='loss', color='member',
-                           y_title='total loss', height=200,
-                           elem_id=_elem('plot'), label='Loss')
+        plot = gr.Image(label='Loss', interactive=False, format='png',
+                        elem_id=_elem('plot'), height=170)
         downloads = gr.File(label='Downloads', file_count='multiple',
                             interactive=False, elem_id=_elem('downloads'))
-        gallery = gr.Gallery(label="This session's results", columns=3,
-                             elem_id=_elem('gallery'), height=260)
+        gallery = gr.Gallery(label="This session's results", columns=4,
+                             elem_id=_elem('gallery'), height=300,
+                             object_fit='contain', fit_columns=False)
 
     # -- Built-in images and uploads ------------------------------------
     scene_button.click(lambda: (page.builtin_scene, True),
@@ -324,11 +337,6 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
                                           for name in jobs.SWEEP_FIELDS],
                 queue=False)
   return blocks
-
-
-def _plot_frame(history: list) -> pd.DataFrame:
-  frame = pd.DataFrame(history, columns=['step', 'loss', 'member'])
-  return frame.astype({'step': int, 'loss': float, 'member': str})
 
 
 def _run(page: Page, session: str, values: dict, content, content_is_builtin,
@@ -420,14 +428,14 @@ def _run_still(page, session, config, content_source, style_sources, fields,
   yield {status: 'Preparing (the first run at a size compiles)…',
          grid: gr.update(visible=bool(sweep), value=None),
          frames: gr.update(visible=False), clip_player: gr.update(
-             visible=False), downloads: None, plot: _plot_frame([])}
+             visible=False), downloads: None, plot: jobs.loss_plot([])}
   for item in job.updates():
     if isinstance(item, jobs.Update):
       for label, terms in zip(labels, item.terms):
         history.append((item.step, terms.get('total', math.nan), label))
       update = {status: f'Running: {jobs.format_progress(item)} · '
                         f'{jobs.format_terms(item.terms[0])}',
-                plot: _plot_frame(history)}
+                plot: jobs.loss_plot(history)}
       if sweep:
         update[grid] = list(zip(item.images, labels))
       else:
@@ -478,7 +486,7 @@ def _run_clip(page, session, config, folder, clip_path, style_sources, cancel,
          grid: gr.update(visible=False), frames: gr.update(visible=True,
                                                            value=None),
          clip_player: gr.update(visible=False, value=None), downloads: None,
-         plot: _plot_frame([])}
+         plot: jobs.loss_plot([])}
   for item in job.updates():
     if isinstance(item, jobs.Update):
       shown.append(item.images[0])
@@ -487,7 +495,7 @@ def _run_clip(page, session, config, folder, clip_path, style_sources, cancel,
       yield {status: f'Running: {jobs.format_progress(item, "frame")} · '
                      f'{jobs.format_terms(item.terms[0])}',
              live: item.images[0], frames: list(shown),
-             plot: _plot_frame(history)}
+             plot: jobs.loss_plot(history)}
       continue
     if item.error is not None:
       raise item.error if isinstance(item.error, UserError) else UserError(

@@ -96,7 +96,7 @@ def serve(config, host: str = '127.0.0.1', port: int = 7860,
           server_name=host, server_port=port, share=False,
           inbrowser=False, prevent_thread_lock=True, quiet=True,
           max_file_size=int(max_upload_mb * 1e6), ssr_mode=False,
-          show_error=False)
+          show_error=False, css=page_lib.CSS)
     except OSError as error:
       raise UserError(f'--port={port}: cannot listen on {host} ({error})'
                       ) from None
