@@ -1,6 +1,7 @@
 """The package's layers: a lower layer never imports a higher one.
 
-core (pure JAX) < io < engine < front ends (api, video, run, main, cli).
+core (pure JAX) < io < engine < front ends (api, video, run, main, cli,
+web).
 The core also raises no `UserError`: the engine's settings check refuses
 bad input before it reaches the core.
 """
