@@ -36,6 +36,8 @@ SERVER_FIELDS = dict(
     style_layers='conv1_1,conv2_1', style_weight=1e-2, compilation_cache='',
     conv_algorithm='direct')
 TIMEOUT_S = 120
+# The server's TMPDIR, where it keeps its temporary folder.
+SERVER_TMP = {}
 
 pytestmark = pytest.mark.xdist_group('web')
 
@@ -66,6 +68,7 @@ def server(tmp_path_factory):
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                env=env)
   url = f'http://127.0.0.1:{port}'
+  SERVER_TMP['folder'] = log_path.parent
   deadline = time.time() + 60
   while time.time() < deadline:
     if process.poll() is not None:
@@ -181,6 +184,9 @@ def test_stylize_in_the_page_equals_stylize(open_page, server, tmp_path):
   page = open_page()
   requested = []
   page.on('request', lambda request: requested.append(request.url))
+  # The controls start from the server's --config flags.
+  assert page.locator('#nst-image_size input').input_value() == '48'
+  assert page.locator('#nst-iterations input').input_value() == '6'
   assert 'RANDOM, UNTRAINED' in page.inner_text('body')
   _upload(page, content, style)
   page.click('#nst-stylize')
@@ -194,6 +200,9 @@ def test_stylize_in_the_page_equals_stylize(open_page, server, tmp_path):
   manifest = json.loads(files['result.json'])
   assert manifest['weights']['random'] is True
   assert manifest['final'] == expected.manifest['final']
+  # The run's folder (its copies of the uploads) went with it.
+  (server_folder,) = SERVER_TMP['folder'].glob('nst-jax-serve-*')
+  assert not list((server_folder / 'runs').iterdir())
   # The session's gallery holds it, captioned as made with random weights.
   page.wait_for_selector('#nst-gallery img')
   assert 'RANDOM' in page.locator('#nst-gallery').inner_text()

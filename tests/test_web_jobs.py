@@ -179,6 +179,13 @@ def test_serve_refuses_a_bad_config_in_one_line():
   assert done.stderr.strip().startswith('error: ')
   assert 'style_weight' in done.stderr and len(
       done.stderr.strip().splitlines()) == 1
+  for flag, message in [
+      ('--config.content=photo.jpg', 'error: --config.content: the page '
+       'takes its images as uploads; give none to nst-jax serve'),
+      ('--config.sweep.seed=(1,2)', 'error: --config.sweep.seed: the page '
+       'has its own sweep controls; give no sweep to nst-jax serve')]:
+    done = _serve(flag)
+    assert done.returncode == 2 and done.stderr.strip() == message
   done = _serve('--max_upload_mb=0')
   assert done.returncode == 2 and done.stderr.strip() == (
       'error: --max_upload_mb: must be > 0, got 0')

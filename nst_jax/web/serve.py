@@ -56,6 +56,15 @@ def check_config(config) -> None:
     UserError: the one line the command line prints for it.
   """
   from nst_jax.engine import settings  # pylint: disable=g-import-not-at-top
+  for name in ('content', 'style', 'content_masks', 'style_masks',
+               'init_image'):
+    if config.get(name):
+      raise UserError(f'--config.{name}: the page takes its images as '
+                      'uploads; give none to nst-jax serve')
+  for name, value in config.sweep.items():
+    if name not in ('product', 'mode') and value:
+      raise UserError(f'--config.sweep.{name}: the page has its own sweep '
+                      'controls; give no sweep to nst-jax serve')
   trial = config.copy_and_resolve_references()
   trial.content, trial.style, trial.output = (
       'builtin:scene', 'builtin:painting', '')
