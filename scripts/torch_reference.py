@@ -59,10 +59,12 @@ class Gatys:
     normalization: 'paper' or 'invariant' (nst_jax's `loss_normalization`).
     preprocessing: 'caffe' or 'torchvision' (what the weights' layout
       expects).
+    device: where the network and targets live ('cpu', 'cuda').
   """
 
   def __init__(self, params, content, style, alpha=1.0, beta=1e3,
-               normalization='paper', preprocessing='caffe'):
+               normalization='paper', preprocessing='caffe', device='cpu'):
+    self.device = torch.device(device)
     if normalization not in ('paper', 'invariant'):
       raise ValueError(f'unknown normalization {normalization!r}')
     if preprocessing not in ('caffe', 'torchvision'):
@@ -72,18 +74,22 @@ class Gatys:
     for name in CONV_LAYERS:
       kernel = np.transpose(np.asarray(params[name]['kernel'], np.float32),
                             (3, 2, 0, 1))  # HWIO -> OIHW
-      self.convs.append((name, torch.from_numpy(np.ascontiguousarray(kernel)),
-                         torch.from_numpy(np.asarray(params[name]['bias'],
-                                                     np.float32))))
-    as_nchw = lambda v: torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+      self.convs.append((
+          name, torch.from_numpy(np.ascontiguousarray(kernel)).to(self.device),
+          torch.from_numpy(np.asarray(params[name]['bias'],
+                                      np.float32)).to(self.device)))
+    as_nchw = lambda v: torch.tensor(v, dtype=torch.float32,
+                                     device=self.device).view(1, 3, 1, 1)
     self.mean = as_nchw(CAFFE_MEAN_BGR if preprocessing == 'caffe'
                         else TORCHVISION_MEAN)
     self.std = as_nchw(TORCHVISION_STD)
     self.alpha, self.beta = float(alpha), float(beta)
     with torch.no_grad():
-      self.target_content = self.features(to_nchw(content))[CONTENT_LAYER]
+      self.target_content = self.features(
+          to_nchw(content).to(self.device))[CONTENT_LAYER]
       self.target_grams = {l: self.gram(f) / self.positions(f)
-                           for l, f in self.features(to_nchw(style)).items()
+                           for l, f in self.features(
+                               to_nchw(style).to(self.device)).items()
                            if l in STYLE_LAYERS}
 
   def features(self, pixels):
