@@ -346,6 +346,14 @@ def help_text(prog: str, about: str, config_spec: str,
 # ---------------------------------------------------------------------------
 # Parsing and errors.
 
+def define_debug_flag(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines `--debug` (tracebacks of errors) once, for every program that
+  shares `flag_values`."""
+  if 'debug' not in flag_values:
+    flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.',
+                      flag_values=flag_values)
+
+
 def _take_config(argv: Sequence[str]):
   """Splits `--config=SPEC` (or `--config SPEC`) off the arguments.
 

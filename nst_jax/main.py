@@ -24,7 +24,7 @@ from nst_jax import cli
 from nst_jax.errors import UserError
 
 DEFAULT_CONFIG = 'default'
-flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
+cli.define_debug_flag()
 
 
 def main(argv, flag_values=flags.FLAGS) -> int:

@@ -603,7 +603,7 @@ def _define_flags():
   flags.DEFINE_string('style', None, 'Style image; figure 2: five, '
                       'separated by commas; textures: the texture.')
   flags.DEFINE_string('out', 'out/figures', 'Output folder.')
-  flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
+  cli.define_debug_flag()
   flags.mark_flag_as_required('figure')
   return flags.FLAGS
 

@@ -142,6 +142,21 @@ def _upload(page, content, style):
     page.wait_for_selector('#nst-styles img')
 
 
+def _open(page, accordion, inside):
+  """Opens the accordion titled `accordion` until `inside` (a selector in
+  it) shows."""
+  target = page.locator(inside).first
+  for _ in range(10):
+    if target.is_visible():
+      return
+    page.locator('button.label-wrap', has_text=accordion).first.click()
+    try:
+      target.wait_for(state='visible', timeout=5000)
+    except Exception:  # pylint: disable=broad-except  # clicked too early
+      pass
+  raise AssertionError(f'{accordion} did not open')
+
+
 def _set_number(page, elem_id, value):
   box = page.locator(f'#{elem_id} input')
   box.fill(str(value))
@@ -345,7 +360,7 @@ def test_bad_uploads_get_the_command_lines_line_and_the_next_run_works(
   page.locator('#nst-content input[type=file]').set_input_files(good)
   page.wait_for_selector('#nst-content img')
   mask = _image_file(tmp_path / 'mask.png', 14, (20, 20))
-  page.click('text=Advanced')
+  _open(page, 'Advanced', '#nst-content_masks')
   page.locator('#nst-content_masks input[type=file]').set_input_files(mask)
   page.wait_for_selector('#nst-content_masks img')
   before = _status(page)
@@ -367,7 +382,7 @@ def test_a_sweep_fills_a_labelled_grid_and_a_panel_gives_its_setting(
   page = open_page()
   _upload(page, _image_file(tmp_path / 'c.png', 12),
           _image_file(tmp_path / 's.png', 13))
-  page.click('text=Sweep')
+  _open(page, 'Sweep', '#nst-sweep_values')
   page.locator('#nst-sweep_values textarea, #nst-sweep_values input'
                ).first.fill('1e-3, 1e-1')
   page.click('#nst-stylize')
@@ -392,7 +407,7 @@ def test_a_clip_shows_its_frames_and_plays_as_h264(open_page, tmp_path):
   write_mp4(sliding_clip(frames=3, height=32, width=40), clip)
   page = open_page()
   _upload(page, None, _image_file(tmp_path / 's.png', 15))
-  page.click('text=Video')
+  _open(page, 'Video', '#nst-video')
   page.locator('#nst-video input[type=file]').set_input_files(clip)
   page.wait_for_selector('#nst-video video')
   _set_number(page, 'nst-iterations', 3)

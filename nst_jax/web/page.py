@@ -43,50 +43,29 @@ CSS = '''
 '''
 
 
-class _Received:
-  """Upload components that hand the run the file as received: the page
-  checks it with the command line's readers, so a bad file gets the same
-  one-line message, not Gradio's own decoding error."""
+def _file(payload):
+  """An upload's `jobs.Upload`: the file as received (None: none)."""
+  if payload is None or not payload.path:
+    return None
+  return jobs.Upload(payload.path, payload.orig_name or 'upload')
 
 
-class UploadImage(_Received, gr.Image):
-  """gr.Image whose value is a `jobs.Upload` (the file, undecoded)."""
-
-  def get_block_name(self):
-    return 'image'
-
-  def preprocess(self, payload):
-    if payload is None or not payload.path:
-      return None
-    return jobs.Upload(payload.path, payload.orig_name or 'image')
+def _files(payload):
+  """A gallery's uploads, each a `jobs.Upload`."""
+  if payload is None or not payload.root:
+    return []
+  return [_file(getattr(element, 'image', None) or element.video)
+          for element in payload.root]
 
 
-class UploadGallery(_Received, gr.Gallery):
-  """gr.Gallery whose value is a list of `jobs.Upload`."""
-
-  def get_block_name(self):
-    return 'gallery'
-
-  def preprocess(self, payload):
-    if payload is None or not payload.root:
-      return []
-    uploads = []
-    for element in payload.root:
-      data = getattr(element, 'image', None) or getattr(element, 'video')
-      uploads.append(jobs.Upload(data.path, data.orig_name or 'image'))
-    return uploads
-
-
-class UploadVideo(_Received, gr.Video):
-  """gr.Video whose value is a `jobs.Upload` (no conversion)."""
-
-  def get_block_name(self):
-    return 'video'
-
-  def preprocess(self, payload):
-    if payload is None or not payload.path:
-      return None
-    return jobs.Upload(payload.path, payload.orig_name or 'clip')
+def received(component, convert=_file):
+  """`component` handing the run its uploads as received, undecoded: the
+  page checks them with the command line's readers, so that a bad file gets
+  the same one-line message rather than Gradio's decoding error. (The
+  instance's preprocess is replaced rather than subclassed: Gradio writes a
+  type-stub file beside the source of every Component subclass.)"""
+  component.preprocess = convert
+  return component
 
 
 def style_weight_to_slider(weight: float) -> float:
@@ -187,14 +166,14 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
       with gr.Column(scale=2):
         with gr.Row():
           with gr.Column():
-            content = UploadImage(label='Content image', type='filepath',
+            content = received(gr.Image(label='Content image', type='filepath',
                                   sources=['upload', 'clipboard'],
-                                  elem_id=_elem('content'), height=220)
+                                  elem_id=_elem('content'), height=220))
             scene_button = gr.Button('Built-in scene', size='sm')
           with gr.Column():
-            styles = UploadGallery(label='Style image(s)', type='filepath',
-                                   interactive=True, columns=3, height=220,
-                                   elem_id=_elem('styles'))
+            styles = received(gr.Gallery(
+                label='Style image(s)', type='filepath', interactive=True,
+                columns=3, height=220, elem_id=_elem('styles')), _files)
             painting_button = gr.Button('Built-in painting', size='sm')
         with gr.Row():
           stylize_button = gr.Button('Stylize', variant='primary',
@@ -220,17 +199,17 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
               section = spec.section
               gr.Markdown(f'**{section}**')
             controls[spec.path] = _control(spec, elem_id=_elem(spec.path))
-          content_masks = UploadGallery(
+          content_masks = received(gr.Gallery(
               label='content_masks: one mask per style (regions)',
               type='filepath', interactive=True, columns=4, height=120,
-              elem_id=_elem('content_masks'))
-          style_masks = UploadGallery(
+              elem_id=_elem('content_masks')), _files)
+          style_masks = received(gr.Gallery(
               label='style_masks: the part of each style image to use',
               type='filepath', interactive=True, columns=4, height=120,
-              elem_id=_elem('style_masks'))
-          init_image = UploadImage(label="init_image (for init='image')",
-                                   type='filepath', height=120,
-                                   elem_id=_elem('init_image'))
+              elem_id=_elem('style_masks')), _files)
+          init_image = received(gr.Image(
+              label="init_image (for init='image')", type='filepath',
+              height=120, elem_id=_elem('init_image')))
         with gr.Accordion('Sweep', open=False):
           sweep_field = gr.Dropdown(choices=list(jobs.SWEEP_FIELDS),
                                     value='style_weight',
@@ -240,9 +219,9 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
               label='values (empty: no sweep)', placeholder='1e-4, 1e-3, 1e-2',
               elem_id=_elem('sweep_values'))
         with gr.Accordion('Video', open=False):
-          clip_upload = UploadVideo(label='Content clip (replaces the '
-                                    'content image)', sources=['upload'],
-                                    elem_id=_elem('video'), height=200)
+          clip_upload = received(gr.Video(
+              label='Content clip (replaces the content image)',
+              sources=['upload'], elem_id=_elem('video'), height=200))
           for spec in video_specs:
             controls[spec.path] = _control(spec, elem_id=_elem(spec.path))
       with gr.Column(scale=3):

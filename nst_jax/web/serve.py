@@ -29,8 +29,7 @@ flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on; anything '
                     'but a loopback address lets others use this machine.')
 flags.DEFINE_integer('port', 7860, 'Port to listen on.')
 flags.DEFINE_float('max_upload_mb', 50.0, 'Largest upload accepted, in MB.')
-if 'debug' not in flags.FLAGS:  # nst_jax.main defines it for both commands
-  flags.DEFINE_bool('debug', False, 'Show tracebacks of errors.')
+cli.define_debug_flag()
 
 OWN_FLAGS = ['host', 'port', 'max_upload_mb', 'debug']
 # Gradio's switches for a machine that may be offline and must not call home.
