@@ -9,6 +9,9 @@ import pytest
 from nst_jax.core import optimizers
 from scripts import bench_problems, time_to_quality
 
+SHALLOW_LAYERS = {'content_layers': 'conv2_1',
+                  'style_layers': 'conv1_1,conv2_1'}
+
 
 def test_flags_name_optimisers_by_config_fields():
   args = time_to_quality.parse_args([])
@@ -35,6 +38,9 @@ def test_runs_go_to_torchs_loss_in_the_librarys_loop(monkeypatch):
   at half size first."""
   monkeypatch.setattr(time_to_quality, 'build', functools.partial(
       time_to_quality.build, conv_algorithm='direct'))
+  # Two shallow layers compile in a fraction of the paper's five.
+  for name, layers in SHALLOW_LAYERS.items():
+    monkeypatch.setitem(bench_problems.BASE_FIELDS, name, layers)
   problem = dict(bench_problems.PANEL[0], size=32)
   plain = {'optimizer': 'lbfgs_nols'}
   coarse = dict(plain, coarse_to_fine=1, coarse_iterations=2)
