@@ -138,6 +138,20 @@ def test_clip_is_stable_and_written_like_its_source(clip, default_run,
   assert all(e['flicker']['output'] >= 0 for e in entries[1:])
   assert all(e['final']['temporal'] > 0 for e in entries[1:])
   assert entries[0]['final']['temporal'] == 0  # nothing before it
+  # Detail per frame, of the written frame and of its content frame.
+  for entry, source in zip(entries, video_read.read_frames(str(
+      clip / 'clip.mp4'))):
+    written = images.load_image(os.path.join(folder, entry['file']))
+    assert entry['detail']['output'] == pytest.approx(flow.detail(written))
+    assert entry['detail']['output_to_first'] == pytest.approx(
+        entry['detail']['output'] / entries[0]['detail']['output'])
+    assert 0 < entry['detail']['input'] < 1
+  assert entries[0]['detail']['output_to_first'] == 1.0
+  summary = manifest['detail']
+  assert summary['output_last_to_first'] == pytest.approx(
+      entries[-1]['detail']['output'] / entries[0]['detail']['output'])
+  assert summary['input_mean'] == pytest.approx(
+      np.mean([e['detail']['input'] for e in entries]))
   # One set of programs for the whole clip: none compiled after frame 1.
   assert len({e['compilations'] for e in entries}) == 1
   with open(settings_lib.manifest_path(output)) as f:

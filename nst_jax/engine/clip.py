@@ -84,12 +84,14 @@ class Frame:
     certainty: the raw certainty towards the previous frame (or None).
     input_flicker: the content's own warping error towards the previous
       frame (`flow.warping_error`, values in [0, 1]), or None.
+    input_detail: the content's own detail (`flow.detail`).
   """
   index: int
   level: inputs.Level
   references: dict
   certainty: Optional[np.ndarray]
   input_flicker: Optional[float] = None
+  input_detail: Optional[float] = None
 
 
 def _prepared_frames(settings, style_sources) -> Iterator[Frame]:
@@ -120,7 +122,8 @@ def _prepared_frames(settings, style_sources) -> Iterator[Frame]:
       input_flicker = flow_lib.warping_error(current / 255, recent[-1] / 255,
                                              flows[1], certainty)
     recent.append(current)
-    yield Frame(index, level, references, certainty, input_flicker)
+    yield Frame(index, level, references, certainty, input_flicker,
+                flow_lib.detail(current))
 
 
 class _Prefetcher:
@@ -358,6 +361,7 @@ def run_video(config, settings, *, should_stop=lambda: False,
       {e.get('window', -1 - k): e['evaluations']
        for k, e in enumerate(manifest['frames'])}.values())
   manifest['flicker'] = _flicker_summary(manifest['frames'])
+  manifest['detail'] = _detail_summary(manifest['frames'])
   manifest['timing'] = {'total_s': time.perf_counter() - started}
   manifest['programs'] = prepared.programs_manifest()
   manifest['checkpoint'] = checkpoints.folder.path if interrupted else None
@@ -538,7 +542,8 @@ def _entry(level, k, seconds) -> dict:
 
 def _record(manifest, settings, folder, flow_lib, progress, outputs, entry,
             frame: Frame, image, programs) -> None:
-  """Writes a finished frame and the manifest (partial), measures flicker."""
+  """Writes a finished frame and the manifest (partial), measures flicker
+  and detail."""
   index = frame.index
   pixels = image.astype(np.float32)
   if devices_lib.writes_outputs():
@@ -553,6 +558,12 @@ def _record(manifest, settings, folder, flow_lib, progress, outputs, entry,
         'output': flow_lib.warping_error(pixels / 255, outputs[index - 1] / 255,
                                          backward, frame.certainty),
         'input': frame.input_flicker}
+  output_detail = flow_lib.detail(pixels)
+  first = output_detail
+  if index:
+    first = (manifest['frames'][0].get('detail') or {}).get('output')
+  entry['detail'] = {'output': output_detail, 'input': frame.input_detail,
+                     'output_to_first': _ratio(output_detail, first)}
   outputs[index] = pixels
   for old in [i for i in outputs if i <= index - max(
       settings.video.long_term)]:
@@ -572,6 +583,25 @@ def _flicker_summary(entries) -> dict:
     return float(np.mean(values)) if values else None
   return {'output_mean': mean('output'), 'input_mean': mean('input'),
           'pairs': sum(1 for e in entries if e.get('flicker'))}
+
+
+def _ratio(value, reference):
+  return float(value / reference) if reference else None
+
+
+def _detail_summary(entries) -> dict:
+  """The detail of the first and last frames, its mean over the clip and
+  the last frame's over the first's, of the output and the content."""
+  entries = [e for e in entries if e.get('detail')]
+  if not entries:
+    return {}
+  summary = {}
+  for key in ('output', 'input'):
+    values = [e['detail'][key] for e in entries]
+    summary.update({f'{key}_first': values[0], f'{key}_last': values[-1],
+                    f'{key}_mean': float(np.mean(values)),
+                    f'{key}_last_to_first': _ratio(values[-1], values[0])})
+  return summary
 
 
 def _encode(video_write, folder, frame_count, output, fps, audio_from, size):
