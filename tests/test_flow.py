@@ -215,3 +215,20 @@ def test_detail_falls_with_every_bilinear_resampling(pair):
       flow.detail(pair[0][:, :-SHIFT]), rel=1e-6)
   with pytest.raises(ValueError, match='shape'):
     flow.detail(np.zeros((4, 4, 2)))
+
+
+def test_bicubic_and_mirrored_warps(pair):
+  """Bicubic keeps more detail than bilinear at half a pixel; integer
+  flows copy pixels either way; a mirrored border reflects the frame."""
+  previous = pair[0].astype(np.float32)
+  half = _constant_flow(48, 64, 0.5, 0)
+  assert flow.detail(flow.warp(previous, half, 'bicubic')) > 1.2 * (
+      flow.detail(flow.warp(previous, half)))
+  shift = _constant_flow(48, 64, -SHIFT, 0)
+  np.testing.assert_allclose(flow.warp(previous, shift, 'bicubic')[:, SHIFT:],
+                             previous[:, :-SHIFT], atol=1e-3)
+  mirrored = flow.warp(previous, shift, border='mirror')
+  np.testing.assert_array_equal(mirrored[:, :SHIFT],
+                                previous[:, SHIFT:0:-1])
+  with pytest.raises(ValueError, match='interpolation'):
+    flow.warp(previous, shift, 'nearest')

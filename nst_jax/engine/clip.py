@@ -379,8 +379,10 @@ def run_video(config, settings, *, should_stop=lambda: False,
 
 
 def _temporal_reference(frame: Frame, outputs: dict, offsets, shape,
-                        flow_lib, luminance: bool) -> dict:
-  """The fixed references of one frame: earlier results warped into it,
+                        flow_lib, luminance: bool, interpolation) -> dict:
+  """The fixed references of one frame: earlier results warped into it
+  (`video.warp`'s interpolation; edges mirrored, so that where content
+  comes into view they hold stylised texture for `video.fill='warped'`),
   with their long-term weights (zeros where there is no earlier frame)."""
   height, width = shape
   warped = np.zeros((len(offsets), height, width, 3), np.float32)
@@ -391,7 +393,7 @@ def _temporal_reference(frame: Frame, outputs: dict, offsets, shape,
       earlier = outputs[frame.index - offset]
       if luminance:  # the optimiser works on luminance there
         earlier = color.luminance_only(earlier)
-      warped[k] = flow_lib.warp(earlier, backward)
+      warped[k] = flow_lib.warp(earlier, backward, interpolation, 'mirror')
       certainty[k] = weight
   return {'warped': warped, 'certainty': certainty}
 
@@ -409,8 +411,16 @@ def _start(settings, frame: Frame, reference, flow_lib):
                               level.content.shape[:2])
   if init == 'content':
     return level.content
-  return flow_lib.disoccluded_fill(reference['warped'][0], level.content,
-                                   reference['certainty'][0])
+  return _fill(settings, reference['warped'][0], level.content,
+               reference['certainty'][0], flow_lib)
+
+
+def _fill(settings, warped, content, certainty, flow_lib):
+  """A warped start where the flow is uncertain (`video.fill`): the warped
+  result as it is, or Ruder et al.'s content there."""
+  if settings.video.fill == 'warped':
+    return warped
+  return flow_lib.disoccluded_fill(warped, content, certainty)
 
 
 def _sequential_frames(settings, run, variables, frames, targets_of, done,
@@ -427,7 +437,7 @@ def _sequential_frames(settings, run, variables, frames, targets_of, done,
     began = time.perf_counter()
     shape = frame.level.content.shape[:2]
     reference = _temporal_reference(frame, outputs, video.long_term, shape,
-                                    flow_lib, luminance)
+                                    flow_lib, luminance, video.warp)
     start = _start(settings, frame, reference, flow_lib)
     targets = targets_of(frame.level).replace(
         temporal=jax.tree_util.tree_map(np.asarray, reference))
@@ -483,7 +493,7 @@ def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
   real = len(batch)
   padded = batch + [batch[-1]] * (window - real)
   reference = _temporal_reference(batch[0], outputs, (1,), shape, flow_lib,
-                                  luminance)
+                                  luminance, settings.video.warp)
   flows = np.zeros((window - 1,) + shape + (2,), np.float32)
   coupling = np.zeros((window - 1,) + shape, np.float32)
   for i in range(1, real):
@@ -495,9 +505,9 @@ def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
     if i >= real:  # padding: uncoupled, its result unused
       starts.append(starts[-1])
     elif settings.video.init == 'warped':  # the window's start, carried on
-      starts.append(flow_lib.disoccluded_fill(
-          flow_lib.warp(starts[-1], flows[i - 1]), frame.level.content,
-          coupling[i - 1]))
+      starts.append(_fill(settings, flow_lib.warp(
+          starts[-1], flows[i - 1], settings.video.warp, 'mirror'),
+                          frame.level.content, coupling[i - 1], flow_lib))
     elif settings.video.init == 'content':
       starts.append(frame.level.content)
     else:
