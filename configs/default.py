@@ -178,6 +178,14 @@ def get_config():
   config.video.long_term = (1,)  # temporal terms against these earlier
                                  # frames, e.g. (1, 10, 20, 40)
   config.video.first_iterations = 0  # steps on the first frame (0: iterations)
+  # How the previous result is resampled along the flow for the start and
+  # the temporal term: 'bilinear' blurs a little at every frame, which
+  # compounds along the clip.
+  config.video.warp = 'bilinear'
+  # Where the flow is uncertain (content coming into view), a warped start
+  # takes 'content' (Ruder et al.) | 'warped' (the previous result as
+  # warped, the frame mirrored at its edges: stylised texture).
+  config.video.fill = 'content'
   # 'sequential' (frame after frame) | 'joint' (video.window frames optimised
   # together, the temporal terms coupling neighbours; the window's frames are
   # split over the devices).

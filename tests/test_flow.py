@@ -189,3 +189,46 @@ def test_disoccluded_fill():
   filled = flow.disoccluded_fill(warped, content, certainty)
   np.testing.assert_allclose(filled[..., 0], [[100.0, 0.0], [50.0, 25.0]])
   assert filled.shape == (2, 2, 3)
+
+
+def test_detail_falls_with_every_bilinear_resampling(pair):
+  """Detail (variance of the Laplacian of luminance) is 0 for a flat frame,
+  16 inside a checkerboard of 0 and 1, the same for grey and RGB, and
+  falls each time a frame is moved half a pixel and back."""
+  assert flow.detail(np.full((8, 8, 3), 77.0)) == 0.0
+  checker = (np.indices((66, 66)).sum(0) % 2 * 255.0)[1:-1, 1:-1]
+  laplacian_inside = flow.detail(checker[1:-1, 1:-1])
+  assert laplacian_inside == pytest.approx(16.0, rel=0.1)
+  assert flow.detail(np.stack([checker] * 3, -1)) == pytest.approx(
+      flow.detail(checker), rel=1e-5)
+  frame = pair[0].astype(np.float32)
+  half = _constant_flow(48, 64, 0.5, 0)
+  details = [flow.detail(frame)]
+  for _ in range(3):
+    frame = flow.warp(flow.warp(frame, half), -half)
+    details.append(flow.detail(frame))
+  assert all(a > 1.05 * b for a, b in zip(details, details[1:]))
+  assert details[-1] < 0.5 * details[0]
+  # An integer shift copies pixels: no detail lost inside the frame.
+  moved = flow.warp(pair[0], _constant_flow(48, 64, -SHIFT, 0))
+  assert flow.detail(moved[:, SHIFT:]) == pytest.approx(
+      flow.detail(pair[0][:, :-SHIFT]), rel=1e-6)
+  with pytest.raises(ValueError, match='shape'):
+    flow.detail(np.zeros((4, 4, 2)))
+
+
+def test_bicubic_and_mirrored_warps(pair):
+  """Bicubic keeps more detail than bilinear at half a pixel; integer
+  flows copy pixels either way; a mirrored border reflects the frame."""
+  previous = pair[0].astype(np.float32)
+  half = _constant_flow(48, 64, 0.5, 0)
+  assert flow.detail(flow.warp(previous, half, 'bicubic')) > 1.2 * (
+      flow.detail(flow.warp(previous, half)))
+  shift = _constant_flow(48, 64, -SHIFT, 0)
+  np.testing.assert_allclose(flow.warp(previous, shift, 'bicubic')[:, SHIFT:],
+                             previous[:, :-SHIFT], atol=1e-3)
+  mirrored = flow.warp(previous, shift, border='mirror')
+  np.testing.assert_array_equal(mirrored[:, :SHIFT],
+                                previous[:, SHIFT:0:-1])
+  with pytest.raises(ValueError, match='interpolation'):
+    flow.warp(previous, shift, 'nearest')

@@ -101,7 +101,8 @@ def test_default_video_settings(tmp_path):
   video = settings_lib.check(video_config(tmp_path)).video
   assert video == settings_lib.VideoSettings(
       temporal_weight=0.3, flow='dis', init='warped', long_term=(1,),
-      first_iterations=0, mode='sequential', window=4, fps=0.0)
+      first_iterations=0, warp='bilinear', fill='content', mode='sequential',
+      window=4, fps=0.0)
 
 
 def test_a_config_lacking_a_field_is_refused_by_name(tmp_path):

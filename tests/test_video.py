@@ -138,6 +138,20 @@ def test_clip_is_stable_and_written_like_its_source(clip, default_run,
   assert all(e['flicker']['output'] >= 0 for e in entries[1:])
   assert all(e['final']['temporal'] > 0 for e in entries[1:])
   assert entries[0]['final']['temporal'] == 0  # nothing before it
+  # Detail per frame, of the written frame and of its content frame.
+  for entry, source in zip(entries, video_read.read_frames(str(
+      clip / 'clip.mp4'))):
+    written = images.load_image(os.path.join(folder, entry['file']))
+    assert entry['detail']['output'] == pytest.approx(flow.detail(written))
+    assert entry['detail']['output_to_first'] == pytest.approx(
+        entry['detail']['output'] / entries[0]['detail']['output'])
+    assert 0 < entry['detail']['input'] < 1
+  assert entries[0]['detail']['output_to_first'] == 1.0
+  summary = manifest['detail']
+  assert summary['output_last_to_first'] == pytest.approx(
+      entries[-1]['detail']['output'] / entries[0]['detail']['output'])
+  assert summary['input_mean'] == pytest.approx(
+      np.mean([e['detail']['input'] for e in entries]))
   # One set of programs for the whole clip: none compiled after frame 1.
   assert len({e['compilations'] for e in entries}) == 1
   with open(settings_lib.manifest_path(output)) as f:
@@ -279,6 +293,8 @@ def test_bad_clips_are_one_line_and_write_nothing(clip, tmp_path, make,
     ({'video': {'flow': 'deepflow'}}, r'config.video.flow: .*dis, farneback'),
     ({'video': {'init': 'style'}}, r'config.video.init: .*warped'),
     ({'video': {'mode': 'parallel'}}, r'config.video.mode: .*joint'),
+    ({'video': {'warp': 'nearest'}}, r'config.video.warp: .*bicubic'),
+    ({'video': {'fill': 'noise'}}, r'config.video.fill: .*warped'),
     ({'video': {'temporal_weight': -1.0}}, r'temporal_weight: must be >= 0'),
     ({'video': {'long_term': (0, 10)}}, r'long_term: offsets must be >= 1'),
     ({'video': {'long_term': (10, 20)}}, r'long_term: must include 1'),

@@ -84,12 +84,14 @@ class Frame:
     certainty: the raw certainty towards the previous frame (or None).
     input_flicker: the content's own warping error towards the previous
       frame (`flow.warping_error`, values in [0, 1]), or None.
+    input_detail: the content's own detail (`flow.detail`).
   """
   index: int
   level: inputs.Level
   references: dict
   certainty: Optional[np.ndarray]
   input_flicker: Optional[float] = None
+  input_detail: Optional[float] = None
 
 
 def _prepared_frames(settings, style_sources) -> Iterator[Frame]:
@@ -120,7 +122,8 @@ def _prepared_frames(settings, style_sources) -> Iterator[Frame]:
       input_flicker = flow_lib.warping_error(current / 255, recent[-1] / 255,
                                              flows[1], certainty)
     recent.append(current)
-    yield Frame(index, level, references, certainty, input_flicker)
+    yield Frame(index, level, references, certainty, input_flicker,
+                flow_lib.detail(current))
 
 
 class _Prefetcher:
@@ -358,6 +361,7 @@ def run_video(config, settings, *, should_stop=lambda: False,
       {e.get('window', -1 - k): e['evaluations']
        for k, e in enumerate(manifest['frames'])}.values())
   manifest['flicker'] = _flicker_summary(manifest['frames'])
+  manifest['detail'] = _detail_summary(manifest['frames'])
   manifest['timing'] = {'total_s': time.perf_counter() - started}
   manifest['programs'] = prepared.programs_manifest()
   manifest['checkpoint'] = checkpoints.folder.path if interrupted else None
@@ -375,8 +379,10 @@ def run_video(config, settings, *, should_stop=lambda: False,
 
 
 def _temporal_reference(frame: Frame, outputs: dict, offsets, shape,
-                        flow_lib, luminance: bool) -> dict:
-  """The fixed references of one frame: earlier results warped into it,
+                        flow_lib, luminance: bool, interpolation) -> dict:
+  """The fixed references of one frame: earlier results warped into it
+  (`video.warp`'s interpolation; edges mirrored, so that where content
+  comes into view they hold stylised texture for `video.fill='warped'`),
   with their long-term weights (zeros where there is no earlier frame)."""
   height, width = shape
   warped = np.zeros((len(offsets), height, width, 3), np.float32)
@@ -387,7 +393,7 @@ def _temporal_reference(frame: Frame, outputs: dict, offsets, shape,
       earlier = outputs[frame.index - offset]
       if luminance:  # the optimiser works on luminance there
         earlier = color.luminance_only(earlier)
-      warped[k] = flow_lib.warp(earlier, backward)
+      warped[k] = flow_lib.warp(earlier, backward, interpolation, 'mirror')
       certainty[k] = weight
   return {'warped': warped, 'certainty': certainty}
 
@@ -405,8 +411,16 @@ def _start(settings, frame: Frame, reference, flow_lib):
                               level.content.shape[:2])
   if init == 'content':
     return level.content
-  return flow_lib.disoccluded_fill(reference['warped'][0], level.content,
-                                   reference['certainty'][0])
+  return _fill(settings, reference['warped'][0], level.content,
+               reference['certainty'][0], flow_lib)
+
+
+def _fill(settings, warped, content, certainty, flow_lib):
+  """A warped start where the flow is uncertain (`video.fill`): the warped
+  result as it is, or Ruder et al.'s content there."""
+  if settings.video.fill == 'warped':
+    return warped
+  return flow_lib.disoccluded_fill(warped, content, certainty)
 
 
 def _sequential_frames(settings, run, variables, frames, targets_of, done,
@@ -423,7 +437,7 @@ def _sequential_frames(settings, run, variables, frames, targets_of, done,
     began = time.perf_counter()
     shape = frame.level.content.shape[:2]
     reference = _temporal_reference(frame, outputs, video.long_term, shape,
-                                    flow_lib, luminance)
+                                    flow_lib, luminance, video.warp)
     start = _start(settings, frame, reference, flow_lib)
     targets = targets_of(frame.level).replace(
         temporal=jax.tree_util.tree_map(np.asarray, reference))
@@ -479,7 +493,7 @@ def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
   real = len(batch)
   padded = batch + [batch[-1]] * (window - real)
   reference = _temporal_reference(batch[0], outputs, (1,), shape, flow_lib,
-                                  luminance)
+                                  luminance, settings.video.warp)
   flows = np.zeros((window - 1,) + shape + (2,), np.float32)
   coupling = np.zeros((window - 1,) + shape, np.float32)
   for i in range(1, real):
@@ -491,9 +505,9 @@ def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
     if i >= real:  # padding: uncoupled, its result unused
       starts.append(starts[-1])
     elif settings.video.init == 'warped':  # the window's start, carried on
-      starts.append(flow_lib.disoccluded_fill(
-          flow_lib.warp(starts[-1], flows[i - 1]), frame.level.content,
-          coupling[i - 1]))
+      starts.append(_fill(settings, flow_lib.warp(
+          starts[-1], flows[i - 1], settings.video.warp, 'mirror'),
+                          frame.level.content, coupling[i - 1], flow_lib))
     elif settings.video.init == 'content':
       starts.append(frame.level.content)
     else:
@@ -538,7 +552,8 @@ def _entry(level, k, seconds) -> dict:
 
 def _record(manifest, settings, folder, flow_lib, progress, outputs, entry,
             frame: Frame, image, programs) -> None:
-  """Writes a finished frame and the manifest (partial), measures flicker."""
+  """Writes a finished frame and the manifest (partial), measures flicker
+  and detail."""
   index = frame.index
   pixels = image.astype(np.float32)
   if devices_lib.writes_outputs():
@@ -553,6 +568,12 @@ def _record(manifest, settings, folder, flow_lib, progress, outputs, entry,
         'output': flow_lib.warping_error(pixels / 255, outputs[index - 1] / 255,
                                          backward, frame.certainty),
         'input': frame.input_flicker}
+  output_detail = flow_lib.detail(pixels)
+  first = output_detail
+  if index:
+    first = (manifest['frames'][0].get('detail') or {}).get('output')
+  entry['detail'] = {'output': output_detail, 'input': frame.input_detail,
+                     'output_to_first': _ratio(output_detail, first)}
   outputs[index] = pixels
   for old in [i for i in outputs if i <= index - max(
       settings.video.long_term)]:
@@ -572,6 +593,25 @@ def _flicker_summary(entries) -> dict:
     return float(np.mean(values)) if values else None
   return {'output_mean': mean('output'), 'input_mean': mean('input'),
           'pairs': sum(1 for e in entries if e.get('flicker'))}
+
+
+def _ratio(value, reference):
+  return float(value / reference) if reference else None
+
+
+def _detail_summary(entries) -> dict:
+  """The detail of the first and last frames, its mean over the clip and
+  the last frame's over the first's, of the output and the content."""
+  entries = [e for e in entries if e.get('detail')]
+  if not entries:
+    return {}
+  summary = {}
+  for key in ('output', 'input'):
+    values = [e['detail'][key] for e in entries]
+    summary.update({f'{key}_first': values[0], f'{key}_last': values[-1],
+                    f'{key}_mean': float(np.mean(values)),
+                    f'{key}_last_to_first': _ratio(values[-1], values[0])})
+  return summary
 
 
 def _encode(video_write, folder, frame_count, output, fps, audio_from, size):

@@ -36,6 +36,8 @@ VIDEO_OUTPUT_SUFFIXES = ('.mp4', '.mov', '.mkv', '.gif')
 VIDEO_FLOWS = ('dis', 'farneback', 'none')
 VIDEO_INITS = ('warped', 'content', 'noise')
 VIDEO_MODES = ('sequential', 'joint')
+VIDEO_WARPS = ('bicubic', 'bilinear')
+VIDEO_FILLS = ('warped', 'content')
 RESUME_MODES = ('auto', 'never')
 
 
@@ -54,6 +56,8 @@ class VideoSettings:
   init: str
   long_term: tuple
   first_iterations: int
+  warp: str
+  fill: str
   mode: str
   window: int
   fps: float
@@ -492,6 +496,8 @@ def _video(config, sweep_lists, coarse_to_fine, shard_rows) -> VideoSettings:
       long_term=offsets,
       first_iterations=_number(config, 'video.first_iterations',
                                integer=True, minimum=0),
+      warp=_choice(config, 'video.warp', VIDEO_WARPS),
+      fill=_choice(config, 'video.fill', VIDEO_FILLS),
       mode=_choice(config, 'video.mode', VIDEO_MODES),
       window=_number(config, 'video.window', integer=True, minimum=2),
       fps=_number(config, 'video.fps', minimum=0))

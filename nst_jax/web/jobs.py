@@ -64,7 +64,8 @@ def _choices() -> dict:
       'dtype': settings.DTYPES,
       'conv_algorithm': ('auto',) + vgg.CONV_ALGORITHMS,
       'video.flow': settings.VIDEO_FLOWS, 'video.init': settings.VIDEO_INITS,
-      'video.mode': settings.VIDEO_MODES,
+      'video.mode': settings.VIDEO_MODES, 'video.warp': settings.VIDEO_WARPS,
+      'video.fill': settings.VIDEO_FILLS,
       'sweep.mode': ('auto',) + descent.SWEEP_MODES}
 
 
