@@ -266,3 +266,17 @@ def test_a_job_closed_early_stops_its_run_before_returning():
   next(updates)
   updates.close()  # as Gradio does when the page is closed
   assert ended.is_set()
+
+
+def test_a_still_image_refuses_changed_video_fields():
+  base = default.get_config()
+  jobs.refuse_video_fields(jobs.config_for(base, {
+      'video.temporal_weight': base.video.temporal_weight,
+      'video.long_term': repr(base.video.long_term)}), base)
+  changed = jobs.config_for(base, {'video.temporal_weight': 1.0})
+  with pytest.raises(UserError, match=r'^video\.temporal_weight: only for a '
+                     r'clip \(upload one under Video\), or set it back to '
+                     r'0\.3 for an image$'):
+    jobs.refuse_video_fields(changed, base)
+  assert jobs.SWEEP_FIELDS == ('content_weight', 'style_weight', 'tv_weight',
+                               'seed')

@@ -10,7 +10,7 @@ checked by the same readers the command line uses; the folder is removed
 with the run. A run goes through `nst_jax.stylize` or
 `nst_jax.stylize_video` in a worker thread (`Job`), so that the page can
 show its progress while it runs and stop it between compiled chunks. Each
-finished run's files go to the browser session's own folder
+finished run's files go to the browser tab's own folder
 (`ResultStore`).
 """
 
@@ -46,8 +46,16 @@ SERVER_FIELDS = ('content', 'style', 'output', 'weights',
                  'checkpoint_every', 'resume', 'max_memory_gb', 'save_every')
 # Images the page takes as uploads rather than as text.
 UPLOAD_FIELDS = ('content_masks', 'style_masks', 'init_image')
-# The fields a sweep from the page can vary (config.sweep's numbers).
-SWEEP_FIELDS = ('style_weight', 'content_weight', 'tv_weight', 'seed')
+
+
+def _sweep_fields() -> tuple:
+  """The fields a sweep from the page can vary: config.sweep's numbers
+  (a sweep over styles takes the uploaded styles, one per member)."""
+  from nst_jax.engine import sweeps  # pylint: disable=g-import-not-at-top
+  return tuple(name for name in sweeps.SWEEP_FIELDS if name != 'style')
+
+
+SWEEP_FIELDS = _sweep_fields()
 
 
 def _choices() -> dict:
@@ -189,6 +197,22 @@ def config_for(base: config_dict.ConfigDict, values: dict
       parent = parent[group]
     parent[leaf] = parse_value(spec, raw)
   return config
+
+
+def refuse_video_fields(config: config_dict.ConfigDict,
+                        base: config_dict.ConfigDict) -> None:
+  """Refuses video fields changed from the server's for a still image,
+  which cannot honour them.
+
+  Raises:
+    UserError: 'video.temporal_weight: only for a clip (upload one under
+      Video) ...'.
+  """
+  for name, value in config.video.items():
+    if value != base.video[name]:
+      raise UserError(f'video.{name}: only for a clip (upload one under '
+                      'Video), or set it back to '
+                      f'{base.video[name]!r} for an image')
 
 
 def sweep_values(field_name: str, text: str) -> tuple:
@@ -469,7 +493,7 @@ def uses_random_weights(manifest: dict) -> bool:
 
 @dataclasses.dataclass
 class Entry:
-  """One finished run in a session's gallery.
+  """One finished run in a tab's gallery.
 
   Attributes:
     image: the picture shown for it (a sweep's grid, a clip's last frame).
@@ -484,7 +508,7 @@ class Entry:
 
 
 class ResultStore:
-  """Each browser session's finished runs, in its own folder under `root`,
+  """Each browser tab's finished runs, in its own folder under `root`,
   removed with the server."""
 
   def __init__(self, root: str):
@@ -492,19 +516,19 @@ class ResultStore:
     self._counts = {}
     self._lock = threading.Lock()
 
-  def folder(self, session: str) -> str:
-    """A new folder for one run of `session`."""
+  def folder(self, tab: str) -> str:
+    """A new folder for one run of `tab`."""
     with self._lock:
-      count = self._counts.get(session, 0) + 1
-      self._counts[session] = count
-    path = os.path.join(self.root, _safe_name(session), f'{count:03d}')
+      count = self._counts.get(tab, 0) + 1
+      self._counts[tab] = count
+    path = os.path.join(self.root, _safe_name(tab), f'{count:03d}')
     os.makedirs(path, exist_ok=True)
     return path
 
-  def save_still(self, session: str, result, caption: str) -> Entry:
+  def save_still(self, tab: str, result, caption: str) -> Entry:
     """Writes a `stylize` result (a sweep: each member and the grid) and
     its manifest, as `Result.save` does."""
-    folder = self.folder(session)
+    folder = self.folder(tab)
     path = os.path.join(folder, 'result.png')
     manifest = result.save(path)
     outputs = manifest['outputs']
@@ -514,10 +538,10 @@ class ResultStore:
     return Entry(image, files + [outputs['manifest']],
                  _caption(caption, manifest))
 
-  def save_clip(self, session: str, result, caption: str) -> Entry:
+  def save_clip(self, tab: str, result, caption: str) -> Entry:
     """Copies a `stylize_video` result's clip (or, when partial, its last
     frame) and its manifest here."""
-    folder = self.folder(session)
+    folder = self.folder(tab)
     manifest = result.manifest
     files = []
     video = None

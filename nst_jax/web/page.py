@@ -8,8 +8,8 @@ configs/default.py's documented fields, a sweep panel and a video panel; a
 reached. While a run goes the page shows the image as it forms (every
 `log_every` steps), the step, the loss terms, a loss plot, the rate and the
 time left; when it ends, downloads of its files and a gallery of this
-browser session's results. Each browser tab is its own session: its
-uploads, runs and results are its own.
+tab's results. Each browser tab has its own uploads, runs and results
+(Gradio tells them apart by a hash per page load).
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from nst_jax.errors import UserError
 from nst_jax.io import images as images_lib, scenes
 from nst_jax.web import jobs
 
-# Every element a test or a user's script looks for has an id.
-IDS = ('content', 'styles', 'stylize', 'cancel', 'status', 'live', 'grid',
-       'frames', 'clip', 'plot', 'downloads', 'gallery', 'video')
 STYLE_WEIGHT_RANGE = (-8.0, 4.0)  # the slider's log10 range
 BUILTIN_SIZE = 256  # the built-in images' preview size
 # The main controls but the style weight's slider, a row each.
@@ -82,7 +79,7 @@ def slider_to_style_weight(position: float) -> float:
 
 class Page:
   """The page's state on the server: the base config, the queue's cancel
-  flags (one per browser session) and the results' folder."""
+  flags (one per browser tab) and the results' folder."""
 
   def __init__(self, config: config_dict.ConfigDict, folder: str):
     self.config = config
@@ -103,9 +100,9 @@ class Page:
                           scenes.demo_style(BUILTIN_SIZE))
     self.random_weights = str(config.weights) == 'random'
 
-  def cancel_flag(self, session: str) -> threading.Event:
+  def cancel_flag(self, tab: str) -> threading.Event:
     with self._lock:
-      return self._cancel.setdefault(session, threading.Event())
+      return self._cancel.setdefault(tab, threading.Event())
 
 
 def _control(spec: jobs.Field, **kwargs):
@@ -243,7 +240,7 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
                         elem_id=_elem('plot'), height=170)
         downloads = gr.File(label='Downloads', file_count='multiple',
                             interactive=False, elem_id=_elem('downloads'))
-        gallery = gr.Gallery(label="This session's results", columns=4,
+        gallery = gr.Gallery(label="This tab's results", columns=4,
                              elem_id=_elem('gallery'), height=300,
                              object_fit='contain', fit_columns=False)
 
@@ -318,13 +315,13 @@ def build(config: config_dict.ConfigDict, folder: str) -> gr.Blocks:
   return blocks
 
 
-def _run(page: Page, session: str, values: dict, content, content_is_builtin,
+def _run(page: Page, tab: str, values: dict, content, content_is_builtin,
          styles, styles_are_builtin, content_masks, style_masks, init_value,
          clip_upload, sweep_name, sweep_text, entry_list, outputs):
   """The generator behind **Stylize**: yields the page's updates."""
   (status, live, grid, frames, clip_player, plot, downloads, gallery,
    entries, last_sweep) = outputs
-  cancel = page.cancel_flag(session)
+  cancel = page.cancel_flag(tab)
   if cancel.is_set():
     cancel.clear()
     yield {status: 'Cancelled before it started.'}
@@ -334,12 +331,10 @@ def _run(page: Page, session: str, values: dict, content, content_is_builtin,
     try:
       values = dict(values)
       values['style_weight'] = slider_to_style_weight(values['style_weight'])
-      video_values = {path: values.pop(path) for path in list(values)
-                      if path.startswith('video.')}
       is_clip = clip_upload is not None
-      if is_clip:
-        values.update(video_values)
       config = jobs.config_for(page.config, values)
+      if not is_clip:
+        jobs.refuse_video_fields(config, page.config)
       sweep = None
       if sweep_text and sweep_text.strip():
         if is_clip:
@@ -365,7 +360,7 @@ def _run(page: Page, session: str, values: dict, content, content_is_builtin,
       if is_clip:
         if fields:
           raise UserError('content_masks: not with a video content')
-        yield from _run_clip(page, session, config, folder,
+        yield from _run_clip(page, tab, config, folder,
                              folder.take(clip_upload, 'content clip'),
                              style_sources, cancel, settings_text,
                              entry_list, outputs)
@@ -377,7 +372,7 @@ def _run(page: Page, session: str, values: dict, content, content_is_builtin,
       else:
         raise UserError('content: upload a content image (or press '
                         'Built-in scene)')
-      yield from _run_still(page, session, config, content_source,
+      yield from _run_still(page, tab, config, content_source,
                             style_sources, fields, sweep, cancel,
                             settings_text, entry_list, outputs)
     except UserError as error:
@@ -386,7 +381,22 @@ def _run(page: Page, session: str, values: dict, content, content_is_builtin,
     folder.remove()
 
 
-def _run_still(page, session, config, content_source, style_sources, fields,
+def _raise_failure(done: jobs.Done) -> None:
+  """Raises what ended a job, as the one line the page shows."""
+  if done.error is None:
+    return
+  if isinstance(done.error, UserError):
+    raise done.error
+  raise UserError(f'the run failed: {type(done.error).__name__}: '
+                  f'{done.error}') from done.error
+
+
+def _weights_note(manifest: dict) -> str:
+  return (f' · {jobs.RANDOM_NOTE}' if jobs.uses_random_weights(manifest)
+          else '')
+
+
+def _run_still(page, tab, config, content_source, style_sources, fields,
                sweep, cancel, settings_text, entry_list, outputs):
   (status, live, grid, frames, clip_player, plot, downloads, gallery,
    entries, last_sweep) = outputs
@@ -421,12 +431,9 @@ def _run_still(page, session, config, content_source, style_sources, fields,
         update[live] = item.images[0]
       yield update
       continue
-    if item.error is not None:
-      raise item.error if isinstance(item.error, UserError) else UserError(
-          f'the run failed: {type(item.error).__name__}: {item.error}'
-      ) from item.error
+    _raise_failure(item)
     result = item.value
-    entry = page.store.save_still(session, result, settings_text)
+    entry = page.store.save_still(tab, result, settings_text)
     entry_list.append(entry)
     state = (sweep[0], sweep[1], list(result.images)) if sweep else None
     done = ('Cancelled: kept the image reached' if result.partial
@@ -434,8 +441,7 @@ def _run_still(page, session, config, content_source, style_sources, fields,
     final = result.manifest.get('final') or (
         result.manifest.get('runs') or [{}])[0].get('final') or {}
     update = {status: f'{done}. {jobs.format_terms(final)}'
-                      + (f' · {jobs.RANDOM_NOTE}'
-                         if jobs.uses_random_weights(result.manifest) else ''),
+                      + _weights_note(result.manifest),
               live: entry.image if not sweep else result.images[0],
               downloads: entry.files,
               gallery: [(e.image, e.caption) for e in entry_list if e.image],
@@ -445,7 +451,7 @@ def _run_still(page, session, config, content_source, style_sources, fields,
     yield update
 
 
-def _run_clip(page, session, config, folder, clip_path, style_sources, cancel,
+def _run_clip(page, tab, config, folder, clip_path, style_sources, cancel,
               settings_text, entry_list, outputs):
   (status, live, grid, frames, clip_player, plot, downloads, gallery,
    entries, last_sweep) = outputs
@@ -476,12 +482,9 @@ def _run_clip(page, session, config, folder, clip_path, style_sources, cancel,
              live: item.images[0], frames: list(shown),
              plot: jobs.loss_plot(history)}
       continue
-    if item.error is not None:
-      raise item.error if isinstance(item.error, UserError) else UserError(
-          f'the run failed: {type(item.error).__name__}: {item.error}'
-      ) from item.error
+    _raise_failure(item)
     result = item.value
-    entry = page.store.save_clip(session, result, settings_text)
+    entry = page.store.save_clip(tab, result, settings_text)
     entry_list.append(entry)
     done = ('Cancelled: kept the frames reached' if result.partial
             else 'Done')
@@ -489,8 +492,7 @@ def _run_clip(page, session, config, folder, clip_path, style_sources, cancel,
     yield {status: f'{done}: {len(result.frames)} frames'
                    + (f', flicker {flicker:.3g}' if flicker is not None
                       else '')
-                   + (f' · {jobs.RANDOM_NOTE}'
-                      if jobs.uses_random_weights(result.manifest) else ''),
+                   + _weights_note(result.manifest),
            clip_player: gr.update(visible=entry.video is not None,
                                   value=entry.video),
            downloads: entry.files,
