@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -79,8 +80,8 @@ def server(tmp_path_factory):
   else:
     raise AssertionError(f'serve did not start: {log_path.read_text()}')
   yield url
-  process.send_signal(2)  # Ctrl-C
-  process.wait(timeout=30)
+  process.send_signal(signal.SIGINT)  # Ctrl-C
+  assert process.wait(timeout=30) == 130
   leftovers = [p for p in os.listdir(log_path.parent)
                if p.startswith('nst-jax-serve-')]
   assert not leftovers, 'the server left its temporary folder behind'

@@ -2,6 +2,7 @@
 jobs and the `serve` command's checks."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -207,14 +208,15 @@ def _upload(url, data: bytes) -> int:
     return error.code
 
 
-def test_serve_elsewhere_says_who_can_use_it_and_caps_uploads():
+def test_serve_elsewhere_says_who_can_use_it_and_caps_uploads(tmp_path):
   with socket.socket() as sock:
     sock.bind(('127.0.0.1', 0))
     port = sock.getsockname()[1]
   process = subprocess.Popen(
       [sys.executable, '-m', 'nst_jax.main', 'serve', '--host=0.0.0.0',
        f'--port={port}', '--max_upload_mb=0.01', '--config.weights=random'],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env=dict(os.environ, TMPDIR=str(tmp_path)))
   lines = []
   try:
     for line in process.stdout:
@@ -225,9 +227,12 @@ def test_serve_elsewhere_says_who_can_use_it_and_caps_uploads():
     assert _upload(url, b'x' * 5_000) == 200
     assert _upload(url, b'x' * 20_000) == 413  # over 0.01 MB
   finally:
-    process.send_signal(2)
-    process.wait(timeout=30)
-  text = ''.join(lines)
+    process.send_signal(signal.SIGTERM)
+    returncode = process.wait(timeout=30)
+  text = ''.join(lines) + process.stdout.read()
+  # SIGTERM ends it cleanly: status 143, its temporary folder removed.
+  assert returncode == 143, text
+  assert not list(tmp_path.glob('nst-jax-serve-*'))
   assert (f'warning: listening on 0.0.0.0: anyone who can reach port {port} '
           'can use this machine') in text, text
 

@@ -8,7 +8,8 @@ that name files on the server or decide how it runs (weights, output,
 compilation cache, ...) are the command line's alone. Runs queue, one at a
 time on the device. The page is bound to 127.0.0.1 unless --host says
 otherwise; it calls no one (no analytics, no fonts or updates from the
-internet). Ctrl-C stops the server and removes its uploads and results.
+internet). Ctrl-C (or SIGTERM) stops the server and removes its uploads and
+results; the exit status is then 130 (143).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 
 from absl import flags
 from absl import logging
@@ -72,11 +75,12 @@ def check_config(config) -> None:
 
 def serve(config, host: str = '127.0.0.1', port: int = 7860,
           max_upload_mb: float = 50.0, block: bool = True):
-  """Starts the page; with `block`, serves until Ctrl-C, then removes its
-  temporary folder.
+  """Starts the page; with `block`, serves until Ctrl-C or SIGTERM, then
+  removes its temporary folder.
 
   Returns:
-    (the gr.Blocks, its URL, the temporary folder) when not blocking.
+    The signal's number; without `block`, (the gr.Blocks, its URL, the
+    temporary folder) at once.
   Raises:
     UserError: Gradio missing, a bad config or a port in use.
   """
@@ -116,25 +120,45 @@ def serve(config, host: str = '127.0.0.1', port: int = 7860,
   if not block:
     return blocks, url, folder
   try:
-    blocks.block_thread()
+    signum = _wait_for_a_signal()
   finally:
     blocks.close()
     shutil.rmtree(folder, ignore_errors=True)
-  return blocks, url, folder
+  print('stopped; removed the uploads and results', file=sys.stderr)
+  return signum
+
+
+def _wait_for_a_signal() -> int:
+  """Blocks until SIGINT or SIGTERM; returns its number."""
+  caught = []
+  stop = threading.Event()
+
+  def handle(signum, frame):
+    del frame
+    caught.append(signum)
+    stop.set()
+  previous = {s: signal.signal(s, handle)
+              for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    while not stop.wait(1.0):
+      pass
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  return caught[0]
 
 
 def main(argv, flag_values=flags.FLAGS) -> int:
-  """`nst-jax serve`: the parsed flags in, an exit status out."""
+  """`nst-jax serve`: the parsed flags in, an exit status out (128 + the
+  signal's number once Ctrl-C or SIGTERM stops it)."""
   del argv
   logging.set_verbosity(logging.WARNING)
   try:
-    serve(flag_values.config, flag_values.host, flag_values.port,
-          flag_values.max_upload_mb)
+    signum = serve(flag_values.config, flag_values.host, flag_values.port,
+                   flag_values.max_upload_mb)
   except UserError as error:
     return cli.report(error, debug=flag_values.debug)
-  except KeyboardInterrupt:
-    return 0
-  return 0
+  return 128 + signum
 
 
 def entry_point(prog: str) -> None:
