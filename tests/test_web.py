@@ -2,7 +2,7 @@
 by Playwright, against the real command in a child process, at 48 px with
 random weights. Screenshots of the page at the end of each test go to the
 test's temporary folder (and, with NST_JAX_SCREENSHOTS=FOLDER, the first
-test's to FOLDER/web_page.png, as the README shows)."""
+test's to FOLDER/web_page.png, as the README and docs/web.md show)."""
 
 import io
 import json
