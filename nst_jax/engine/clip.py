@@ -26,15 +26,12 @@ end.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
 import glob
 import json
 import os
 import sys
 import time
-from typing import Iterator, Optional
 
 from absl import logging
 import jax
@@ -43,115 +40,16 @@ import numpy as np
 from nst_jax.core import color, descent
 from nst_jax.engine import devices as devices_lib, inputs, loop
 from nst_jax.engine import prepare as prepare_lib, resume, results, still
-from nst_jax.engine import sweeps
-from nst_jax.errors import UserError
+from nst_jax.engine import clip_frames, sweeps
 from nst_jax.io import images, manifest as manifest_lib
 
 FRAME_NAME = 'frame_{:05d}.png'
 DEFAULT_FOLDER_FPS = 24.0
 
 
-def _modules():
-  """nst_jax.io.flow, video_read and video_write (OpenCV and PyAV)."""
-  try:
-    # pylint: disable-next=g-import-not-at-top
-    from nst_jax.io import flow, video_read, video_write
-  except ImportError as error:
-    raise UserError(f'config.content: video needs {error.name}: pip install '
-                    "'nst_jax[video]' (opencv-python-headless and av)"
-                    ) from None
-  return flow, video_read, video_write
-
-
 def frames_folder(output: str) -> str:
   """out/clip.mp4 -> out/clip (where the frames go)."""
   return os.path.splitext(output)[0]
-
-
-# ---------------------------------------------------------------------------
-# Per-frame inputs, prepared ahead on a worker thread.
-
-@dataclasses.dataclass
-class Frame:
-  """A content frame at the working size, with its flows to earlier frames.
-
-  Attributes:
-    index: 0-based.
-    level: `inputs.Level` (the content and styles the network sees).
-    references: {offset j: (backward flow from this frame to frame t - j,
-      Ruder et al.'s long-term weight c_j)} for the offsets with an earlier
-      frame.
-    certainty: the raw certainty towards the previous frame (or None).
-    input_flicker: the content's own warping error towards the previous
-      frame (`flow.warping_error`, values in [0, 1]), or None.
-    input_detail: the content's own detail (`flow.detail`).
-  """
-  index: int
-  level: inputs.Level
-  references: dict
-  certainty: Optional[np.ndarray]
-  input_flicker: Optional[float] = None
-  input_detail: Optional[float] = None
-
-
-def _prepared_frames(settings, style_sources) -> Iterator[Frame]:
-  """Yields a `Frame` per content frame, reading one at a time and keeping
-  only the last max(long_term) content frames."""
-  flow_lib, video_read, _ = _modules()
-  offsets = settings.video.long_term
-  recent = collections.deque(maxlen=max(offsets))  # colour contents, newest last
-  for index, pixels in enumerate(video_read.read_frames(settings.content)):
-    level = inputs.read_level(settings, pixels, style_sources,
-                              settings.image_size)
-    current = level.colour_content
-    flows, certainties = {}, []
-    for offset in offsets:
-      if offset > len(recent):
-        break
-      earlier = recent[-offset]
-      backward = flow_lib.compute_flow(current, earlier, settings.video.flow)
-      forward = flow_lib.compute_flow(earlier, current, settings.video.flow)
-      certainties.append(flow_lib.certainty(forward, backward))
-      flows[offset] = backward
-    references = {offset: (backward, weight) for (offset, backward), weight
-                  in zip(flows.items(),
-                         flow_lib.long_term_weights(certainties))}
-    certainty = input_flicker = None
-    if 1 in flows:
-      certainty = certainties[0]
-      input_flicker = flow_lib.warping_error(current / 255, recent[-1] / 255,
-                                             flows[1], certainty)
-    recent.append(current)
-    yield Frame(index, level, references, certainty, input_flicker,
-                flow_lib.detail(current))
-
-
-class _Prefetcher:
-  """Runs an iterator one item ahead on a worker thread."""
-
-  def __init__(self, iterator):
-    self._iterator = iterator
-    self._pool = concurrent.futures.ThreadPoolExecutor(1)
-    self._next = self._pool.submit(self._advance)
-
-  def _advance(self):
-    try:
-      return next(self._iterator)
-    except StopIteration:
-      return None
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    item = self._next.result()
-    if item is None:
-      raise StopIteration
-    self._next = self._pool.submit(self._advance)
-    return item
-
-  def close(self):
-    self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +159,7 @@ def run_video(config, settings, *, should_stop=lambda: False,
     UserError: an unreadable clip, no frames, frames of different sizes,
       or a clip that does not fit the device's memory even in strips.
   """
-  flow_lib, video_read, video_write = _modules()
+  flow_lib, video_read, video_write = clip_frames.video_modules()
   started = time.perf_counter()
   video = settings.video
   info = video_read.probe(settings.content)
@@ -319,7 +217,8 @@ def run_video(config, settings, *, should_stop=lambda: False,
                 # the longest offset needs
   for index in range(max(0, done - max(video.long_term)), done):
     outputs[index] = _load_frame(folder, index)
-  frames = _Prefetcher(_prepared_frames(settings, style_sources))
+  frames = clip_frames.Prefetcher(
+      clip_frames.prepared_frames(settings, style_sources))
   finish = lambda level: still.colour_finish(
       settings, {level.content.shape[:2]: level.colour_content})
   optimise = _joint_windows if joint else _sequential_frames
@@ -378,8 +277,9 @@ def run_video(config, settings, *, should_stop=lambda: False,
   return results.VideoResult(manifest)
 
 
-def _temporal_reference(frame: Frame, outputs: dict, offsets, shape,
-                        flow_lib, luminance: bool, interpolation) -> dict:
+def _temporal_reference(frame: clip_frames.Frame, outputs: dict, offsets,
+                        shape, flow_lib, luminance: bool,
+                        interpolation) -> dict:
   """The fixed references of one frame: earlier results warped into it
   (`video.warp`'s interpolation; edges mirrored, so that where content
   comes into view they hold stylised texture for `video.fill='warped'`),
@@ -398,7 +298,7 @@ def _temporal_reference(frame: Frame, outputs: dict, offsets, shape,
   return {'warped': warped, 'certainty': certainty}
 
 
-def _start(settings, frame: Frame, reference, flow_lib):
+def _start(settings, frame: clip_frames.Frame, reference, flow_lib):
   """A frame's start image: `video.init`, or the run's `init` on the
   first frame."""
   level = frame.level
@@ -428,7 +328,7 @@ def _sequential_frames(settings, run, variables, frames, targets_of, done,
   """Frame after frame (Ruder et al.); returns whether interrupted.
   `checkpoint_plan(what, arrays, iterations)` gives a frame's checkpoint
   progress and the state it resumes from (see `run_video`)."""
-  flow_lib = _modules()[0]
+  flow_lib = clip_frames.video_modules()[0]
   video = settings.video
   luminance = settings.color_control == 'luminance'
   for frame in frames:
@@ -463,7 +363,7 @@ def _joint_windows(settings, run, variables, frames, targets_of, done,
                    outputs, finish, record, checkpoint_plan) -> bool:
   """`video.window` frames at a time as one problem; returns whether
   interrupted. A resumed run restarts at its window's first frame."""
-  flow_lib = _modules()[0]
+  flow_lib = clip_frames.video_modules()[0]
   window = settings.video.window
   luminance = settings.color_control == 'luminance'
   batch = []
@@ -551,7 +451,7 @@ def _entry(level, k, seconds) -> dict:
 
 
 def _record(manifest, settings, folder, flow_lib, progress, outputs, entry,
-            frame: Frame, image, programs) -> None:
+            frame: clip_frames.Frame, image, programs) -> None:
   """Writes a finished frame and the manifest (partial), measures flicker
   and detail."""
   index = frame.index
