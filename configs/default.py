@@ -170,22 +170,30 @@ def get_config():
   # gamma, the weight of Ruder et al.'s temporal loss (mean over pixel values
   # of certainty * (x - warped previous result)^2, in 0-255 units); 0: off.
   config.video.temporal_weight = 0.3
+  # The temporal loss low-passed by a Gaussian of this sigma in pixels (0:
+  # Ruder et al.'s loss as published): it holds the coarse picture in place
+  # and leaves the finest strokes free for the style term, which keeps
+  # painting them where the plain loss holds each frame to the previous
+  # result's resampled, stretched texture (a zoom fades to a blur).
+  config.video.temporal_blur = 1.0
   config.video.flow = 'dis'      # optical flow: 'dis' | 'farneback' | 'none'
   # Each frame (but the first) starts from: 'warped' (the previous result
-  # warped along the flow, the content where it is disoccluded) | 'content'
+  # warped along the flow, video.fill where it is disoccluded) | 'content'
   # | 'noise' (seed + frame index).
   config.video.init = 'warped'
   config.video.long_term = (1,)  # temporal terms against these earlier
                                  # frames, e.g. (1, 10, 20, 40)
   config.video.first_iterations = 0  # steps on the first frame (0: iterations)
   # How the previous result is resampled along the flow for the start and
-  # the temporal term: 'bilinear' blurs a little at every frame, which
-  # compounds along the clip.
-  config.video.warp = 'bilinear'
+  # the temporal term: 'bicubic' | 'bilinear' (blurs a little at every frame,
+  # which compounds along the clip).
+  config.video.warp = 'bicubic'
   # Where the flow is uncertain (content coming into view), a warped start
-  # takes 'content' (Ruder et al.) | 'warped' (the previous result as
-  # warped, the frame mirrored at its edges: stylised texture).
-  config.video.fill = 'content'
+  # takes 'noise' (white noise, seed + frame index, which the style term
+  # paints as it paints a first frame) | 'warped' (the previous result as
+  # warped, the frame mirrored at its edges) | 'content' (Ruder et al.; the
+  # few steps a frame gets leave it barely stylised).
+  config.video.fill = 'noise'
   # 'sequential' (frame after frame) | 'joint' (video.window frames optimised
   # together, the temporal terms coupling neighbours; the window's frames are
   # split over the devices).

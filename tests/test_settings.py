@@ -100,8 +100,9 @@ def test_default_config_gives_the_documented_settings():
 def test_default_video_settings(tmp_path):
   video = settings_lib.check(video_config(tmp_path)).video
   assert video == settings_lib.VideoSettings(
-      temporal_weight=0.3, flow='dis', init='warped', long_term=(1,),
-      first_iterations=0, warp='bilinear', fill='content', mode='sequential',
+      temporal_weight=0.3, temporal_blur=1.0, flow='dis', init='warped',
+      long_term=(1,), first_iterations=0, warp='bicubic', fill='noise',
+      mode='sequential',
       window=4, fps=0.0)
 
 

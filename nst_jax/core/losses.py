@@ -93,6 +93,9 @@ class LossSpec:
   # problem (0: one image; N: pixels (N, H, W, 3), video.mode='joint').
   temporal: int = 0
   frames: int = 0
+  # The temporal term's low-pass filter (`temporal.temporal_loss`): the
+  # Gaussian's sigma in pixels, 0 for Ruder et al.'s loss as published.
+  temporal_blur: float = 0.0
   # Row strips (nst_jax.core.strips): the layers up to `strip_split` run on this
   # many strips of rows, one after another, and the rest of the network
   # whole (0 or 1: the whole image at once). Exact: the Gram matrices and

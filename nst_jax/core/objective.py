@@ -361,7 +361,8 @@ def loss_terms(pixels, variables, targets: Targets,
             loss_weights, image_spec, step))(pixels, targets.content_features)
     terms = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), per_frame)
     temporal_term = temporal.neighbours_loss(
-        pixels, reference['flows'], reference['neighbour_certainty'])
+        pixels, reference['flows'], reference['neighbour_certainty'],
+        spec.temporal_blur)
     first = pixels[0]
   else:
     terms = _image_terms(pixels, variables, image_targets, loss_weights,
@@ -369,7 +370,7 @@ def loss_terms(pixels, variables, targets: Targets,
     temporal_term = jnp.zeros((), jnp.float32)
     first = pixels
   temporal_term += temporal.fixed_references_loss(
-      first, reference['warped'], reference['certainty'])
+      first, reference['warped'], reference['certainty'], spec.temporal_blur)
   terms['temporal'] = temporal_term
   terms['total'] = terms['total'] + loss_weights.temporal_weight * temporal_term
   return terms

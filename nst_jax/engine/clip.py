@@ -312,14 +312,20 @@ def _start(settings, frame: clip_frames.Frame, reference, flow_lib):
   if init == 'content':
     return level.content
   return _fill(settings, reference['warped'][0], level.content,
-               reference['certainty'][0], flow_lib)
+               reference['certainty'][0], flow_lib, frame.index)
 
 
-def _fill(settings, warped, content, certainty, flow_lib):
-  """A warped start where the flow is uncertain (`video.fill`): the warped
-  result as it is, or Ruder et al.'s content there."""
-  if settings.video.fill == 'warped':
+def _fill(settings, warped, content, certainty, flow_lib, index):
+  """A warped start where the flow is uncertain (`video.fill`): white noise
+  (seed + frame index, as `video.init='noise'` draws it), which the style
+  term paints as it paints a frame from noise; the warped result as it is;
+  or Ruder et al.'s content, which the few steps a frame gets leave barely
+  stylised."""
+  fill = settings.video.fill
+  if fill == 'warped':
     return warped
+  if fill == 'noise':
+    content = images.noise_image(settings.seed + index, content.shape[:2])
   return flow_lib.disoccluded_fill(warped, content, certainty)
 
 
@@ -407,7 +413,8 @@ def _one_window(settings, run, variables, batch, targets_of, outputs, finish,
     elif settings.video.init == 'warped':  # the window's start, carried on
       starts.append(_fill(settings, flow_lib.warp(
           starts[-1], flows[i - 1], settings.video.warp, 'mirror'),
-                          frame.level.content, coupling[i - 1], flow_lib))
+                          frame.level.content, coupling[i - 1], flow_lib,
+                          frame.index))
     elif settings.video.init == 'content':
       starts.append(frame.level.content)
     else:

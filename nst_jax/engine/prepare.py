@@ -213,7 +213,9 @@ def prepare(settings, *, height: int, width: int,
   spec = dataclasses.replace(settings.spec,
                              preprocessing=meta['preprocessing'],
                              conv_algorithm=conv_algorithm,
-                             temporal=temporal, frames=frames)
+                             temporal=temporal, frames=frames,
+                             temporal_blur=(settings.video.temporal_blur
+                                            if temporal or frames else 0.0))
   variables = programs.prepare_variables(
       params, tuple(sorted(set(map(tuple, network_sizes))))
       if conv_algorithm == 'winograd' else (), spec.layers)

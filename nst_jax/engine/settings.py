@@ -37,7 +37,7 @@ VIDEO_FLOWS = ('dis', 'farneback', 'none')
 VIDEO_INITS = ('warped', 'content', 'noise')
 VIDEO_MODES = ('sequential', 'joint')
 VIDEO_WARPS = ('bicubic', 'bilinear')
-VIDEO_FILLS = ('warped', 'content')
+VIDEO_FILLS = ('noise', 'warped', 'content')
 RESUME_MODES = ('auto', 'never')
 
 
@@ -52,6 +52,7 @@ def is_video(path: str) -> bool:
 class VideoSettings:
   """The checked `video.*` fields (see configs/default.py)."""
   temporal_weight: float
+  temporal_blur: float
   flow: str
   init: str
   long_term: tuple
@@ -491,6 +492,7 @@ def _video(config, sweep_lists, coarse_to_fine, shard_rows) -> VideoSettings:
                     f'{long_term!r}')
   settings = VideoSettings(
       temporal_weight=_number(config, 'video.temporal_weight', minimum=0),
+      temporal_blur=_number(config, 'video.temporal_blur', minimum=0),
       flow=_choice(config, 'video.flow', VIDEO_FLOWS),
       init=_choice(config, 'video.init', VIDEO_INITS),
       long_term=offsets,
