@@ -60,17 +60,17 @@ def low_pass(image: jax.Array, sigma: float) -> jax.Array:
   kernel = jnp.asarray(gaussian_kernel(sigma))
   radius = kernel.shape[0] // 2
   channels = image.shape[-1]
-  padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)),
-                   mode='edge')[None]
-  for shape in ((kernel.shape[0], 1), (1, kernel.shape[0])):
-    padded = jax.lax.conv_general_dilated(
-        padded, jnp.broadcast_to(kernel.reshape(shape + (1, 1)),
+  blurred = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)),
+                    mode='edge')[None]
+  for shape in ((kernel.shape[0], 1), (1, kernel.shape[0])):  # rows, columns
+    blurred = jax.lax.conv_general_dilated(
+        blurred, jnp.broadcast_to(kernel.reshape(shape + (1, 1)),
                                  shape + (1, channels)),
         window_strides=(1, 1), padding='VALID',
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
         feature_group_count=channels,
         precision=jax.lax.Precision.HIGHEST)
-  return padded[0]
+  return blurred[0]
 
 
 def temporal_loss(pixels: jax.Array, warped: jax.Array,
